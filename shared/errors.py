@@ -1,0 +1,56 @@
+"""The error hierarchy, grouped by who must act.
+
+* :class:`SubmitterError` - the person submitting the job must fix something (bad spec, missing input).
+* :class:`ScriptError` - the entry script's author must fix something (init()/run() failed).
+* :class:`OperatorError` - whoever runs the service must act (storage unreachable, throttled).
+
+Messages name the job, the mini-batch and the file wherever they are known.
+"""
+
+from __future__ import annotations
+
+
+class ParallelRunError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+    def __init__(self, message: str, *, job_id: str | None = None, batch: int | None = None,
+                 file: str | None = None) -> None:
+        self.job_id = job_id
+        self.batch = batch
+        self.file = file
+        super().__init__(self._with_context(message))
+
+    def _with_context(self, message: str) -> str:
+        where = []
+        if self.job_id:
+            where.append(f"job {self.job_id}")
+        if self.batch is not None:
+            where.append(f"mini-batch {self.batch}")
+        if self.file:
+            where.append(f"file {self.file}")
+        return f"{message} ({', '.join(where)})" if where else message
+
+
+class SubmitterError(ParallelRunError):
+    """The job as submitted cannot run: the submitter must change it."""
+
+
+class SpecError(SubmitterError):
+    """The job spec is invalid. ``errors`` lists ``{"field": ..., "message": ...}`` for every bad field."""
+
+    def __init__(self, errors: list[dict[str, str]], *, job_id: str | None = None) -> None:
+        self.errors = errors
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        super().__init__(f"invalid job spec: {summary}", job_id=job_id)
+
+
+class NotFoundError(SubmitterError):
+    """A job, model, snapshot or input named by the submitter does not exist."""
+
+
+class ScriptError(ParallelRunError):
+    """The entry script failed (init(), run() raised, timed out or crashed its process)."""
+
+
+class OperatorError(ParallelRunError):
+    """Storage or the host is unavailable or misconfigured; not the user's fault, retried."""

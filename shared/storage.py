@@ -1,0 +1,126 @@
+"""Storage access in one place: every blob, queue and table client is built here from :class:`Settings`.
+
+Transient faults (timeouts, 408/429/5xx, dropped connections) are retried by the SDK's exponential
+retry policy configured here, so they never consume a user's ``run_max_try``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableClient, TableServiceClient
+from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.queue import (QueueClient, QueueServiceClient, TextBase64DecodePolicy,
+                                 TextBase64EncodePolicy)
+
+from .settings import Settings
+
+log = logging.getLogger("parallelrun.storage")
+
+# SDK retry policy: transient faults back off exponentially and do not reach the caller.
+RETRY = {"retry_total": 8, "retry_backoff_factor": 0.4, "retry_backoff_max": 20,
+         "connection_timeout": 10, "read_timeout": 60}
+
+
+class Storage:
+    """Lazily built, thread-safe storage clients for one :class:`Settings`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._queues: dict[str, QueueClient] = {}
+
+    # -- service clients -------------------------------------------------------------------
+    @functools.cached_property
+    def _credential(self) -> Any:
+        from azure.identity import DefaultAzureCredential  # only in identity-based deployments
+        return DefaultAzureCredential()
+
+    def _uri(self, kind: str) -> str:
+        s = self.settings
+        explicit = {"blob": s.blob_service_uri, "queue": s.queue_service_uri,
+                    "table": s.table_service_uri}[kind]
+        if explicit:
+            return explicit
+        if not s.account_name:
+            raise RuntimeError("storage is not configured: set AzureWebJobsStorage "
+                               "or AzureWebJobsStorage__accountName")
+        return f"https://{s.account_name}.{kind}.core.windows.net"
+
+    @functools.cached_property
+    def blob_service(self) -> BlobServiceClient:
+        if self.settings.connection_string:
+            return BlobServiceClient.from_connection_string(self.settings.connection_string, **RETRY)
+        return BlobServiceClient(self._uri("blob"), credential=self._credential, **RETRY)
+
+    @functools.cached_property
+    def queue_service(self) -> QueueServiceClient:
+        policies = {"message_encode_policy": TextBase64EncodePolicy(),
+                    "message_decode_policy": TextBase64DecodePolicy()}
+        if self.settings.connection_string:
+            return QueueServiceClient.from_connection_string(
+                self.settings.connection_string, **policies, **RETRY)
+        return QueueServiceClient(self._uri("queue"), credential=self._credential, **policies, **RETRY)
+
+    @functools.cached_property
+    def table_service(self) -> TableServiceClient:
+        if self.settings.connection_string:
+            return TableServiceClient.from_connection_string(self.settings.connection_string, **RETRY)
+        return TableServiceClient(self._uri("table"), credential=self._credential, **RETRY)
+
+    # -- resource clients ------------------------------------------------------------------
+    def container(self, name: str) -> ContainerClient:
+        return self.blob_service.get_container_client(name)
+
+    def queue(self, name: str) -> QueueClient:
+        with self._lock:
+            client = self._queues.get(name)
+            if client is None:
+                client = self.queue_service.get_queue_client(
+                    name, message_encode_policy=TextBase64EncodePolicy(),
+                    message_decode_policy=TextBase64DecodePolicy())
+                self._queues[name] = client
+            return client
+
+    def table(self, name: str) -> TableClient:
+        return self.table_service.get_table_client(name)
+
+    @property
+    def ledger(self) -> TableClient:
+        return self.table(self.settings.ledger_table)
+
+    @property
+    def system(self) -> ContainerClient:
+        return self.container(self.settings.system_container)
+
+    def blob_url(self, container: str, name: str) -> str:
+        return self.container(container).get_blob_client(name).url
+
+    # -- provisioning ----------------------------------------------------------------------
+    def ensure(self) -> None:
+        """Create every queue (with its poison queue), table and container; idempotent."""
+        s = self.settings
+        for name in s.queues:
+            for q in (name, name + s.poison_suffix):
+                _create(self.queue(q).create_queue)
+        for name in s.tables:
+            _create(lambda n=name: self.table_service.create_table(n))
+        for name in s.containers:
+            _create(self.container(name).create_container)
+        log.debug("storage ready: queues=%s tables=%s containers=%s", s.queues, s.tables, s.containers)
+
+    def ensure_container(self, name: str) -> ContainerClient:
+        client = self.container(name)
+        _create(client.create_container)
+        return client
+
+
+def _create(create: Any) -> None:
+    try:
+        create()
+    except ResourceExistsError:
+        pass
