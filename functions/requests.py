@@ -1,0 +1,17 @@
+"""Blob trigger: a job spec (JSON or YAML) uploaded to the requests container is submitted."""
+
+import logging
+
+import azure.functions as func
+
+from shared import requests, runtime
+
+bp = func.Blueprint()
+log = logging.getLogger("parallelrun.functions.requests")
+
+
+@bp.blob_trigger(arg_name="blob", path="%PARALLELRUN_REQUESTS_CONTAINER%/{name}",
+                 connection="AzureWebJobsStorage", source=func.BlobSource.EVENT_GRID)
+def submit_from_blob(blob: func.InputStream) -> None:
+    rt = runtime.current()
+    requests.submit_blob(rt.storage, rt.ledger, blob.name or "", blob.read())

@@ -1,0 +1,13 @@
+"""Queue trigger: score one mini-batch in a scoring process and settle it in the ledger."""
+
+import azure.functions as func
+
+from shared import runtime
+from shared.messages import BatchMessage
+
+bp = func.Blueprint()
+
+
+@bp.queue_trigger(arg_name="msg", queue_name="%PARALLELRUN_BATCH_QUEUE%", connection="AzureWebJobsStorage")
+def score_batch(msg: func.QueueMessage) -> None:
+    runtime.current().worker.handle(BatchMessage.from_json(msg.get_body()), msg.dequeue_count or 1)

@@ -1,0 +1,147 @@
+"""The HTTP API (FastAPI), served by the ``api`` function through the Functions ASGI adapter.
+
+    GET  /api/health                      storage reachable?
+    POST /api/jobs                        submit (JSON or YAML body) -> 202 + job id + status URL
+    GET  /api/jobs                        recent jobs
+    GET  /api/jobs/{id}                   status: state, counts, timings, throughput, output, errors
+    POST /api/jobs/{id}/cancel            stop a job
+    POST /api/jobs/{id}/resubmit          same job, some fields replaced (body: the overrides)
+    GET  /api/jobs/{id}/results?head=N    first rows of the output
+    POST /api/snapshots                   upload a zipped source_directory -> snapshot reference
+
+Errors: 422 names every invalid field; 404 for unknown jobs; 503 when storage is unavailable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import zipfile
+from typing import Any
+
+import yaml
+from azure.core.exceptions import AzureError
+from azure.core.exceptions import ResourceExistsError
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from . import jobs, output, runtime
+from .errors import NotFoundError, OperatorError, SpecError, SubmitterError
+
+log = logging.getLogger("parallelrun.api")
+
+app = FastAPI(title="ParallelRun Functions", version="0.1.0", docs_url="/api/docs",
+              openapi_url="/api/openapi.json")
+
+
+@app.exception_handler(SpecError)
+async def _spec_error(_: Request, exc: SpecError) -> JSONResponse:
+    return JSONResponse({"error": "invalid job spec", "errors": exc.errors}, status_code=422)
+
+
+@app.exception_handler(NotFoundError)
+async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
+    return JSONResponse({"error": str(exc)}, status_code=404)
+
+
+@app.exception_handler(SubmitterError)
+async def _bad_request(_: Request, exc: SubmitterError) -> JSONResponse:
+    return JSONResponse({"error": str(exc)}, status_code=400)
+
+
+@app.exception_handler(OperatorError)
+@app.exception_handler(AzureError)
+async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+    log.error("storage unavailable: %s", exc)
+    return JSONResponse({"error": f"storage unavailable: {type(exc).__name__}"}, status_code=503)
+
+
+async def _body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        if "yaml" in request.headers.get("content-type", ""):
+            return yaml.safe_load(raw)
+        return json.loads(raw)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise SpecError([{"field": "(body)", "message": f"not valid JSON or YAML: {exc}"}]) from None
+
+
+def _status_url(request: Request, job_id: str) -> str:
+    return str(request.url_for("get_job", job_id=job_id))
+
+
+@app.get("/api/health")
+def health() -> dict[str, str]:
+    rt = runtime.current()
+    rt.storage.queue(rt.settings.plan_queue).get_queue_properties()
+    return {"status": "ok"}
+
+
+@app.post("/api/jobs", status_code=202)
+async def submit_job(request: Request) -> JSONResponse:
+    rt = runtime.current()
+    job = jobs.submit(rt.storage, rt.ledger, await _body(request))
+    url = _status_url(request, job.job_id)
+    return JSONResponse({"job_id": job.job_id, "state": job.state, "status_url": url},
+                        status_code=202, headers={"Location": url})
+
+
+@app.get("/api/jobs")
+def list_jobs(limit: int = 50) -> dict[str, Any]:
+    return {"jobs": jobs.list_jobs(runtime.current().storage, limit)}
+
+
+@app.get("/api/jobs/{job_id}", name="get_job")
+def get_job(job_id: str) -> dict[str, Any]:
+    rt = runtime.current()
+    return jobs.status(rt.storage, rt.ledger, job_id)
+
+
+@app.post("/api/jobs/{job_id}/cancel", status_code=202)
+def cancel_job(job_id: str) -> dict[str, Any]:
+    rt = runtime.current()
+    job = jobs.cancel(rt.storage, rt.ledger, job_id)
+    return {"job_id": job.job_id, "state": job.state, "reason": job.error}
+
+
+@app.post("/api/jobs/{job_id}/resubmit", status_code=202)
+async def resubmit_job(job_id: str, request: Request) -> JSONResponse:
+    rt = runtime.current()
+    overrides = await _body(request)
+    if not isinstance(overrides, dict):
+        raise SpecError([{"field": "(body)", "message": "overrides must be an object of spec fields"}])
+    job = jobs.resubmit(rt.storage, rt.ledger, job_id, overrides)
+    url = _status_url(request, job.job_id)
+    return JSONResponse({"job_id": job.job_id, "state": job.state, "status_url": url,
+                         "resubmitted_from": job_id}, status_code=202, headers={"Location": url})
+
+
+@app.get("/api/jobs/{job_id}/results")
+def results(job_id: str, head: int = 10) -> dict[str, Any]:
+    rt = runtime.current()
+    st = jobs.status(rt.storage, rt.ledger, job_id, error_limit=0)
+    out = st["output"]
+    if out["blob"] is None or not jobs.output_exists(rt.storage, out["container"], out["blob"]):
+        raise NotFoundError(f"job {job_id} has no output rows yet (state {st['state']})")
+    return {"job_id": job_id, "url": out["url"],
+            "rows": output.read_head(rt.storage, out["container"], out["blob"], head)}
+
+
+@app.post("/api/snapshots", status_code=201)
+async def upload_snapshot(request: Request) -> dict[str, str]:
+    data = await request.body()
+    try:
+        zipfile.ZipFile(io.BytesIO(data)).testzip()
+    except zipfile.BadZipFile:
+        raise SubmitterError("the body must be a zip of the source directory") from None
+    sha = hashlib.sha256(data).hexdigest()
+    rt = runtime.current()
+    try:
+        rt.storage.system.upload_blob(f"snapshots/{sha}.zip", data, overwrite=False)
+    except ResourceExistsError:
+        pass
+    return {"source_directory": f"snapshot:{sha}"}

@@ -1,0 +1,1 @@
+"""Stand-in for PRS's ``azureml_user`` package (scoring processes only)."""

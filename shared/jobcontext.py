@@ -1,0 +1,100 @@
+"""What a worker process prepares once per job: the parsed spec, the extracted code snapshot, the
+scoring-process configuration and the output target. Cached with the job row, refreshed after
+``job_cache_ttl_s`` so cancellation and budget stops are seen quickly."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import snapshots
+from .datasets import FileInput
+from .errors import SubmitterError
+from .ledger import JobRow, Ledger
+from .output import OutputTarget, join
+from .scoring import ScoringConfig
+from .settings import Settings
+from .spec import JobSpec, parse_spec
+from .storage import Storage
+
+
+@dataclass(frozen=True)
+class JobContext:
+    job: JobRow
+    spec: JobSpec
+    inputs: list[FileInput]
+    scoring: ScoringConfig
+    pool_key: str
+    target: OutputTarget
+    processes: int
+
+    @property
+    def batches_dir(self) -> Path:
+        return Path(self.scoring.work_dir).parent / "batches"
+
+
+def output_target(settings: Settings, job: JobRow) -> OutputTarget:
+    name = job.spec.get("append_row_file_name") or "parallel_run_step.txt"
+    return OutputTarget(job.job_id, job.output_container, join(job.output_prefix, name),
+                        settings.system_container, settings.blocks_per_shard)
+
+
+def process_count(spec: JobSpec) -> int:
+    return spec.process_count_per_node or os.cpu_count() or 1
+
+
+class JobContexts:
+    """Per-process cache of :class:`JobContext` keyed by job id."""
+
+    def __init__(self, storage: Storage, ledger: Ledger, node_id: str) -> None:
+        self.storage = storage
+        self.ledger = ledger
+        self.node_id = node_id
+        self.root = Path(storage.settings.scratch_dir) / node_id
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, JobContext]] = {}
+
+    def get(self, job_id: str, fresh: bool = False) -> JobContext:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(job_id)
+        if hit and not fresh and now - hit[0] < self.storage.settings.job_cache_ttl_s:
+            return hit[1]
+        job = self.ledger.get_job(job_id)
+        if hit and hit[1].job.spec == job.spec:
+            ctx = JobContext(job, *[getattr(hit[1], f) for f in
+                                    ("spec", "inputs", "scoring", "pool_key", "target", "processes")])
+        else:
+            ctx = self._build(job)
+        with self._lock:
+            self._cache[job_id] = (now, ctx)
+        return ctx
+
+    def _build(self, job: JobRow) -> JobContext:
+        spec = parse_spec(job.spec)
+        source = snapshots.extract(self.storage, job.snapshot, self.root / "snapshots")
+        entry = (source / spec.entry_script).resolve()
+        if not entry.is_relative_to(source.resolve()) or not entry.is_file():
+            raise SubmitterError(f"entry_script {spec.entry_script} is not in the code snapshot",
+                                 job_id=job.job_id)
+        scoring = ScoringConfig(
+            job_id=job.job_id, entry_script=str(entry), source_dir=str(source),
+            work_dir=str(self.root / "jobs" / job.job_id / "work"),
+            arguments=tuple(spec.arguments or ()), environment=dict(spec.environment_variables or {}),
+            logging_level=spec.logging_level, node_id=self.node_id, model_pins=dict(job.models))
+        key_material = json.dumps([job.job_id, job.snapshot, spec.entry_script, job.models,
+                                   scoring.environment, scoring.arguments, scoring.logging_level])
+        return JobContext(
+            job=job, spec=spec,
+            inputs=[FileInput.from_spec(i, n) for n, i in enumerate(job.spec["inputs"])],
+            scoring=scoring, pool_key=hashlib.sha256(key_material.encode()).hexdigest()[:16],
+            target=output_target(self.storage.settings, job), processes=process_count(spec))
+
+    def forget(self, job_id: str) -> None:
+        with self._lock:
+            self._cache.pop(job_id, None)

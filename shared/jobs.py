@@ -1,0 +1,150 @@
+"""Job operations shared by the HTTP API, the blob-upload trigger and the CLI: submit, resubmit,
+status, list, cancel.
+
+Submission validates everything it can before anything is written (the spec, the code snapshot and
+its entry script, the models, the input containers): an invalid job is refused with every bad
+field named, and nothing is enqueued. State first, side effects after: the ledger row and the index
+row are written, then the first planning message is enqueued.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import time
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from . import decisions, index, models, snapshots
+from .errors import NotFoundError, SpecError
+from .jobcontext import output_target, process_count
+from .ledger import Conflict, JobRow, Ledger
+from .messages import FinalizeMessage, PlanMessage
+from .spec import JobSpec, parse_spec
+from .states import BatchState, JobState
+from .storage import Storage
+
+log = logging.getLogger("parallelrun.jobs")
+
+
+def new_job_id(name: str) -> str:
+    return f"{name}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def _check_references(storage: Storage, spec: JobSpec) -> tuple[dict[str, int], list[dict[str, str]]]:
+    """Resolve models and check the snapshot and inputs exist; returns (model pins, errors)."""
+    errors: list[dict[str, str]] = []
+    if not spec.source_directory or not spec.source_directory.startswith(snapshots.PREFIX):
+        errors.append({"field": "source_directory", "message": "must be a code snapshot reference "
+                       "(snapshot:<sha256>); the CLI uploads a local folder and fills this in"})
+    else:
+        try:
+            if spec.entry_script not in snapshots.names(storage, spec.source_directory):
+                errors.append({"field": "entry_script", "message":
+                               f"{spec.entry_script} is not in source_directory {spec.source_directory}"})
+        except NotFoundError as exc:
+            errors.append({"field": "source_directory", "message": str(exc)})
+    pins: dict[str, int] = {}
+    for n, (name, version) in enumerate(spec.effective_models()):
+        try:
+            pins[name] = models.get_version(storage, name, version).version
+        except NotFoundError as exc:
+            errors.append({"field": f"models.{n}", "message": str(exc)})
+    for n, item in enumerate(spec.inputs):
+        if not storage.container(item.container).exists():
+            errors.append({"field": f"inputs.{n}.container",
+                           "message": f"container {item.container!r} does not exist"})
+    return pins, errors
+
+
+def submit(storage: Storage, ledger: Ledger, data: Any) -> JobRow:
+    """Validate and accept a job; returns its ledger row. Raises SpecError (nothing written)."""
+    spec = data if isinstance(data, JobSpec) else parse_spec(data)
+    pins, errors = _check_references(storage, spec)
+    if errors:
+        raise SpecError(errors)
+    job_id = new_job_id(spec.name)
+    settings = storage.settings
+    if spec.output is not None:
+        container, prefix = spec.output.container, spec.output.path.strip("/")
+        storage.ensure_container(container)
+    else:
+        container, prefix = settings.output_container, job_id
+    window = decisions.window_size(spec.node_count, process_count(spec), settings.window_per_slot)
+    job = ledger.create_job(JobRow(
+        job_id=job_id, spec=spec.to_dict(), snapshot=spec.source_directory or "", models=pins,
+        output_container=container, output_prefix=prefix, window=window, created_at=time.time()))
+    index.add(storage, job)
+    storage.queue(settings.plan_queue).send_message(PlanMessage(job_id, 0).to_json())
+    log.info("submitted: job=%s inputs=%d window=%d", job_id, len(spec.inputs), window)
+    return job
+
+
+def resubmit(storage: Storage, ledger: Ledger, job_id: str, overrides: dict[str, Any]) -> JobRow:
+    """Submit a job again with some fields replaced (new data, batch size, processes...)."""
+    old = ledger.get_job(job_id)
+    spec = parse_spec(old.spec).with_overrides(overrides)
+    return submit(storage, ledger, spec)
+
+
+def cancel(storage: Storage, ledger: Ledger, job_id: str) -> JobRow:
+    """Stop a job: unrun mini-batches are dropped; the output of finished ones is still assembled."""
+    job = ledger.get_job(job_id)
+    while job.active:
+        try:
+            job = ledger.update_job(job, stop_reason="cancelled by user", error="cancelled by user")
+        except Conflict:
+            job = ledger.get_job(job_id)
+            continue
+        storage.queue(storage.settings.finalize_queue).send_message(FinalizeMessage(job_id).to_json())
+        log.info("cancel requested: job=%s", job_id)
+    return job
+
+
+def status(storage: Storage, ledger: Ledger, job_id: str, error_limit: int = 10) -> dict[str, Any]:
+    """Everything a user asks about a job, as one JSON-able dict."""
+    job = ledger.get_job(job_id)
+    totals = ledger.totals(job_id)
+    running = ledger.count_batches(job_id, BatchState.RUNNING) if not JobState(job.state).terminal else 0
+    settled = totals.batches_done
+    end = job.ended_at or time.time()
+    elapsed = max(0.0, end - job.started_at) if job.started_at else 0.0
+    target = output_target(storage.settings, job)
+    errors = ledger.errors(job_id, error_limit)
+    return {
+        "job_id": job.job_id, "name": job.spec.get("name", ""), "state": job.state,
+        "reason": job.error,
+        "mini_batches": {"total": job.planned, "planning_done": job.planning_done,
+                         "queued": max(0, job.planned - settled - running), "running": running,
+                         "succeeded": totals.batches_succeeded, "failed": totals.batches_failed,
+                         "failed_tries": totals.tries_failed},
+        "items": {"total": job.items_total, "succeeded": totals.items_succeeded,
+                  "failed": totals.items_failed},
+        "rows": totals.rows,
+        "timings": {"created_at": job.created_at, "started_at": job.started_at,
+                    "ended_at": job.ended_at, "elapsed_s": round(elapsed, 3)},
+        "throughput": {"items_per_s": round((totals.items_succeeded + totals.items_failed)
+                                            / elapsed, 2) if elapsed else 0.0},
+        "output": {"container": job.output_container, "prefix": job.output_prefix,
+                   "blob": target.blob_name if job.spec.get("output_action") != "summary_only" else None,
+                   "url": storage.blob_url(job.output_container, target.blob_name)},
+        "errors": [{"mini_batch": e.batch, "attempt": e.attempt, "kind": e.kind,
+                    "message": e.message, "file": e.file, "node": e.node,
+                    **({"traceback": e.traceback} if i == 0 else {})}
+                   for i, e in enumerate(errors)],
+        "spec": job.spec,
+    }
+
+
+def list_jobs(storage: Storage, limit: int = 50) -> list[dict[str, Any]]:
+    return index.recent(storage, limit)
+
+
+def output_exists(storage: Storage, container: str, blob: str) -> bool:
+    try:
+        storage.container(container).get_blob_client(blob).get_blob_properties()
+        return True
+    except ResourceNotFoundError:
+        return False

@@ -1,0 +1,137 @@
+"""Exactly-once, in-order output on top of at-least-once delivery.
+
+Each try that succeeds stages its rows as an *uncommitted block* whose id is the mini-batch index
+plus a random token, so duplicate and concurrent tries never overwrite each other. The ledger
+transaction that wins records which block counts. The finalizer commits the winners' block ids in
+mini-batch order; every other block is discarded by the commit. Nothing is written twice, nothing is
+created and deleted.
+
+A blob holds at most 50,000 committed blocks, so mini-batch ``i`` is staged on shard ``i //
+blocks_per_shard``: shard 0 is the output blob itself, later shards are blobs of the job's system
+folder that the finalizer commits and appends to the output in chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from azure.storage.blob import BlobBlock, BlobClient, ContentSettings
+
+from .storage import Storage
+
+log = logging.getLogger("parallelrun.output")
+
+COPY_CHUNK = 64 * 1024 * 1024
+TEXT = ContentSettings(content_type="text/plain; charset=utf-8")
+
+
+def block_id(batch: int) -> str:
+    """A fresh block id for a try of ``batch``: all ids have the same length, as Azure requires."""
+    return f"{batch:010d}{uuid.uuid4().hex[:12]}"
+
+
+def _copy_block_id(shard: int, chunk: int) -> str:
+    return f"s{shard:05d}c{chunk:06d}".ljust(22, "x")
+
+
+@dataclass(frozen=True)
+class OutputTarget:
+    """Where a job's rows go."""
+
+    job_id: str
+    container: str
+    blob_name: str
+    system_container: str
+    blocks_per_shard: int
+
+    def shard_of(self, batch: int) -> int:
+        return batch // self.blocks_per_shard
+
+    def staging_blob(self, storage: Storage, shard: int) -> BlobClient:
+        if shard == 0:
+            return storage.container(self.container).get_blob_client(self.blob_name)
+        return storage.container(self.system_container).get_blob_client(
+            f"jobs/{self.job_id}/shards/{shard:05d}")
+
+
+def stage_rows(storage: Storage, target: OutputTarget, batch: int, text: str) -> str:
+    """Stage a mini-batch's rows; returns the block id the ledger must record."""
+    bid = block_id(batch)
+    target.staging_blob(storage, target.shard_of(batch)).stage_block(bid, text.encode("utf-8"))
+    return bid
+
+
+def assemble(storage: Storage, target: OutputTarget, winners: Iterable[tuple[int, str]]) -> str:
+    """Commit the winning blocks (``(batch, block id)`` in batch order); returns the blob URL."""
+    by_shard: dict[int, list[str]] = {}
+    for batch, bid in winners:
+        by_shard.setdefault(target.shard_of(batch), []).append(bid)
+    blocks = [BlobBlock(b) for b in by_shard.pop(0, [])]
+    output = target.staging_blob(storage, 0)
+    for shard in sorted(by_shard):
+        shard_blob = target.staging_blob(storage, shard)
+        shard_blob.commit_block_list([BlobBlock(b) for b in by_shard[shard]])
+        size = shard_blob.get_blob_properties().size
+        for chunk, offset in enumerate(range(0, size, COPY_CHUNK)):
+            bid = _copy_block_id(shard, chunk)
+            data = shard_blob.download_blob(offset, min(COPY_CHUNK, size - offset)).readall()
+            output.stage_block(bid, data)
+            blocks.append(BlobBlock(bid))
+    output.commit_block_list(blocks, content_settings=TEXT)
+    log.info("output committed: job=%s blob=%s/%s blocks=%d", target.job_id, target.container,
+             target.blob_name, len(blocks))
+    return output.url
+
+
+def upload_folder_changes(storage: Storage, folder: Path, container: str, prefix: str,
+                          seen: dict[str, tuple[float, int]]) -> int:
+    """Upload files under ``folder`` that are new or changed since ``seen`` (updated in place).
+
+    This is how files a script writes to ``EntryScript().output_dir`` / ``AZUREML_BI_OUTPUT_PATH``
+    (PRS's ``summary_only`` pattern) reach the job's output folder."""
+    uploaded = 0
+    client = storage.container(container)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = path.stat()
+        rel = path.relative_to(folder).as_posix()
+        if seen.get(rel) == (stat.st_mtime, stat.st_size):
+            continue
+        with open(path, "rb") as fh:
+            client.upload_blob(f"{prefix}{rel}" if prefix else rel, fh, overwrite=True)
+        seen[rel] = (stat.st_mtime, stat.st_size)
+        uploaded += 1
+    return uploaded
+
+
+def join(prefix: str, name: str) -> str:
+    prefix = prefix.strip("/")
+    return f"{prefix}/{name}" if prefix else name
+
+
+def read_head(storage: Storage, container: str, blob_name: str, n: int) -> list[str]:
+    """The first ``n`` rows of an output blob (reads only as much as needed)."""
+    blob = storage.container(container).get_blob_client(blob_name)
+    rows: list[str] = []
+    buf = b""
+    for chunk in blob.download_blob().chunks():
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        rows.extend(line.decode("utf-8") for line in lines)
+        if len(rows) >= n:
+            return rows[:n]
+    if buf:
+        rows.append(buf.decode("utf-8"))
+    return rows[:n]
+
+
+def download_to(storage: Storage, container: str, blob_name: str, dest: str | os.PathLike[str]) -> Path:
+    path = Path(dest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        storage.container(container).get_blob_client(blob_name).download_blob().readinto(fh)
+    return path

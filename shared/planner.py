@@ -1,0 +1,106 @@
+"""The planner: lists a job's inputs page by page, writes mini-batch rows, keeps the queue short.
+
+Each invocation plans one page of one input (``PlanMessage.step`` guards against duplicates), writes
+its mini-batch rows, advances the job's cursor with a conditional write, then enqueues: the first
+``window`` mini-batches of the job, plus any mini-batch whose predecessor ``index - window``
+already settled (its finisher could not enqueue it because it was not planned yet). Every other
+mini-batch is enqueued by the finisher of its predecessor (see :mod:`shared.worker`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from . import decisions
+from .datasets import FileInput, list_page
+from .errors import SubmitterError
+from .ledger import BatchRow, Conflict, JobRow, Ledger
+from .messages import BatchMessage, FinalizeMessage, PlanMessage
+from .spec import JobSpec, parse_spec
+from .states import JobState
+from .storage import Storage
+
+log = logging.getLogger("parallelrun.planner")
+
+
+def plan_step(storage: Storage, ledger: Ledger, msg: PlanMessage) -> None:
+    """Plan one page of the job's inputs. Safe to run more than once per message."""
+    job = ledger.get_job(msg.job_id)
+    if job.state not in (JobState.QUEUED, JobState.RUNNING) or job.plan_step != msg.step \
+            or job.planning_done:
+        log.info("plan step dropped: job=%s step=%d (job step=%d, state=%s)", msg.job_id,
+                 msg.step, job.plan_step, job.state)
+        return
+    spec = parse_spec(job.spec)
+    try:
+        new_rows, cursor, done = _next_page(storage, job, spec)
+    except SubmitterError as exc:
+        _fail_planning(storage, ledger, job, str(exc))
+        return
+    if done and job.planned + len(new_rows) == 0:
+        _fail_planning(storage, ledger, job, "the inputs matched no files: " + ", ".join(
+            FileInput.from_spec(i, n).describe() for n, i in enumerate(job.spec["inputs"])))
+        return
+    ledger.put_batches(new_rows)
+    planned = job.planned + len(new_rows)
+    try:
+        job = ledger.update_job(
+            job, planned=planned, items_total=job.items_total + sum(len(r.items) for r in new_rows),
+            plan_cursor=cursor, plan_step=job.plan_step + 1, planning_done=done,
+            state=JobState.RUNNING, started_at=job.started_at or time.time())
+    except Conflict:
+        log.info("plan step lost a race: job=%s step=%d", msg.job_id, msg.step)
+        return
+    _enqueue_new(storage, ledger, job, range(planned - len(new_rows), planned))
+    if not done:
+        storage.queue(storage.settings.plan_queue).send_message(
+            PlanMessage(job.job_id, job.plan_step).to_json())
+    elif decisions.complete(job, ledger.totals(job.job_id)):
+        storage.queue(storage.settings.finalize_queue).send_message(FinalizeMessage(job.job_id).to_json())
+    log.info("planned: job=%s step=%d batches=%d total=%d done=%s", job.job_id, msg.step,
+             len(new_rows), planned, done)
+
+
+def _next_page(storage: Storage, job: JobRow, spec: JobSpec) -> tuple[list[BatchRow], dict[str, Any], bool]:
+    """The mini-batches of the next page, the new cursor, and whether planning is finished."""
+    cursor = dict(job.plan_cursor) or {"input": 0, "token": None, "carry": []}
+    inputs = [FileInput.from_spec(i, n) for n, i in enumerate(job.spec["inputs"])]
+    index = cursor["input"]
+    names, token = list_page(storage, inputs[index], cursor["token"])
+    items: list[list[Any]] = cursor["carry"] + [[index, n] for n in names]
+    size = spec.file_batch_size
+    last_page = token is None
+    cut = len(items) if last_page else len(items) - len(items) % size
+    chunks = [items[i:i + size] for i in range(0, cut, size)]
+    rows = [BatchRow(job.job_id, job.planned + k, chunk) for k, chunk in enumerate(chunks)]
+    if last_page:
+        done = index + 1 >= len(inputs)
+        cursor = {"input": index + 1, "token": None, "carry": []}
+    else:
+        done = False
+        cursor = {"input": index, "token": token, "carry": items[cut:]}
+    return rows, cursor, done
+
+
+def _enqueue_new(storage: Storage, ledger: Ledger, job: JobRow, new: range) -> None:
+    if not len(new):
+        return
+    lo = max(0, new.start - job.window)
+    settled = [b.index for b in ledger.batches(job.job_id, lo, max(lo, new.stop - job.window),
+                                               select=["PartitionKey", "RowKey", "state"])
+               if decisions.settled(b.state)]
+    queue = storage.queue(storage.settings.batch_queue)
+    for i in decisions.planner_enqueues(new, job.window, settled):
+        queue.send_message(BatchMessage(job.job_id, i).to_json())
+
+
+def _fail_planning(storage: Storage, ledger: Ledger, job: JobRow, reason: str) -> None:
+    log.warning("planning failed: job=%s: %s", job.job_id, reason)
+    try:
+        ledger.update_job(job, stop_reason=f"planning failed: {reason}", error=reason,
+                          planning_done=True)
+    except Conflict:
+        return
+    storage.queue(storage.settings.finalize_queue).send_message(FinalizeMessage(job.job_id).to_json())

@@ -1,0 +1,220 @@
+"""Scoring processes owned by the worker: ``process_count_per_node`` children per job key, each
+having run ``init()`` once.
+
+A child that exceeds ``run_invocation_timeout`` is killed and replaced (the next lease starts a new
+one, which runs ``init()`` again); a child that dies (``os._exit``, a segfault, the OOM killer)
+fails one try and is replaced. The worker process itself lives on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from .scoring import ScoringConfig
+from .settings import Settings
+
+log = logging.getLogger("parallelrun.pool")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+INIT_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """The result of one ``run()`` try."""
+
+    kind: str                 # "ok" | "error" | "timeout" | "crash" | "init"
+    text: str = ""            # the rows (kind == "ok")
+    rows: int = 0
+    message: str = ""
+    traceback: str = ""
+    seconds: float = 0.0
+    pid: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == "ok"
+
+
+class ScoringProcess:
+    """One child running ``shared.scoring`` over a private pair of pipes."""
+
+    def __init__(self, config: ScoringConfig, env: dict[str, str]) -> None:
+        self.config = config
+        cmd_r, cmd_w = os.pipe()
+        res_r, res_w = os.pipe()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "shared.scoring", str(cmd_r), str(res_w)],
+            pass_fds=(cmd_r, res_w), env=env, cwd=str(PROJECT_ROOT),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        os.close(cmd_r)
+        os.close(res_w)
+        self._to_child = Connection(cmd_w, readable=False)
+        self._from_child = Connection(res_r, writable=False)
+        self._to_child.send(config)
+        self.pid = self.proc.pid
+        self.healthy = True
+
+    def wait_ready(self, timeout_s: float = INIT_TIMEOUT_S) -> RunOutcome | None:
+        """None when ``init()`` succeeded, else an outcome of kind "init"."""
+        reply = self._receive(timeout_s)
+        if reply is None or reply[0] != "ready":
+            self.kill()
+            if reply is None:
+                return RunOutcome("init", message=self._death_note("during init()"), pid=self.pid)
+            return RunOutcome("init", message=reply[1], traceback=reply[2], pid=self.pid)
+        return None
+
+    def run(self, paths: list[str], context: dict[str, Any], timeout_s: float) -> RunOutcome:
+        started = time.perf_counter()
+        try:
+            self._to_child.send(("run", paths, context))
+        except OSError:
+            self.kill()
+            return RunOutcome("crash", message=self._death_note("before run()"), pid=self.pid)
+        reply = self._receive(timeout_s)
+        elapsed = time.perf_counter() - started
+        if reply is None:
+            if self.proc.poll() is None:
+                self.kill()
+                return RunOutcome("timeout", message=f"run() exceeded run_invocation_timeout "
+                                  f"({timeout_s:g} s); its process was killed and replaced",
+                                  seconds=elapsed, pid=self.pid)
+            self.kill()
+            return RunOutcome("crash", message=self._death_note("in run()"), seconds=elapsed,
+                              pid=self.pid)
+        if reply[0] == "ok":
+            return RunOutcome("ok", text=reply[1], rows=reply[2], seconds=reply[3], pid=self.pid)
+        return RunOutcome("error", message=reply[1], traceback=reply[2], seconds=reply[3],
+                          pid=self.pid)
+
+    def _receive(self, timeout_s: float) -> Any:
+        try:
+            if not self._from_child.poll(timeout_s):
+                return None
+            return self._from_child.recv()
+        except (EOFError, OSError):
+            self.proc.wait(5)
+            return None
+
+    def _death_note(self, when: str) -> str:
+        code = self.proc.poll()
+        if code is None:
+            return f"scoring process {self.pid} stopped answering {when}"
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else code
+            return f"scoring process {self.pid} was killed by signal {name} {when}"
+        return f"scoring process {self.pid} exited with code {code} {when}"
+
+    def kill(self) -> None:
+        self.healthy = False
+        if self.proc.poll() is None:
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        for conn in (self._to_child, self._from_child):
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Ask the script to ``shutdown()``, then make sure the process is gone."""
+        if self.healthy and self.proc.poll() is None:
+            with contextlib.suppress(OSError, EOFError):
+                self._to_child.send(("shutdown",))
+                self._receive(timeout_s)
+        self.kill()
+
+
+class _Slot:
+    """The processes of one job key on this node."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.free = threading.Semaphore(size)
+        self.idle: list[ScoringProcess] = []
+        self.count = 0
+        self.last_used = time.monotonic()
+
+
+class ScoringPool:
+    """Processes per job key (code snapshot, models, environment); at most ``size`` per key."""
+
+    def __init__(self, settings: Settings, node_id: str = "node0", max_idle_keys: int = 2) -> None:
+        self.settings = settings
+        self.node_id = node_id
+        self.max_idle_keys = max_idle_keys
+        self._lock = threading.Lock()
+        self._slots: dict[str, _Slot] = {}
+        self._serial = 0
+
+    def _env(self, config: ScoringConfig) -> dict[str, str]:
+        env = {**os.environ, **self.settings.to_env()}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+        return env
+
+    @contextlib.contextmanager
+    def lease(self, key: str, config: ScoringConfig, size: int) -> Iterator[ScoringProcess | RunOutcome]:
+        """Yield a ready process for ``key`` (waiting for a free one), or the failed init outcome."""
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None:
+                slot = self._slots[key] = _Slot(size)
+                self._evict_idle(keep=key)
+        slot.free.acquire()
+        proc: ScoringProcess | None = None
+        try:
+            with self._lock:
+                proc = slot.idle.pop() if slot.idle else None
+                slot.last_used = time.monotonic()
+            if proc is None:
+                proc = self._start(config)
+                failed = proc.wait_ready()
+                if failed is not None:
+                    yield failed
+                    return
+            yield proc
+        finally:
+            with self._lock:
+                if proc is not None and proc.healthy and proc.proc.poll() is None:
+                    slot.idle.append(proc)
+            slot.free.release()
+
+    def _start(self, config: ScoringConfig) -> ScoringProcess:
+        with self._lock:
+            self._serial += 1
+            name = f"process{self._serial:03d}"
+        work_dir = str(Path(config.work_dir) / name)
+        cfg = ScoringConfig(**{**config.__dict__, "work_dir": work_dir, "process_name": name,
+                               "node_id": self.node_id})
+        proc = ScoringProcess(cfg, self._env(cfg))
+        log.info("scoring process started: job=%s node=%s process=%s pid=%d",
+                 config.job_id, self.node_id, name, proc.pid)
+        return proc
+
+    def _evict_idle(self, keep: str) -> None:
+        """Close idle processes of the least recently used other keys (caller holds the lock)."""
+        others = sorted((s.last_used, k) for k, s in self._slots.items() if k != keep)
+        for _, key in others[: max(0, len(others) - self.max_idle_keys + 1)]:
+            slot = self._slots[key]
+            while slot.idle:
+                threading.Thread(target=slot.idle.pop().close, daemon=True).start()
+
+    def close(self) -> None:
+        with self._lock:
+            procs = [p for s in self._slots.values() for p in s.idle]
+            self._slots.clear()
+        for p in procs:
+            p.close()

@@ -1,0 +1,176 @@
+"""The scoring process: runs the user's entry script with PRS's contract.
+
+Started by :mod:`shared.pool` as ``python -m shared.scoring CMD_FD RESULT_FD``. It receives a
+:class:`ScoringConfig`, prepares the environment PRS scripts expect (``sys.argv``, environment
+variables, the ``azureml`` compatibility layer, ``AZUREML_MODEL_DIR``, ``AZUREML_BI_OUTPUT_PATH``),
+imports the entry script, calls ``init()`` once, then answers ``run`` requests until told to stop,
+calling ``shutdown()`` if the script defines one. The script's stdout/stderr go to log files; the
+channel to the parent is a pair of private pipes, so nothing the script prints can corrupt it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+
+COMPAT_DIR = Path(__file__).resolve().parent / "compat"
+
+
+class EntryScriptModule(Protocol):
+    """PRS's entry-script contract: ``init()``, ``run(mini_batch[, mini_batch_context])``, optional
+    ``shutdown()``."""
+
+    def init(self) -> None: ...
+
+    def run(self, mini_batch: Any, *args: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    job_id: str
+    entry_script: str                 # absolute path
+    source_dir: str                   # absolute path, put on sys.path
+    work_dir: str                     # cwd and home of output/ and logs/
+    arguments: tuple[str, ...] = ()
+    environment: dict[str, str] = field(default_factory=dict)
+    logging_level: str = "INFO"
+    node_id: str = "node0"
+    process_name: str = "process000"
+    model_pins: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def output_dir(self) -> str:
+        return os.path.join(self.work_dir, "output")
+
+    @property
+    def log_dir(self) -> str:
+        return os.path.join(self.work_dir, "logs")
+
+    @property
+    def model_dir(self) -> str:
+        return os.path.join(self.work_dir, "azureml-models")
+
+
+@dataclass
+class MiniBatchContext:
+    """What ``run(mini_batch, mini_batch_context)`` receives, as in PRS."""
+
+    minibatch_index: int
+    dataset: str = ""
+    partition_key_value: dict[str, Any] | None = None
+
+
+def format_rows(result: Any) -> tuple[str, int]:
+    """PRS's append_row format: list -> ``str(x)`` per line; DataFrame -> space-separated rows."""
+    import pandas as pd  # only scoring processes need pandas loaded
+
+    if isinstance(result, pd.DataFrame):
+        text = result.to_csv(sep=" ", header=False, index=False)
+        return text, len(result)
+    if isinstance(result, (list, tuple)):
+        return "".join(f"{x}\n" for x in result), len(result)
+    raise TypeError(f"run() must return a list or a pandas DataFrame, got {type(result).__name__}")
+
+
+def _prepare(config: ScoringConfig) -> None:
+    for d in (config.work_dir, config.output_dir, config.log_dir, config.model_dir):
+        os.makedirs(d, exist_ok=True)
+    user_logs = Path(config.log_dir) / "user"
+    user_logs.mkdir(parents=True, exist_ok=True)
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        target = os.open(user_logs / f"{config.process_name}.{name}.txt",
+                         os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(target, fd)
+        os.close(target)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    os.environ.update(config.environment)
+    os.environ.update({
+        "AZUREML_MODEL_DIR": config.model_dir,
+        "AZUREML_BI_OUTPUT_PATH": config.output_dir,
+        "PARALLELRUN_JOB_ID": config.job_id,
+        "PARALLELRUN_NODE_ID": config.node_id,
+        "PARALLELRUN_PROCESS_NAME": config.process_name,
+        "PARALLELRUN_LOG_DIR": config.log_dir,
+        "PARALLELRUN_WORK_DIR": config.work_dir,
+        "PARALLELRUN_MODEL_PINS": ",".join(f"{k}:{v}" for k, v in config.model_pins.items()),
+    })
+    logging.basicConfig(level=config.logging_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.path[:0] = [str(COMPAT_DIR), config.source_dir]
+    sys.argv = [config.entry_script, *config.arguments]
+    os.chdir(config.work_dir)
+
+
+def _load(config: ScoringConfig) -> ModuleType:
+    name = Path(config.entry_script).stem
+    spec = importlib.util.spec_from_file_location(name, config.entry_script)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load entry script {config.entry_script}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    for required in ("init", "run"):
+        if not callable(getattr(module, required, None)):
+            raise AttributeError(f"entry script {Path(config.entry_script).name} defines no {required}()")
+    return module
+
+
+def _wants_context(run: Any) -> bool:
+    params = [p for p in inspect.signature(run).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(params) >= 2
+
+
+def _serve(conn_in: Connection, conn_out: Connection, script: ModuleType) -> None:
+    run = script.run
+    with_context = _wants_context(run)
+    while True:
+        request = conn_in.recv()
+        if request[0] == "shutdown":
+            shutdown = getattr(script, "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+            conn_out.send(("bye",))
+            return
+        _, paths, context = request
+        started = time.perf_counter()
+        try:
+            batch = list(paths)
+            result = run(batch, MiniBatchContext(**context)) if with_context else run(batch)
+            text, n = format_rows(result)
+            conn_out.send(("ok", text, n, time.perf_counter() - started))
+        except BaseException as exc:  # noqa: BLE001 - SystemExit, MemoryError... all fail one try
+            conn_out.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(),
+                           time.perf_counter() - started))
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+
+
+def main(argv: list[str]) -> int:
+    conn_in = Connection(int(argv[0]), writable=False)
+    conn_out = Connection(int(argv[1]), readable=False)
+    config: ScoringConfig = conn_in.recv()
+    try:
+        _prepare(config)
+        script = _load(config)
+        script.init()
+    except BaseException as exc:  # noqa: BLE001 - report init() failures of any kind
+        conn_out.send(("init_error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        return 1
+    conn_out.send(("ready", os.getpid()))
+    _serve(conn_in, conn_out, script)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
