@@ -344,6 +344,8 @@ class Ledger:
             query, parameters={"pk": job_id, "state": state}, select=["RowKey"]))
 
     def errors(self, job_id: str, limit: int = 100) -> list[ErrorRecord]:
+        if limit <= 0:
+            return []
         query = "PartitionKey eq @pk and RowKey ge 'e' and RowKey lt 'f'"
         out: list[ErrorRecord] = []
         for e in self.table.query_entities(query, parameters={"pk": job_id}, results_per_page=limit):

@@ -86,6 +86,15 @@ def _rule(check: Callable[[Any], bool], message: str) -> AfterValidator:
     return AfterValidator(validate)
 
 
+def _no_bool(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError(f"must be a number, not {str(v).lower()}")
+    return v
+
+
+_Int = Annotated[int, BeforeValidator(_no_bool)]
+
+
 def _is_set(v: Any) -> bool:
     return v is not None and v is not False and v != [] and v != {}
 
@@ -310,21 +319,22 @@ class JobSpec(BaseModel):
                       AfterValidator(_check_inputs)]
     output: Annotated[OutputSpec | None, BeforeValidator(_output_shorthand)] = None
     mini_batch_size: str | int = Field("10", validate_default=True)
-    error_threshold: int = Field(-1, ge=-1)
-    allowed_failed_count: int | None = Field(None, ge=-1)
-    allowed_failed_percent: Annotated[float, _rule(lambda v: v == -1 or 0 <= v <= 100,
-                                                   "{v} must be between 0 and 100, or -1")] | None = None
+    error_threshold: _Int = Field(-1, ge=-1)
+    allowed_failed_count: _Int | None = Field(None, ge=-1)
+    allowed_failed_percent: Annotated[float, BeforeValidator(_no_bool),
+                                      _rule(lambda v: v == -1 or 0 <= v <= 100,
+                                            "{v} must be between 0 and 100, or -1")] | None = None
     output_action: Annotated[Literal["append_row", "summary_only"],
                              BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)] = "append_row"
     append_row_file_name: Annotated[str, _rule(
         lambda v: v.strip() not in ("", ".", "..") and len(v) <= 255 and not _FILE_NAME_BAD.search(v),
         "{v!r} must be a file name of at most 255 characters, without path separators or any of "
         "~\"#%&*:<>?/\\{{|}} (PRS rule)")] = "parallel_run_step.txt"
-    node_count: int = Field(1, ge=1)
-    process_count_per_node: int | None = Field(None, ge=1)
+    node_count: _Int = Field(1, ge=1)
+    process_count_per_node: _Int | None = Field(None, ge=1)
     logging_level: Annotated[str, BeforeValidator(_check_logging_level)] = "INFO"
-    run_invocation_timeout: int = Field(60, gt=0)
-    run_max_try: int = Field(3, ge=1)
+    run_invocation_timeout: _Int = Field(60, gt=0)
+    run_max_try: _Int = Field(3, ge=1)
     environment_variables: Annotated[dict[str, str], BeforeValidator(_stringify),
                                      AfterValidator(_check_environment_variables)] | None = None
     arguments: Annotated[list[str], BeforeValidator(_stringify), AfterValidator(_check_arguments)] = []

@@ -21,7 +21,8 @@ _counter = itertools.count()
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     """A real Azurite on free ports of 127.0.0.1, in memory, for this test process."""
-    with Azurite() as server:
+    debug = os.environ.get("PARALLELRUN_AZURITE_DEBUG")  # a file for Azurite's debug log
+    with Azurite(debug_log=Path(debug) if debug else None) as server:
         yield server
 
 

@@ -1,0 +1,54 @@
+"""Fixtures for end-to-end tests: an in-process local host (same function code as Azure) with its
+HTTP API, a client for it, and helpers to put inputs, models and code in this test's storage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shared import models, snapshots
+from shared.local.azurite import free_port
+from shared.local.host import LocalHost, load_app
+from shared.settings import Settings
+from shared.storage import Storage
+
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+@pytest.fixture
+def host(settings: Settings, storage: Storage) -> Iterator[LocalHost]:
+    with LocalHost(load_app(), settings, http_port=free_port(), lease_s=10) as h:
+        yield h
+
+
+@pytest.fixture
+def api(host: LocalHost) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=host.http_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def code(storage: Storage) -> str:
+    """The test scripts folder as a code snapshot reference."""
+    return snapshots.upload(storage, SCRIPTS)
+
+
+def put_files(storage: Storage, container: str, names_and_bodies: dict[str, bytes]) -> None:
+    client = storage.ensure_container(container)
+    for name, body in names_and_bodies.items():
+        client.upload_blob(name, body, overwrite=True)
+
+
+def register_text_model(storage: Storage, tmp_path: Path, name: str, text: str) -> int:
+    path = tmp_path / f"{name}.txt"
+    path.write_text(text)
+    return models.register(storage, name, path).version
+
+
+def output_rows(storage: Storage, status: dict[str, Any]) -> list[str]:
+    out = status["output"]
+    return storage.container(out["container"]).download_blob(out["blob"]).readall().decode().splitlines()
