@@ -65,7 +65,7 @@ def submit(storage: Storage, ledger: Ledger, data: Any) -> JobRow:
     pins, errors = _check_references(storage, spec)
     if errors:
         raise SpecError(errors)
-    job_id = new_job_id(spec.name)
+    job_id = new_job_id(spec.name or "job")
     settings = storage.settings
     if spec.output is not None:
         container, prefix = spec.output.container, spec.output.path.strip("/")

@@ -1,0 +1,33 @@
+"""Misbehaves on purpose, chosen by --mode: raise | flaky | sleep | exit | short."""
+import argparse
+import os
+import time
+
+args = None
+
+
+def init():
+    global args
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", default="raise")
+    parser.add_argument("--marker_dir", default="")
+    args, _ = parser.parse_known_args()
+
+
+def run(mini_batch, mini_batch_context):
+    names = [os.path.basename(p) for p in mini_batch]
+    if "bad" in "".join(names) or args.mode == "flaky":
+        if args.mode == "raise":
+            raise ValueError(f"cannot score {names}")
+        if args.mode == "flaky":
+            marker = os.path.join(args.marker_dir, f"tried-{mini_batch_context.minibatch_index}")
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                raise RuntimeError("transient failure on the first try")
+        if args.mode == "sleep":
+            time.sleep(30)
+        if args.mode == "exit":
+            os._exit(3)
+    if args.mode == "short":
+        return names[:-1]
+    return names
