@@ -11,7 +11,9 @@ import logging
 import threading
 from typing import Any
 
+import requests
 from azure.core.exceptions import ResourceExistsError
+from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import (QueueClient, QueueServiceClient, TextBase64DecodePolicy,
@@ -24,6 +26,8 @@ log = logging.getLogger("parallelrun.storage")
 # SDK retry policy: transient faults back off exponentially and do not reach the caller.
 RETRY = {"retry_total": 8, "retry_backoff_factor": 0.4, "retry_backoff_max": 20,
          "connection_timeout": 10, "read_timeout": 60}
+# Connections kept per storage endpoint: enough for every concurrent invocation and download.
+POOL_SIZE = 64
 
 
 class Storage:
@@ -33,6 +37,14 @@ class Storage:
         self.settings = settings
         self._lock = threading.Lock()
         self._queues: dict[str, QueueClient] = {}
+        self._session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+
+    def _options(self) -> dict[str, Any]:
+        """Client options: retries, timeouts and one shared connection pool."""
+        return {**RETRY, "transport": RequestsTransport(session=self._session, session_owner=False)}
 
     # -- service clients -------------------------------------------------------------------
     @functools.cached_property
@@ -54,8 +66,9 @@ class Storage:
     @functools.cached_property
     def blob_service(self) -> BlobServiceClient:
         if self.settings.connection_string:
-            return BlobServiceClient.from_connection_string(self.settings.connection_string, **RETRY)
-        return BlobServiceClient(self._uri("blob"), credential=self._credential, **RETRY)
+            return BlobServiceClient.from_connection_string(self.settings.connection_string,
+                                                            **self._options())
+        return BlobServiceClient(self._uri("blob"), credential=self._credential, **self._options())
 
     @functools.cached_property
     def queue_service(self) -> QueueServiceClient:
@@ -63,14 +76,16 @@ class Storage:
                     "message_decode_policy": TextBase64DecodePolicy()}
         if self.settings.connection_string:
             return QueueServiceClient.from_connection_string(
-                self.settings.connection_string, **policies, **RETRY)
-        return QueueServiceClient(self._uri("queue"), credential=self._credential, **policies, **RETRY)
+                self.settings.connection_string, **policies, **self._options())
+        return QueueServiceClient(self._uri("queue"), credential=self._credential, **policies,
+                                  **self._options())
 
     @functools.cached_property
     def table_service(self) -> TableServiceClient:
         if self.settings.connection_string:
-            return TableServiceClient.from_connection_string(self.settings.connection_string, **RETRY)
-        return TableServiceClient(self._uri("table"), credential=self._credential, **RETRY)
+            return TableServiceClient.from_connection_string(self.settings.connection_string,
+                                                             **self._options())
+        return TableServiceClient(self._uri("table"), credential=self._credential, **self._options())
 
     # -- resource clients ------------------------------------------------------------------
     def container(self, name: str) -> ContainerClient:
