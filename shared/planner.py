@@ -68,7 +68,8 @@ def _next_page(storage: Storage, job: JobRow, spec: JobSpec) -> tuple[list[Batch
     cursor = dict(job.plan_cursor) or {"input": 0, "token": None, "carry": []}
     inputs = [FileInput.from_spec(i, n) for n, i in enumerate(job.spec["inputs"])]
     index = cursor["input"]
-    names, token = list_page(storage, inputs[index], cursor["token"])
+    names, token = list_page(storage, inputs[index], cursor["token"],
+                             storage.settings.plan_page_size)
     items: list[list[Any]] = cursor["carry"] + [[index, n] for n in names]
     size = spec.file_batch_size
     last_page = token is None

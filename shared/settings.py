@@ -73,6 +73,7 @@ class Settings:
     job_cache_ttl_s: float = 2.0    # how long a worker trusts its cached copy of a job row
     blocks_per_shard: int = 40_000  # output blocks staged per blob before a shard blob is used
     download_concurrency: int = 16  # parallel input downloads per mini-batch
+    plan_page_size: int = 5000      # blobs listed per planner invocation
     poison_suffix: str = "-poison"
 
     @classmethod
