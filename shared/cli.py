@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -93,6 +94,8 @@ def up(nodes: Annotated[int, typer.Option(help="host processes (stand-ins for in
     from .local.cluster import LocalCluster
 
     settings = load_settings()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)   # stop cleanly on SIGTERM too
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     azurite = None
     if not port_open(10000):
         azurite = Azurite(10000, 10001, 10002, location=None if in_memory else data).start()
@@ -218,7 +221,8 @@ def results(job_id: str, head: int = 10,
         console.print(f"saved {path}")
     else:
         console.print(rows_table(output.read_head(storage, out["container"], out["blob"], head),
-                                 f"first {head} rows of {out['url']}"))
+                                 f"first {head} rows"))
+        console.print(out["url"], soft_wrap=True)
 
 
 @app.command()

@@ -99,7 +99,7 @@ def run_demo(nodes: int = 2, port: int = 7071) -> dict[str, Any]:
             name, _, digit = row.rpartition(": ")
             correct += int(digit) == digits.label_from_filename(name)
         accuracy = correct / len(rows) if rows else 0.0
-        console.print(rows_table(head["rows"], f"first 10 rows of {out['blob']}"))
+        console.print(rows_table(head["rows"], "first 10 rows"))
         summary = {"images": len(labelled), "rows": len(rows), "accuracy": accuracy, "url": out["url"]}
         print(f"demo: {summary['images']} images, {summary['rows']} rows, "
               f"accuracy {summary['accuracy']:.3f}, output {summary['url']}", flush=True)

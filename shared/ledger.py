@@ -232,7 +232,7 @@ class Ledger:
         try:
             return JobRow.from_entity(self.table.get_entity(job_id, JOB_KEY))
         except ResourceNotFoundError:
-            raise NotFoundError(f"no such job: {job_id}", job_id=job_id) from None
+            raise NotFoundError(f"no such job: {job_id}") from None
 
     def update_job(self, job: JobRow, **changes: Any) -> JobRow:
         """Conditionally apply ``changes`` to ``job``; raises :class:`Conflict` if it moved."""
