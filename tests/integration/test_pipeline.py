@@ -121,3 +121,20 @@ def test_all_inputs_missing_gives_an_empty_output_and_results_answer(
     status = api.get(f"/api/jobs/{job_id}").json()
     assert status["items"]["failed"] == 1 and status["rows"] == 0
     assert api.get(f"/api/jobs/{job_id}/results").json()["rows"] == []
+
+
+def test_model_versions_latest_unless_pinned(
+        host: LocalHost, api: httpx.Client, storage: Storage, code: str, tmp_path: Path) -> None:
+    put_files(storage, "pin", {"x.txt": b"7"})
+    assert register_text_model(storage, tmp_path, "echo", "first") == 1
+    assert register_text_model(storage, tmp_path, "echo", "second") == 2
+    base = {"name": "pin", "entry_script": "prs_style.py", "source_directory": code, "inputs": ["pin/"]}
+    pinned = submit(api, {**base, "models": ["echo:1"]})
+    latest = submit(api, {**base, "models": ["echo"]})
+    unlisted = submit(api, base)
+    assert register_text_model(storage, tmp_path, "echo", "third") == 3   # after submit: not used
+    host.drain()
+    rows = {j: output_rows(storage, api.get(f"/api/jobs/{j}").json()) for j in (pinned, latest, unlisted)}
+    assert rows[pinned] == ["x.txt 7 first "]
+    assert rows[latest] == ["x.txt 7 second "]       # pinned to the latest at submit time
+    assert rows[unlisted] == ["x.txt 7 third "]      # not listed in models: the latest when loaded
