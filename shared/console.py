@@ -56,8 +56,9 @@ def status_table(st: dict[str, Any]) -> Table:
                   f"({st['throughput']['items_per_s']:.1f} items/s)")
     table.add_row("output", st["output"]["url"])
     for err in st.get("errors", [])[:5]:
-        table.add_row(f"error (mini-batch {err['mini_batch']})",
-                      f"[{err['kind']}] {err['file']}: {err['message']}")
+        ex = err["example"]
+        table.add_row(f"error x{err['count']}", f"[{err['kind']}] {err['message']} "
+                      f"(e.g. mini-batch {ex['mini_batch']}, file {ex['file']})")
     return table
 
 

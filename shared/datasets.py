@@ -11,7 +11,7 @@ import fnmatch
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -89,33 +89,34 @@ def local_path(root: Path, input_name: str, blob_name: str) -> Path:
 class Downloaded:
     paths: list[str]                        # in mini-batch order, present files only
     missing: list[tuple[str, str]]          # (blob name, reason) of items that could not be fetched
+    names: dict[str, str] = field(default_factory=dict)   # local path -> blob name
 
 
 def download_batch(storage: Storage, inputs: list[FileInput], items: list[list[Any]],
                    root: Path, concurrency: int) -> Downloaded:
     """Download a mini-batch's blobs concurrently; a missing blob is reported, not raised."""
 
-    def fetch(item: list[Any]) -> tuple[str | None, tuple[str, str] | None]:
+    def fetch(item: list[Any]) -> tuple[str | None, tuple[str, str] | None, str]:
         input_index, blob_name = item
         source = inputs[input_index]
         try:
             path = local_path(root, source.name, blob_name)
         except SubmitterError as exc:
-            return None, (blob_name, str(exc))
+            return None, (blob_name, str(exc)), blob_name
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with open(path, "wb") as fh:
                 storage.container(source.container).download_blob(blob_name).readinto(fh)
         except ResourceNotFoundError:
             path.unlink(missing_ok=True)
-            return None, (blob_name, f"blob {source.container}/{blob_name} does not exist")
-        return str(path), None
+            return None, (blob_name, f"blob {source.container}/{blob_name} does not exist"), blob_name
+        return str(path), None, blob_name
 
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(items)))) as pool:
         results = list(pool.map(fetch, items))
-    paths = [p for p, _ in results if p is not None]
-    missing = [m for _, m in results if m is not None]
-    return Downloaded(paths, missing)
+    paths = [p for p, _, _ in results if p is not None]
+    missing = [m for _, m, _ in results if m is not None]
+    return Downloaded(paths, missing, {p: b for p, _, b in results if p is not None})
 
 
 def total_bytes(paths: list[str]) -> int:

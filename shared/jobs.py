@@ -17,7 +17,7 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from . import decisions, index, models, snapshots
+from . import decisions, index, models, output, snapshots, summary
 from .errors import NotFoundError, SpecError
 from .jobcontext import output_target, process_count
 from .ledger import Conflict, JobRow, Ledger
@@ -94,7 +94,8 @@ def cancel(storage: Storage, ledger: Ledger, job_id: str) -> JobRow:
     job = ledger.get_job(job_id)
     while job.active:
         try:
-            job = ledger.update_job(job, stop_reason="cancelled by user", error="cancelled by user")
+            job = ledger.update_job(job, stop_reason="cancelled by user", error="cancelled by user",
+                                    stopped_at=time.time())
         except Conflict:
             job = ledger.get_job(job_id)
             continue
@@ -112,7 +113,7 @@ def status(storage: Storage, ledger: Ledger, job_id: str, error_limit: int = 10)
     end = job.ended_at or time.time()
     elapsed = max(0.0, end - job.started_at) if job.started_at else 0.0
     target = output_target(storage.settings, job)
-    errors = ledger.errors(job_id, error_limit)
+    errors = summary.group_errors(ledger.errors(job_id, 1000)) if error_limit else []
     return {
         "job_id": job.job_id, "name": job.spec.get("name", ""), "state": job.state,
         "reason": job.error,
@@ -129,11 +130,11 @@ def status(storage: Storage, ledger: Ledger, job_id: str, error_limit: int = 10)
                                             / elapsed, 2) if elapsed else 0.0},
         "output": {"container": job.output_container, "prefix": job.output_prefix,
                    "blob": target.blob_name if job.spec.get("output_action") != "summary_only" else None,
-                   "url": storage.blob_url(job.output_container, target.blob_name)},
-        "errors": [{"mini_batch": e.batch, "attempt": e.attempt, "kind": e.kind,
-                    "message": e.message, "file": e.file, "node": e.node,
-                    **({"traceback": e.traceback} if i == 0 else {})}
-                   for i, e in enumerate(errors)],
+                   "url": storage.blob_url(job.output_container, target.blob_name),
+                   "logs": f"{job.output_container}/{output.join(job.output_prefix, 'logs/')}",
+                   "partial": JobState(job.state).terminal and totals.batches_succeeded < job.planned},
+        "errors": [{k: v for k, v in g.items() if k != "traceback" or i == 0}
+                   for i, g in enumerate(errors[:error_limit])],
         "spec": job.spec,
     }
 

@@ -74,6 +74,7 @@ class JobRow:
     output_container: str = ""
     output_prefix: str = ""
     stop_reason: str = ""
+    stopped_at: float = 0.0
     error: str = ""
     rows: int = 0
     created_at: float = 0.0
@@ -121,6 +122,7 @@ class BatchRow:
     state: str = BatchState.PENDING
     tries: int = 0                   # failed tries so far (raise, timeout, crash)
     deliveries: int = 0              # times a worker started it
+    try_id: str = ""                 # set when a try starts; identifies its commits
     block_id: str = ""
     shard: int = 0
     rows: int = 0
@@ -188,13 +190,15 @@ class ErrorRecord:
     traceback: str = ""
     file: str = ""
     node: str = ""
+    process: str = ""
     at: float = 0.0
 
     def to_entity(self, job_id: str) -> dict[str, Any]:
-        entity = {"PartitionKey": job_id, "RowKey": f"e{self.batch:09d}-{self.attempt:03d}",
+        entity = {"PartitionKey": job_id,
+                  "RowKey": f"e{self.batch:09d}-{self.attempt:03d}-{self.kind}-{int(self.at * 1000)}",
                   "batch": self.batch, "attempt": self.attempt, "kind": self.kind,
                   "message": self.message[:_CHUNK], "file": self.file, "node": self.node,
-                  "at": self.at}
+                  "process": self.process, "at": self.at}
         _put_long(entity, "traceback", self.traceback[-_CHUNK * 4:])
         return entity
 
@@ -202,7 +206,7 @@ class ErrorRecord:
     def from_entity(cls, e: dict[str, Any]) -> ErrorRecord:
         return cls(batch=e["batch"], attempt=e["attempt"], kind=e["kind"], message=e["message"],
                    traceback=_get_long(e, "traceback"), file=e.get("file", ""),
-                   node=e.get("node", ""), at=e.get("at", 0.0))
+                   node=e.get("node", ""), process=e.get("process", ""), at=e.get("at", 0.0))
 
 
 class _Shard:
@@ -269,13 +273,17 @@ class Ledger:
                 e.setdefault("items", "[]")
             yield BatchRow.from_entity(e)
 
-    def mark_running(self, batch: BatchRow, node: str, pid: int) -> BatchRow:
+    def mark_running(self, batch: BatchRow, node: str) -> BatchRow:
+        """Start a try (a fresh ``try_id``); raises :class:`Conflict` if the row moved."""
         new = replace(batch, state=BatchState.RUNNING, deliveries=batch.deliveries + 1,
-                      node=node, pid=pid, started_at=time.time())
+                      node=node, try_id=uuid.uuid4().hex[:12], started_at=time.time())
         try:
             meta = self.table.update_entity(new.to_entity(), mode=UpdateMode.REPLACE, etag=batch.etag,
                                             match_condition=MatchConditions.IfNotModified)
         except ResourceModifiedError:
+            latest = self.get_batch(batch.job_id, batch.index)
+            if latest is not None and latest.try_id == new.try_id:
+                return latest   # our write landed; only its answer was lost (and retried)
             raise Conflict(batch_key(batch.index)) from None
         return replace(new, etag=meta["etag"])
 

@@ -28,8 +28,7 @@ log = logging.getLogger("parallelrun.planner")
 def plan_step(storage: Storage, ledger: Ledger, msg: PlanMessage) -> None:
     """Plan one page of the job's inputs. Safe to run more than once per message."""
     job = ledger.get_job(msg.job_id)
-    if job.state not in (JobState.QUEUED, JobState.RUNNING) or job.plan_step != msg.step \
-            or job.planning_done:
+    if not job.active or job.plan_step != msg.step or job.planning_done:
         log.info("plan step dropped: job=%s step=%d (job step=%d, state=%s)", msg.job_id,
                  msg.step, job.plan_step, job.state)
         return
@@ -51,8 +50,11 @@ def plan_step(storage: Storage, ledger: Ledger, msg: PlanMessage) -> None:
             plan_cursor=cursor, plan_step=job.plan_step + 1, planning_done=done,
             state=JobState.RUNNING, started_at=job.started_at or time.time())
     except Conflict:
-        log.info("plan step lost a race: job=%s step=%d", msg.job_id, msg.step)
-        return
+        job = ledger.get_job(msg.job_id)
+        if job.plan_step != msg.step + 1:
+            log.info("plan step lost a race: job=%s step=%d", msg.job_id, msg.step)
+            return
+        # the step was committed (by us, with a lost answer, or by an identical duplicate)
     _enqueue_new(storage, ledger, job, range(planned - len(new_rows), planned))
     if not done:
         storage.queue(storage.settings.plan_queue).send_message(
@@ -101,7 +103,7 @@ def _fail_planning(storage: Storage, ledger: Ledger, job: JobRow, reason: str) -
     log.warning("planning failed: job=%s: %s", job.job_id, reason)
     try:
         ledger.update_job(job, stop_reason=f"planning failed: {reason}", error=reason,
-                          planning_done=True)
+                          planning_done=True, stopped_at=time.time())
     except Conflict:
         return
     storage.queue(storage.settings.finalize_queue).send_message(FinalizeMessage(job.job_id).to_json())

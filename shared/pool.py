@@ -42,6 +42,7 @@ class RunOutcome:
     traceback: str = ""
     seconds: float = 0.0
     pid: int = 0
+    process: str = ""
 
     @property
     def ok(self) -> bool:
@@ -74,8 +75,8 @@ class ScoringProcess:
         if reply is None or reply[0] != "ready":
             self.kill()
             if reply is None:
-                return RunOutcome("init", message=self._death_note("during init()"), pid=self.pid)
-            return RunOutcome("init", message=reply[1], traceback=reply[2], pid=self.pid)
+                return RunOutcome("init", message=self._death_note("during init()"), pid=self.pid, process=self.config.process_name)
+            return RunOutcome("init", message=reply[1], traceback=reply[2], pid=self.pid, process=self.config.process_name)
         return None
 
     def run(self, paths: list[str], context: dict[str, Any], timeout_s: float) -> RunOutcome:
@@ -84,7 +85,7 @@ class ScoringProcess:
             self._to_child.send(("run", paths, context))
         except OSError:
             self.kill()
-            return RunOutcome("crash", message=self._death_note("before run()"), pid=self.pid)
+            return RunOutcome("crash", message=self._death_note("before run()"), pid=self.pid, process=self.config.process_name)
         reply = self._receive(timeout_s)
         elapsed = time.perf_counter() - started
         if reply is None:
@@ -92,14 +93,14 @@ class ScoringProcess:
                 self.kill()
                 return RunOutcome("timeout", message=f"run() exceeded run_invocation_timeout "
                                   f"({timeout_s:g} s); its process was killed and replaced",
-                                  seconds=elapsed, pid=self.pid)
+                                  seconds=elapsed, pid=self.pid, process=self.config.process_name)
             self.kill()
             return RunOutcome("crash", message=self._death_note("in run()"), seconds=elapsed,
-                              pid=self.pid)
+                              pid=self.pid, process=self.config.process_name)
         if reply[0] == "ok":
-            return RunOutcome("ok", text=reply[1], rows=reply[2], seconds=reply[3], pid=self.pid)
+            return RunOutcome("ok", text=reply[1], rows=reply[2], seconds=reply[3], pid=self.pid, process=self.config.process_name)
         return RunOutcome("error", message=reply[1], traceback=reply[2], seconds=reply[3],
-                          pid=self.pid)
+                          pid=self.pid, process=self.config.process_name)
 
     def _receive(self, timeout_s: float) -> Any:
         try:

@@ -1,10 +1,11 @@
 """The worker: one mini-batch message in, one settled (or retried) mini-batch out.
 
 I/O stays here, in the parent; compute runs in scoring processes (:mod:`shared.pool`). The steps:
-read the mini-batch row and decide (run, or drop as settled / job stopped); mark it running;
-download its files; lease a scoring process and ``run()``; stage the rows as an uncommitted block;
-commit the row and the counters in one conditional transaction. Only then the side effects:
-enqueue the successor mini-batch (flow control), a retry, or the finalizer.
+read the mini-batch row and decide (run, or drop as settled / job stopped); mark it running (a new
+try id); download its files; lease a scoring process and ``run()``; stage the rows as an uncommitted
+block; commit the row and the counters in one conditional transaction (:mod:`shared.settlement`
+decides what to commit). Only then the side effects: enqueue the successor mini-batch (flow
+control), a retry, or the finalizer.
 
 ``run()`` may execute more than once for a mini-batch (redelivery, a worker lost mid-try); its rows
 are still written exactly once, because only the try whose transaction wins is committed.
@@ -14,22 +15,26 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from . import decisions
+from . import decisions, settlement
 from .datasets import Downloaded, download_batch
-from .decisions import AfterFailure, Delivery
+from .decisions import Delivery
 from .jobcontext import JobContext, JobContexts
-from .ledger import BatchRow, Conflict, ErrorRecord, Ledger, Totals
+from .ledger import BatchRow, Conflict, Ledger
 from .messages import BatchMessage, FinalizeMessage
 from .output import stage_rows, upload_folder_changes
 from .pool import RunOutcome, ScoringPool, ScoringProcess
-from .states import BatchState
+from .settlement import Settlement
 from .storage import Storage
+from .userlogs import LogShipper
 
 log = logging.getLogger("parallelrun.worker")
+
+INIT_RESTARTS_PER_PROCESS = 3   # PRS: init() may fail 3 x process_count_per_node times per node
 
 
 class Worker:
@@ -39,7 +44,10 @@ class Worker:
         self.pool = pool
         self.node_id = node_id
         self.jobs = JobContexts(storage, ledger, node_id)
+        self.logs = LogShipper(storage, node_id)
         self._uploaded: dict[str, dict[str, tuple[float, int]]] = {}
+        self._init_failures: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def handle(self, msg: BatchMessage, dequeue_count: int = 1) -> str:
         """Process one delivery; returns what happened (for logs and tests)."""
@@ -50,32 +58,51 @@ class Worker:
             log.info("dropped: job=%s batch=%d: %s", msg.job_id, msg.batch, verdict.value)
             return verdict.value
         try:
-            batch = self.ledger.mark_running(batch, self.node_id, 0)
+            batch = self.ledger.mark_running(batch, self.node_id)
         except Conflict:
             return self.handle(msg, dequeue_count)  # re-read and decide again
         log.info("start: job=%s batch=%d attempt=%d dequeue=%d", msg.job_id, msg.batch,
                  batch.tries + 1, dequeue_count)
-        work = ctx.batches_dir / f"{msg.batch:09d}-{time.monotonic_ns()}"
+        work = ctx.batches_dir / f"{msg.batch:09d}-{batch.try_id}"
         try:
             files = download_batch(self.storage, ctx.inputs, batch.items, work,
                                    self.storage.settings.download_concurrency)
-            outcome = self._score(ctx, batch, files)
+            outcome, block = self._score(ctx, batch, files)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        return self._settle(ctx, batch, files, outcome)
+        result = settlement.settle(batch, outcome, files, run_max_try=ctx.spec.run_max_try,
+                                   block_id=block, shard=ctx.target.shard_of(batch.index),
+                                   node=self.node_id, now=time.time())
+        return self._apply(ctx, batch, result, outcome.seconds)
+
+    def record_poison(self, msg: BatchMessage, dequeue_count: int) -> str:
+        """A mini-batch message reached the poison queue: fail the mini-batch, never lose it."""
+        ctx = self.jobs.get(msg.job_id, fresh=True)
+        batch = self.ledger.get_batch(msg.job_id, msg.batch)
+        if batch is None or batch.terminal:
+            return Delivery.DROP_DONE.value
+        result = settlement.poisoned(batch, max(dequeue_count, batch.deliveries), self.node_id, time.time())
+        log.error("poisoned: job=%s batch=%d: %s", msg.job_id, msg.batch, result.error.message)
+        return self._apply(ctx, batch, result, 0.0)
 
     # -- scoring ---------------------------------------------------------------------------
-    def _score(self, ctx: JobContext, batch: BatchRow, files: Downloaded) -> RunOutcome:
+    def _score(self, ctx: JobContext, batch: BatchRow, files: Downloaded) -> tuple[RunOutcome, str]:
         if not files.paths:
-            return RunOutcome("ok")
+            return RunOutcome("ok"), ""
         context = {"minibatch_index": batch.index, "dataset": ctx.inputs[batch.items[0][0]].name}
         with self.pool.lease(ctx.pool_key, ctx.scoring, ctx.processes) as proc:
-            if isinstance(proc, RunOutcome):
-                return proc  # init() failed
+            if isinstance(proc, RunOutcome):   # init() failed: ship what it printed
+                self._ship_logs(ctx, str(Path(ctx.scoring.work_dir) / proc.process), force=True)
+                return proc, ""
             outcome = proc.run(files.paths, context, float(ctx.spec.run_invocation_timeout))
+            block = ""
             if outcome.ok:
+                if ctx.spec.output_action == "append_row" and outcome.text:
+                    block = stage_rows(self.storage, ctx.target, batch.index, outcome.text)
                 self._upload_outputs(ctx, proc)
-            return outcome
+            last = decisions.successor(batch.index, ctx.job.window, ctx.job.planned) is None
+            self._ship_logs(ctx, proc.config.work_dir, force=last or not outcome.ok)
+            return outcome, block
 
     def _upload_outputs(self, ctx: JobContext, proc: ScoringProcess) -> None:
         folder = Path(proc.config.output_dir)
@@ -85,74 +112,74 @@ class Worker:
             upload_folder_changes(self.storage, folder, ctx.job.output_container,
                                   f"{prefix}/" if prefix else "", seen)
 
-    # -- settling --------------------------------------------------------------------------
-    def _settle(self, ctx: JobContext, batch: BatchRow, files: Downloaded, outcome: RunOutcome) -> str:
-        n = len(batch.items)
-        now = time.time()
-        common = {"ended_at": now, "pid": outcome.pid, "node": self.node_id}
-        if outcome.ok:
-            ok = min(outcome.rows, len(files.paths))
-            block = ""
-            if ctx.spec.output_action == "append_row" and outcome.text:
-                block = stage_rows(self.storage, ctx.target, batch.index, outcome.text)
-            new = replace(batch, state=BatchState.SUCCEEDED, ok=ok, failed=n - ok, rows=outcome.rows,
-                          block_id=block, shard=ctx.target.shard_of(batch.index),
-                          error=_missing_note(files), **common)
-            delta = Totals(batches_succeeded=1, items_succeeded=ok, items_failed=n - ok,
-                           rows=outcome.rows if block else 0)
-            error = _item_error(batch, files, self.node_id, now)
-            verdict = "succeeded"
-        else:
-            tries = batch.tries + 1
-            error = ErrorRecord(batch.index, tries, outcome.kind, outcome.message, outcome.traceback,
-                                file=str(batch.items[0][1]) if batch.items else "",
-                                node=self.node_id, at=now)
-            if decisions.after_failed_try(tries, ctx.spec.run_max_try) is AfterFailure.RETRY:
-                new = replace(batch, state=BatchState.PENDING, tries=tries, error=outcome.message,
-                              **common)
-                delta, verdict = Totals(tries_failed=1), "retry"
-            else:
-                new = replace(batch, state=BatchState.FAILED, tries=tries, ok=0, failed=n,
-                              error=outcome.message, **common)
-                delta = Totals(batches_failed=1, items_failed=n, tries_failed=1)
-                verdict = "failed"
-        if not self._commit(batch, new, delta, error):
-            return Delivery.DROP_DONE.value
-        log.info("%s: job=%s batch=%d attempt=%d items ok=%d failed=%d seconds=%.3f", verdict,
-                 batch.job_id, batch.index, new.tries + (verdict == "succeeded"), new.ok, new.failed,
-                 outcome.seconds)
-        self._after_commit(ctx, new, verdict, delta)
-        return verdict
+    def _ship_logs(self, ctx: JobContext, work_dir: str, force: bool) -> None:
+        if work_dir:
+            self.logs.ship(work_dir, ctx.job.output_container, ctx.job.output_prefix, force)
 
-    def _commit(self, old: BatchRow, new: BatchRow, delta: Totals, error: ErrorRecord | None) -> bool:
-        """Commit ``new``; if the row moved, commit on top of it unless it has settled meanwhile."""
+    # -- settling --------------------------------------------------------------------------
+    def _apply(self, ctx: JobContext, batch: BatchRow, result: Settlement, seconds: float) -> str:
+        if not self._commit(batch, result):
+            return Delivery.DROP_DONE.value
+        new = result.row
+        log.info("%s: job=%s batch=%d attempt=%d items ok=%d failed=%d seconds=%.3f", result.verdict,
+                 batch.job_id, batch.index, new.tries + (result.verdict == "succeeded"), new.ok,
+                 new.failed, seconds)
+        queue = self.storage.queue(self.storage.settings.batch_queue)
+        if result.verdict == "init":
+            if self._stop_after_init_failures(ctx, result):
+                return "init failed: job stopped"
+        if not result.settled:
+            delay = decisions.retry_delay_s(max(new.tries, 1))
+            queue.send_message(BatchMessage(batch.job_id, batch.index).to_json(),
+                               visibility_timeout=int(delay))
+            return result.verdict
+        if result.delta.items_failed and self._stop_if_over_budget(ctx):
+            return result.verdict
+        self._after_settled(ctx, new)
+        return result.verdict
+
+    def _commit(self, old: BatchRow, result: Settlement) -> bool:
+        """Commit ``result``; if the row moved, commit on top of it unless it has settled meanwhile.
+        A lost answer to a commit that landed is recognised by the try id."""
         for _ in range(10):
-            if self.ledger.commit(replace(new, etag=old.etag), delta, error):
+            if self.ledger.commit(replace(result.row, etag=old.etag), result.delta, result.error):
                 return True
             latest = self.ledger.get_batch(old.job_id, old.index)
+            if latest is not None and latest.try_id == result.row.try_id \
+                    and latest.state == result.row.state:
+                return True
             if latest is None or latest.terminal:
                 log.info("duplicate try lost: job=%s batch=%d", old.job_id, old.index)
                 return False
             old = latest
         raise Conflict(f"{old.job_id} batch {old.index}: too many concurrent writers")
 
-    def _after_commit(self, ctx: JobContext, batch: BatchRow, verdict: str, delta: Totals) -> None:
-        queue = self.storage.queue(self.storage.settings.batch_queue)
-        if verdict == "retry":
-            delay = int(decisions.retry_delay_s(batch.tries))
-            queue.send_message(BatchMessage(batch.job_id, batch.index).to_json(), visibility_timeout=delay)
-            return
-        if delta.items_failed and self._stop_if_over_budget(ctx):
-            return
+    def _after_settled(self, ctx: JobContext, batch: BatchRow) -> None:
         job = ctx.job
+        if not job.active:
+            self._finalize(job.job_id)   # a stopped job's finalizer waits for running tries
+            return
         nxt = decisions.successor(batch.index, job.window, job.planned)
         if nxt is None and not job.planning_done:
             job = self.jobs.get(batch.job_id, fresh=True).job
             nxt = decisions.successor(batch.index, job.window, job.planned)
         if nxt is not None:
-            queue.send_message(BatchMessage(batch.job_id, nxt).to_json())
+            self.storage.queue(self.storage.settings.batch_queue).send_message(
+                BatchMessage(batch.job_id, nxt).to_json())
         elif job.planning_done and decisions.complete(job, self.ledger.totals(job.job_id)):
             self._finalize(job.job_id)
+
+    def _stop_after_init_failures(self, ctx: JobContext, result: Settlement) -> bool:
+        with self._lock:
+            count = self._init_failures.get(ctx.job.job_id, 0) + 1
+            self._init_failures[ctx.job.job_id] = count
+        limit = INIT_RESTARTS_PER_PROCESS * ctx.processes
+        if count < limit:
+            return False
+        message = result.error.message if result.error else "init() failed"
+        self._stop(ctx, f"init() failed {count} times on {self.node_id} (limit 3 x "
+                        f"process_count_per_node = {limit}): {message}")
+        return True
 
     def _stop_if_over_budget(self, ctx: JobContext) -> bool:
         job = self.jobs.get(ctx.job.job_id, fresh=True).job
@@ -160,29 +187,21 @@ class Worker:
                                            job.planning_done)
         if reason is None:
             return False
+        self._stop(ctx, reason)
+        return True
+
+    def _stop(self, ctx: JobContext, reason: str) -> None:
+        job = self.ledger.get_job(ctx.job.job_id)
         while job.active:
             try:
-                job = self.ledger.update_job(job, stop_reason=reason, error=reason)
+                job = self.ledger.update_job(job, stop_reason=reason, error=reason,
+                                             stopped_at=time.time())
             except Conflict:
                 job = self.ledger.get_job(job.job_id)
         log.warning("job stopped: job=%s: %s", job.job_id, reason)
         self.jobs.forget(job.job_id)
         self._finalize(job.job_id)
-        return True
 
     def _finalize(self, job_id: str) -> None:
         self.storage.queue(self.storage.settings.finalize_queue).send_message(
             FinalizeMessage(job_id).to_json())
-
-
-def _missing_note(files: Downloaded) -> str:
-    if not files.missing:
-        return ""
-    return f"{len(files.missing)} file(s) could not be read: " + "; ".join(r for _, r in files.missing[:3])
-
-
-def _item_error(batch: BatchRow, files: Downloaded, node: str, now: float) -> ErrorRecord | None:
-    if not files.missing:
-        return None
-    return ErrorRecord(batch.index, batch.tries + 1, "item", _missing_note(files),
-                       file=files.missing[0][0], node=node, at=now)

@@ -3,6 +3,7 @@ HTTP API, a client for it, and helpers to put inputs, models and code in this te
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,15 @@ def code(storage: Storage) -> str:
     return snapshots.upload(storage, SCRIPTS)
 
 
+_owners: dict[str, str] = {}
+
+
 def put_files(storage: Storage, container: str, names_and_bodies: dict[str, bytes]) -> None:
+    """Upload test inputs. Input containers are not namespaced, so each test module must use its
+    own: modules share one Azurite per process, and a shared container would mix their inputs."""
+    module = os.environ.get("PYTEST_CURRENT_TEST", "").split("::", 1)[0]
+    owner = _owners.setdefault(container, module)
+    assert owner == module, f"container {container!r} is already used by {owner}; pick another name"
     client = storage.ensure_container(container)
     for name, body in names_and_bodies.items():
         client.upload_blob(name, body, overwrite=True)

@@ -100,7 +100,9 @@ def test_failing_try_is_retried_and_succeeds(host: LocalHost, api: httpx.Client,
     assert status["state"] == "succeeded"
     assert status["mini_batches"]["failed_tries"] == 2 and status["mini_batches"]["failed"] == 0
     assert output_rows(storage, status) == [f"k{i}.txt" for i in range(4)]
-    assert {e["message"] for e in status["errors"]} == {"RuntimeError: transient failure on the first try"}
+    [error] = status["errors"]
+    assert error["message"] == "RuntimeError: transient failure on the first try"
+    assert error["count"] == 2
 
 
 def test_run_that_always_raises_fails_its_mini_batch_after_run_max_try(
@@ -115,7 +117,7 @@ def test_run_that_always_raises_fails_its_mini_batch_after_run_max_try(
         == status["mini_batches"]
     assert output_rows(storage, status) == ["a1.txt", "a2.txt"]
     first = status["errors"][0]
-    assert first["mini_batch"] == 1 and first["kind"] == "error"
+    assert first["example"]["mini_batch"] == 1 and first["kind"] == "error" and first["count"] == 2
     assert "ValueError: cannot score ['bad1.txt', 'c1.txt']" in first["message"]
     assert "misbehave.py" in first["traceback"] and "raise ValueError" in first["traceback"]
 
@@ -136,13 +138,13 @@ def test_timeout_kills_the_scoring_process_and_counts_a_failed_try(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str) -> None:
     put_files(storage, "slow", {"ok.txt": b"x", "zbad.txt": b"x"})
     job_id = submit(api, misbehave(code, "slow", "sleep", mini_batch_size="1", run_max_try=2,
-                                   run_invocation_timeout=1, error_threshold=-1))
+                                   run_invocation_timeout=4, error_threshold=-1))
     host.drain()
     status = api.get(f"/api/jobs/{job_id}").json()
     assert status["items"] == {"total": 2, "succeeded": 1, "failed": 1}
     assert status["mini_batches"]["failed_tries"] == 2
     assert status["errors"][0]["kind"] == "timeout"
-    assert "exceeded run_invocation_timeout (1 s)" in status["errors"][0]["message"]
+    assert "exceeded run_invocation_timeout (4 s)" in status["errors"][0]["message"]
     assert output_rows(storage, status) == ["ok.txt"]
 
 

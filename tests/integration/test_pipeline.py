@@ -23,11 +23,11 @@ def submit(api: httpx.Client, spec: dict) -> str:
 def test_file_job_writes_one_row_per_input_in_input_order(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str, tmp_path: Path) -> None:
     names = {f"data/part{i // 10}/f{i:03d}.txt": str(i).encode() for i in range(47)}
-    put_files(storage, "inputs", names)
+    put_files(storage, "ordered", names)
     register_text_model(storage, tmp_path, "echo", "m1")
     job_id = submit(api, {
         "name": "order-test", "entry_script": "prs_style.py", "source_directory": code,
-        "inputs": [{"container": "inputs", "prefix": "data/"}], "mini_batch_size": "4",
+        "inputs": [{"container": "ordered", "prefix": "data/"}], "mini_batch_size": "4",
         "process_count_per_node": 2, "node_count": 2, "models": ["echo"],
         "arguments": ["--suffix", "!"], "environment_variables": {"GREETING": "hi"},
         "append_row_file_name": "rows.txt"})
@@ -107,7 +107,7 @@ def test_missing_input_file_is_a_failed_item_named_in_the_status(
     assert status["state"] == "succeeded"
     assert status["items"] == {"total": 3, "succeeded": 2, "failed": 1}
     [error] = status["errors"]
-    assert error["file"] == "b.txt" and error["mini_batch"] == 0
+    assert error["example"]["file"] == "b.txt" and error["example"]["mini_batch"] == 0
     assert "miss/b.txt does not exist" in error["message"]
     assert api.get(f"/api/jobs/{job_id}/results").json()["rows"] == ["a.txt 1 m ", "c.txt 3 m "]
 

@@ -212,10 +212,6 @@ def test_cancel_right_after_submit_drops_the_unrun_mini_batches(
     assert again.status_code == 202 and again.json()["state"] == "cancelled"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "shared/finalizer.py finalize(): once a job is stopped it assembles the output at once, without "
-    "waiting for mini-batches still running; one that succeeds afterwards is counted in the job's "
-    "totals (status succeeded/items/rows) but its rows never reach the output blob"))
 def test_cancel_while_a_mini_batch_runs_keeps_exactly_the_rows_of_the_finished_ones(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str) -> None:
     spec = slow_job(storage, code, environment_variables={
