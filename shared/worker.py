@@ -196,9 +196,9 @@ class Worker:
             try:
                 job = self.ledger.update_job(job, stop_reason=reason, error=reason,
                                              stopped_at=time.time())
+                log.warning("job stopped: job=%s: %s", job.job_id, reason)
             except Conflict:
                 job = self.ledger.get_job(job.job_id)
-        log.warning("job stopped: job=%s: %s", job.job_id, reason)
         self.jobs.forget(job.job_id)
         self._finalize(job.job_id)
 

@@ -18,6 +18,7 @@ from shared.settings import Settings
 from shared.storage import Storage
 
 SCRIPTS = Path(__file__).parent / "scripts"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture
@@ -39,6 +40,13 @@ def code(storage: Storage) -> str:
 
 
 _owners: dict[str, str] = {}
+
+
+@pytest.fixture
+def mnist_code(storage: Storage) -> str:
+    """The MNIST example's entry script as a snapshot, with its model registered as "mnist"."""
+    models.register(storage, "mnist", EXAMPLES / "mnist" / "model" / "mnist.onnx")
+    return snapshots.upload(storage, EXAMPLES / "mnist" / "code")
 
 
 def put_files(storage: Storage, container: str, names_and_bodies: dict[str, bytes]) -> None:

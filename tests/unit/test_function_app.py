@@ -21,7 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS_DIR = ROOT / "functions"
 QUEUES = {"plan": "%PARALLELRUN_PLAN_QUEUE%",
           "score_batch": "%PARALLELRUN_BATCH_QUEUE%",
-          "finalize": "%PARALLELRUN_FINALIZE_QUEUE%"}
+          "finalize": "%PARALLELRUN_FINALIZE_QUEUE%",
+          "plan_poison": "%PARALLELRUN_PLAN_QUEUE%-poison",
+          "batch_poison": "%PARALLELRUN_BATCH_QUEUE%-poison",
+          "finalize_poison": "%PARALLELRUN_FINALIZE_QUEUE%-poison"}
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +46,14 @@ def trigger(declared: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
     return inputs[0]
 
 
-def test_the_app_declares_exactly_the_six_functions(declared: dict[str, dict[str, Any]]) -> None:
+def test_the_app_declares_exactly_its_nine_functions(declared: dict[str, dict[str, Any]]) -> None:
     assert set(declared) == {"health", "http_api", "plan", "score_batch", "finalize",
-                             "submit_from_blob"}
+                             "submit_from_blob", "batch_poison", "plan_poison", "finalize_poison"}
     assert {name: trigger(declared, name)["type"] for name in declared} == {
         "health": "httpTrigger", "http_api": "httpTrigger", "plan": "queueTrigger",
-        "score_batch": "queueTrigger", "finalize": "queueTrigger", "submit_from_blob": "blobTrigger"}
+        "score_batch": "queueTrigger", "finalize": "queueTrigger", "submit_from_blob": "blobTrigger",
+        "batch_poison": "queueTrigger", "plan_poison": "queueTrigger",
+        "finalize_poison": "queueTrigger"}
 
 
 def test_health_is_an_anonymous_get(declared: dict[str, dict[str, Any]]) -> None:
@@ -124,5 +129,5 @@ def test_trigger_adapters_build_no_storage_clients(path: Path) -> None:
 def test_the_adapters_checked_are_the_ones_the_app_registers() -> None:
     registered = {m.split(".", 1)[1] for m in _imported_modules(ROOT / "function_app.py")
                   if m.startswith("functions.")}
-    assert registered == {"finalizer", "http_api", "planner", "requests", "worker"}
+    assert registered == {"finalizer", "http_api", "planner", "poison", "requests", "worker"}
     assert registered <= {p.stem for p in FUNCTIONS_DIR.glob("*.py")}

@@ -1,7 +1,11 @@
-"""Misbehaves on purpose, chosen by --mode: raise | flaky | sleep | exit | short."""
+"""Misbehaves on purpose, chosen by --mode: raise | flaky | sleep | exit | segfault | memory |
+systemexit | short | none. Files whose name contains "bad" trigger it (flaky: every mini-batch)."""
 import argparse
+import ctypes
 import os
 import time
+
+from azureml_user.parallel_run import EntryScript
 
 args = None
 
@@ -16,6 +20,8 @@ def init():
 
 def run(mini_batch, mini_batch_context):
     names = [os.path.basename(p) for p in mini_batch]
+    print(f"scoring {names}")
+    EntryScript().logger.info("mini-batch %d: %d files", mini_batch_context.minibatch_index, len(names))
     if "bad" in "".join(names) or args.mode == "flaky":
         if args.mode == "raise":
             raise ValueError(f"cannot score {names}")
@@ -28,6 +34,12 @@ def run(mini_batch, mini_batch_context):
             time.sleep(30)
         if args.mode == "exit":
             os._exit(3)
+        if args.mode == "segfault":
+            ctypes.string_at(0)
+        if args.mode == "memory":
+            raise MemoryError("simulated out of memory")
+        if args.mode == "systemexit":
+            raise SystemExit(42)
     if args.mode == "short":
         return names[:-1]
     return names
