@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from .errors import NotFoundError
@@ -229,7 +229,12 @@ class Ledger:
 
     # -- jobs ------------------------------------------------------------------------------
     def create_job(self, job: JobRow) -> JobRow:
-        self.table.create_entity(job.to_entity())
+        try:
+            self.table.create_entity(job.to_entity())
+        except ResourceExistsError:
+            existing = self.get_job(job.job_id)
+            if existing.created_at != job.created_at:   # not our own create, answered late
+                raise
         return self.get_job(job.job_id)
 
     def get_job(self, job_id: str) -> JobRow:

@@ -13,9 +13,12 @@ from typing import Any
 
 import requests
 from azure.core.exceptions import ResourceExistsError
+from azure.core.pipeline.policies import RetryPolicy
 from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import ExponentialRetry as BlobRetry
+from azure.storage.queue import ExponentialRetry as QueueRetry
 from azure.storage.queue import (QueueClient, QueueServiceClient, TextBase64DecodePolicy,
                                  TextBase64EncodePolicy)
 
@@ -26,8 +29,25 @@ log = logging.getLogger("parallelrun.storage")
 # SDK retry policy: transient faults back off exponentially and do not reach the caller.
 RETRY = {"retry_total": 8, "retry_backoff_factor": 0.4, "retry_backoff_max": 20,
          "connection_timeout": 10, "read_timeout": 60}
+# Blob and queue clients: first retry after ~0.5 s (the SDK's default waits 15 s), then 2.5, 4.5,
+# 8.5, 16.5 ... s: about two minutes in all, enough to ride out a storage restart.
+BACKOFF = {"initial_backoff": 0.5, "increment_base": 2, "retry_total": 8, "random_jitter_range": 1}
 # Connections kept per storage endpoint: enough for every concurrent invocation and download.
 POOL_SIZE = 64
+
+
+def _retry_table_posts(client: TableServiceClient) -> TableServiceClient:
+    """Let the table client retry a request whose response was lost whatever its method.
+
+    The SDK does not retry a POST (or MERGE) whose answer was lost, since it may have been applied.
+    Every table write of this project tolerates a repeat: entity-group transactions are conditional
+    and the ledger recognises its own commit by the try id; an insert that finds its own row treats
+    "already exists" as success; upserts are idempotent. (The tables SDK builds its retry policy
+    itself, so the one instance it made is widened here, in one place.)"""
+    for policy in getattr(client, "_policies", []):
+        if isinstance(policy, RetryPolicy):
+            policy._method_whitelist = frozenset(policy._method_whitelist | {"POST", "PATCH", "MERGE"})
+    return client
 
 
 class Storage:
@@ -66,14 +86,16 @@ class Storage:
     @functools.cached_property
     def blob_service(self) -> BlobServiceClient:
         if self.settings.connection_string:
-            return BlobServiceClient.from_connection_string(self.settings.connection_string,
-                                                            **self._options())
-        return BlobServiceClient(self._uri("blob"), credential=self._credential, **self._options())
+            return BlobServiceClient.from_connection_string(
+                self.settings.connection_string, retry_policy=BlobRetry(**BACKOFF), **self._options())
+        return BlobServiceClient(self._uri("blob"), credential=self._credential,
+                                 retry_policy=BlobRetry(**BACKOFF), **self._options())
 
     @functools.cached_property
     def queue_service(self) -> QueueServiceClient:
         policies = {"message_encode_policy": TextBase64EncodePolicy(),
-                    "message_decode_policy": TextBase64DecodePolicy()}
+                    "message_decode_policy": TextBase64DecodePolicy(),
+                    "retry_policy": QueueRetry(**BACKOFF)}
         if self.settings.connection_string:
             return QueueServiceClient.from_connection_string(
                 self.settings.connection_string, **policies, **self._options())
@@ -83,9 +105,10 @@ class Storage:
     @functools.cached_property
     def table_service(self) -> TableServiceClient:
         if self.settings.connection_string:
-            return TableServiceClient.from_connection_string(self.settings.connection_string,
-                                                             **self._options())
-        return TableServiceClient(self._uri("table"), credential=self._credential, **self._options())
+            return _retry_table_posts(TableServiceClient.from_connection_string(
+                self.settings.connection_string, **self._options()))
+        return _retry_table_posts(TableServiceClient(self._uri("table"), credential=self._credential,
+                                                     **self._options()))
 
     # -- resource clients ------------------------------------------------------------------
     def container(self, name: str) -> ContainerClient:

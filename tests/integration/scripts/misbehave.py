@@ -1,5 +1,5 @@
 """Misbehaves on purpose, chosen by --mode: raise | flaky | sleep | exit | segfault | memory |
-systemexit | short | none. Files whose name contains "bad" trigger it (flaky: every mini-batch)."""
+systemexit | short | slow (every mini-batch sleeps --delay s) | none. Files whose name contains "bad" trigger it (flaky: every mini-batch)."""
 import argparse
 import ctypes
 import os
@@ -15,6 +15,7 @@ def init():
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", default="raise")
     parser.add_argument("--marker_dir", default="")
+    parser.add_argument("--delay", type=float, default=0.0)
     args, _ = parser.parse_known_args()
 
 
@@ -40,6 +41,8 @@ def run(mini_batch, mini_batch_context):
             raise MemoryError("simulated out of memory")
         if args.mode == "systemexit":
             raise SystemExit(42)
+    if args.mode == "slow":
+        time.sleep(args.delay)
     if args.mode == "short":
         return names[:-1]
     return names

@@ -1,0 +1,138 @@
+"""Fault injection for local runs: an HTTP proxy that makes storage misbehave, and helpers that
+kill scoring processes. Used by the failure tests and ``bench/soak.py``; never by the service.
+
+:class:`FaultyProxy` sits between the SDK and Azurite (bound to 127.0.0.1). For each request it
+may answer ``503 ServerBusy`` without forwarding (throttling), or forward it and then drop the
+connection without answering (a lost response: the request *did* happen, the client cannot know).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import random
+import signal
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from .azurite import free_port
+
+HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
+
+
+class FaultyProxy:
+    """Forwards 127.0.0.1:<port> to 127.0.0.1:<target_port>, injecting faults at the given rates."""
+
+    def __init__(self, target_port: int, busy_rate: float = 0.0, drop_rate: float = 0.0,
+                 seed: int = 0) -> None:
+        self.target_port = target_port
+        self.busy_rate = busy_rate
+        self.drop_rate = drop_rate
+        self.port = free_port()
+        self.counts = {"forwarded": 0, "busy": 0, "dropped": 0}
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _roll(self) -> str:
+        with self._lock:
+            r = self._random.random()
+            fate = ("busy" if r < self.busy_rate else
+                    "dropped" if r < self.busy_rate + self.drop_rate else "forwarded")
+            self.counts[fate] += 1
+            return fate
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                fate = proxy._roll()
+                if fate == "busy":
+                    payload = b"injected throttling"
+                    self.send_response(503, "Server Busy")
+                    self.send_header("x-ms-error-code", "ServerBusy")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                conn = http.client.HTTPConnection("127.0.0.1", proxy.target_port, timeout=120)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+                conn.close()
+                if fate == "dropped":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                self.send_response(response.status, response.reason)
+                for k, v in response.getheaders():
+                    if k.lower() not in HOP_HEADERS and k.lower() != "content-length":
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = do_MERGE = _any
+
+        return Handler
+
+    def start(self) -> FaultyProxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> FaultyProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def scoring_processes(node_pids: list[int]) -> list[int]:
+    """The scoring processes (``python -m shared.scoring``) started by the given host processes."""
+    found = []
+    for parent in node_pids:
+        for child in children(parent):
+            try:
+                cmd = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"shared.scoring" in cmd:
+                found.append(child)
+    return found
+
+
+def kill(pid: int) -> bool:
+    try:
+        os.kill(pid, signal.SIGKILL)
+        return True
+    except ProcessLookupError:
+        return False
