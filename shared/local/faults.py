@@ -1,5 +1,5 @@
-"""Fault injection for local runs: an HTTP proxy that makes storage misbehave, and helpers that
-kill scoring processes. Used by the failure tests and ``bench/soak.py``; never by the service.
+"""Fault injection for local runs: an HTTP proxy that makes storage misbehave, and a chaos monkey
+that kills scoring processes and host nodes. Used by the failure tests and ``bench/soak.py``; never by the service.
 
 :class:`FaultyProxy` sits between the SDK and Azurite (bound to 127.0.0.1). For each request it
 may answer ``503 ServerBusy`` without forwarding (throttling), or forward it and then drop the
@@ -15,8 +15,12 @@ import signal
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .azurite import free_port
+
+if TYPE_CHECKING:
+    from .cluster import LocalCluster
 
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 
@@ -136,3 +140,30 @@ def kill(pid: int) -> bool:
         return True
     except ProcessLookupError:
         return False
+
+
+class Chaos:
+    """Kills scoring processes and host nodes of a :class:`LocalCluster` at random (SIGKILL).
+
+    Each :meth:`strike` kills either one scoring process of a live node, or a whole node, which
+    is then restarted (its in-flight messages come back after the lease)."""
+
+    def __init__(self, cluster: "LocalCluster", seed: int = 0, node_share: float = 0.3) -> None:
+        self.cluster = cluster
+        self.random = random.Random(seed)
+        self.node_share = node_share
+        self.kills = {"scoring process": 0, "node": 0}
+
+    def strike(self) -> str:
+        nodes = [n.process.pid for n in self.cluster.nodes if n.process and n.process.poll() is None]
+        victims = scoring_processes(nodes)
+        if victims and self.random.random() >= self.node_share:
+            pid = self.random.choice(victims)
+            if kill(pid):
+                self.kills["scoring process"] += 1
+                return f"killed scoring process {pid}"
+        index = self.random.randrange(len(self.cluster.nodes))
+        self.cluster.kill(index)
+        self.kills["node"] += 1
+        self.cluster.restart(index)
+        return f"killed and restarted node{index}"

@@ -19,6 +19,7 @@ from shared.storage import Storage
 
 SCRIPTS = Path(__file__).parent / "scripts"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+ROOT_HOST_JSON = Path(__file__).resolve().parents[2] / "host.json"
 
 
 @pytest.fixture
