@@ -96,11 +96,11 @@ def cancel(storage: Storage, ledger: Ledger, job_id: str) -> JobRow:
         try:
             job = ledger.update_job(job, stop_reason="cancelled by user", error="cancelled by user",
                                     stopped_at=time.time())
+            log.info("cancel requested: job=%s", job_id)
         except Conflict:
             job = ledger.get_job(job_id)
-            continue
+    if job.stop_reason and not JobState(job.state).terminal:   # again, if a first try died here
         storage.queue(storage.settings.finalize_queue).send_message(FinalizeMessage(job_id).to_json())
-        log.info("cancel requested: job=%s", job_id)
     return job
 
 

@@ -28,6 +28,9 @@ log = logging.getLogger("parallelrun.planner")
 def plan_step(storage: Storage, ledger: Ledger, msg: PlanMessage) -> None:
     """Plan one page of the job's inputs. Safe to run more than once per message."""
     job = ledger.get_job(msg.job_id)
+    if job.active and job.plan_step == msg.step + 1:
+        _side_effects(storage, ledger, job)   # the step was committed; its planner may have died
+        return
     if not job.active or job.plan_step != msg.step or job.planning_done:
         log.info("plan step dropped: job=%s step=%d (job step=%d, state=%s)", msg.job_id,
                  msg.step, job.plan_step, job.state)
@@ -55,14 +58,20 @@ def plan_step(storage: Storage, ledger: Ledger, msg: PlanMessage) -> None:
             log.info("plan step lost a race: job=%s step=%d", msg.job_id, msg.step)
             return
         # the step was committed (by us, with a lost answer, or by an identical duplicate)
-    _enqueue_new(storage, ledger, job, range(planned - len(new_rows), planned))
-    if not done:
+    _side_effects(storage, ledger, job)
+    log.info("planned: job=%s step=%d batches=%d total=%d done=%s", job.job_id, msg.step,
+             len(new_rows), planned, done)
+
+
+def _side_effects(storage: Storage, ledger: Ledger, job: JobRow) -> None:
+    """After a step's commit: enqueue its mini-batches, then the next step or the finalizer.
+    Safe to repeat (duplicate messages are harmless)."""
+    _enqueue_new(storage, ledger, job, range(job.plan_cursor.get("first", job.planned), job.planned))
+    if not job.planning_done:
         storage.queue(storage.settings.plan_queue).send_message(
             PlanMessage(job.job_id, job.plan_step).to_json())
     elif decisions.complete(job, ledger.totals(job.job_id)):
         storage.queue(storage.settings.finalize_queue).send_message(FinalizeMessage(job.job_id).to_json())
-    log.info("planned: job=%s step=%d batches=%d total=%d done=%s", job.job_id, msg.step,
-             len(new_rows), planned, done)
 
 
 def _next_page(storage: Storage, job: JobRow, spec: JobSpec) -> tuple[list[BatchRow], dict[str, Any], bool]:
@@ -84,6 +93,7 @@ def _next_page(storage: Storage, job: JobRow, spec: JobSpec) -> tuple[list[Batch
     else:
         done = False
         cursor = {"input": index, "token": token, "carry": items[cut:]}
+    cursor["first"] = job.planned   # this step's first mini-batch, to redo its side effects
     return rows, cursor, done
 
 

@@ -29,6 +29,7 @@ from .messages import BatchMessage, FinalizeMessage
 from .output import stage_rows, upload_folder_changes
 from .pool import RunOutcome, ScoringPool, ScoringProcess
 from .settlement import Settlement
+from .states import BatchState
 from .storage import Storage
 from .userlogs import LogShipper
 
@@ -54,6 +55,10 @@ class Worker:
         ctx = self.jobs.get(msg.job_id)
         batch = self.ledger.get_batch(msg.job_id, msg.batch)
         verdict = decisions.on_delivery(ctx.job, batch)
+        if verdict is Delivery.DROP_DONE and batch is not None:
+            self._redo_side_effects(ctx, batch)
+        elif verdict is Delivery.DROP_JOB_INACTIVE and ctx.job.stop_reason:
+            self._finalize(ctx.job.job_id)   # in case the stopper died before it could
         if verdict is not Delivery.RUN or batch is None:
             log.info("dropped: job=%s batch=%d: %s", msg.job_id, msg.batch, verdict.value)
             return verdict.value
@@ -166,6 +171,20 @@ class Worker:
         if nxt is not None:
             self.storage.queue(self.storage.settings.batch_queue).send_message(
                 BatchMessage(batch.job_id, nxt).to_json())
+        elif job.planning_done and decisions.complete(job, self.ledger.totals(job.job_id)):
+            self._finalize(job.job_id)
+
+    def _redo_side_effects(self, ctx: JobContext, batch: BatchRow) -> None:
+        """A settled mini-batch delivered again: its worker may have died between the commit and
+        the side effects. Enqueue the successor again if it has not started (a duplicate message is
+        harmless; a started or settled successor needs nothing), and check for completion."""
+        job = ctx.job
+        nxt = decisions.successor(batch.index, job.window, job.planned)
+        if nxt is not None:
+            row = self.ledger.get_batch(job.job_id, nxt)
+            if row is not None and row.state == BatchState.PENDING and row.deliveries == 0:
+                self.storage.queue(self.storage.settings.batch_queue).send_message(
+                    BatchMessage(job.job_id, nxt).to_json())
         elif job.planning_done and decisions.complete(job, self.ledger.totals(job.job_id)):
             self._finalize(job.job_id)
 

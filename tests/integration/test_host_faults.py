@@ -98,7 +98,7 @@ def test_a_host_node_killed_mid_job_leaves_its_work_to_the_others(
                       env={"PARALLELRUN_LOCAL_LEASE_S": "3"}) as cluster:
         job = jobs.submit(storage, ledger, spec(code, "killed", node_count=2, arguments=[
             "--mode", "slow", "--delay", "0.2"]))
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 150
         while not any(b.node == "node1" and b.state == "running" for b in ledger.batches(job.job_id)):
             assert time.monotonic() < deadline, "node1 never took a mini-batch"
             time.sleep(0.05)
