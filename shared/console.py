@@ -30,8 +30,11 @@ def watch(fetch: Callable[[], dict[str, Any]], interval_s: float = 0.5,
         while True:
             st = fetch()
             items, mb = st["items"], st["mini_batches"]
-            done = items["succeeded"] + items["failed"]
-            total = items["total"] if mb["planning_done"] else None
+            if items["total"]:
+                done, total = items["succeeded"] + items["failed"], items["total"]
+            else:   # a table's rows are known only once read: count mini-batches
+                done, total = mb["succeeded"] + mb["failed"], mb["total"]
+            total = total if mb["planning_done"] else None
             detail = (f"{st['state']} · batches {mb['succeeded'] + mb['failed']}/{mb['total']}"
                       f" · failed items {items['failed']}")
             progress.update(task, completed=done, total=total, detail=detail)

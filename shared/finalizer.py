@@ -51,9 +51,10 @@ def finalize(storage: Storage, ledger: Ledger, msg: FinalizeMessage) -> str:
     batches = list(ledger.batches(job.job_id))
     url = ""
     if job.spec.get("output_action", "append_row") == "append_row":
-        winners = [(b.index, b.block_id) for b in batches
-                   if b.state == BatchState.SUCCEEDED and b.block_id]
-        url = assemble(storage, output_target(storage.settings, job), winners)
+        won = [b for b in batches if b.state == BatchState.SUCCEEDED and b.block_id]
+        header = next((b.header for b in won if b.header), "")   # output_format csv
+        url = assemble(storage, output_target(storage.settings, job),
+                       [(b.index, b.block_id) for b in won], header)
     state, reason = decisions.final_state(job, totals)
     _write_logs(storage, ledger, job, totals, state, reason, url, batches)
     try:

@@ -11,8 +11,9 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from . import snapshots
+from . import snapshots, tables
 from .datasets import FileInput
 from .errors import SubmitterError
 from .ledger import JobRow, Ledger
@@ -32,6 +33,26 @@ class JobContext:
     pool_key: str
     target: OutputTarget
     processes: int
+
+    @property
+    def tabular(self) -> bool:
+        return self.spec.input_type == "tabular"
+
+    def payload(self, items: list[list[Any]], paths: list[str]) -> list[str] | dict[str, Any]:
+        """What a scoring process gets: file paths, or the description of a table to read."""
+        if not self.tabular:
+            return paths
+        return {"items": items, "inputs": self.job.spec["inputs"], "schemas": self.job.schemas,
+                "partition_keys": self.spec.partition_keys}
+
+    def context(self, batch_index: int, items: list[list[Any]]) -> dict[str, Any]:
+        """``mini_batch_context``: index, dataset (input name) and, with partition_keys, the values."""
+        first = items[0]
+        keys = self.spec.partition_keys
+        values = (tables.partition_of(self.job.spec["inputs"][first[0]], first[1], keys)
+                  if keys else None)
+        return {"minibatch_index": batch_index, "dataset": self.inputs[first[0]].name,
+                "partition_key_value": values}
 
     @property
     def batches_dir(self) -> Path:
@@ -86,7 +107,8 @@ class JobContexts:
             job_id=job.job_id, entry_script=str(entry), source_dir=str(source),
             work_dir=str(self.root / "jobs" / job.job_id / "work"),
             arguments=tuple(spec.arguments or ()), environment=dict(spec.environment_variables or {}),
-            logging_level=spec.logging_level, node_id=self.node_id, model_pins=dict(job.models))
+            logging_level=spec.logging_level, node_id=self.node_id, model_pins=dict(job.models),
+            output_format=spec.output_format)
         key_material = json.dumps([job.job_id, job.snapshot, spec.entry_script, job.models,
                                    scoring.environment, scoring.arguments, scoring.logging_level])
         return JobContext(

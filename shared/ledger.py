@@ -71,6 +71,7 @@ class JobRow:
     window: int = 1
     snapshot: str = ""
     models: dict[str, int] = field(default_factory=dict)
+    schemas: dict[str, Any] = field(default_factory=dict)   # tabular input index -> schema
     output_container: str = ""
     output_prefix: str = ""
     stop_reason: str = ""
@@ -82,7 +83,7 @@ class JobRow:
     ended_at: float = 0.0
     etag: str = ""
 
-    _JSON = ("spec", "plan_cursor", "models")
+    _JSON = ("spec", "plan_cursor", "models", "schemas")
 
     def to_entity(self) -> dict[str, Any]:
         entity: dict[str, Any] = {"PartitionKey": self.job_id, "RowKey": JOB_KEY}
@@ -125,6 +126,8 @@ class BatchRow:
     try_id: str = ""                 # set when a try starts; identifies its commits
     block_id: str = ""
     shard: int = 0
+    size: int = -1                   # items once known: files, or a table's rows once loaded
+    header: str = ""                 # output_format csv: the result's header line
     rows: int = 0
     ok: int = 0
     failed: int = 0

@@ -27,6 +27,7 @@ from .storage import Storage
 log = logging.getLogger("parallelrun.output")
 
 COPY_CHUNK = 64 * 1024 * 1024
+HEADER_BLOCK = "header".ljust(22, "h")   # the same length as every other block id
 TEXT = ContentSettings(content_type="text/plain; charset=utf-8")
 
 
@@ -66,13 +67,19 @@ def stage_rows(storage: Storage, target: OutputTarget, batch: int, text: str) ->
     return bid
 
 
-def assemble(storage: Storage, target: OutputTarget, winners: Iterable[tuple[int, str]]) -> str:
-    """Commit the winning blocks (``(batch, block id)`` in batch order); returns the blob URL."""
+def assemble(storage: Storage, target: OutputTarget, winners: Iterable[tuple[int, str]],
+             header: str = "") -> str:
+    """Commit the winning blocks (``(batch, block id)`` in batch order), after ``header`` if any;
+    returns the blob URL."""
     by_shard: dict[int, list[str]] = {}
     for batch, bid in winners:
         by_shard.setdefault(target.shard_of(batch), []).append(bid)
-    blocks = [BlobBlock(b) for b in by_shard.pop(0, [])]
     output = target.staging_blob(storage, 0)
+    blocks = []
+    if header:
+        output.stage_block(HEADER_BLOCK, header.encode("utf-8"))
+        blocks.append(BlobBlock(HEADER_BLOCK))
+    blocks += [BlobBlock(b) for b in by_shard.pop(0, [])]
     for shard in sorted(by_shard):
         shard_blob = target.staging_blob(storage, shard)
         shard_blob.commit_block_list([BlobBlock(b) for b in by_shard[shard]])

@@ -13,12 +13,12 @@ import logging
 import time
 from typing import Any
 
-from . import decisions
+from . import decisions, tables
 from .datasets import FileInput, list_page
 from .errors import SubmitterError
 from .ledger import BatchRow, Conflict, JobRow, Ledger
 from .messages import BatchMessage, FinalizeMessage, PlanMessage
-from .spec import JobSpec, parse_spec
+from .spec import JobSpec, parse_mini_batch_size, parse_spec
 from .states import JobState
 from .storage import Storage
 
@@ -37,7 +37,7 @@ def plan_step(storage: Storage, ledger: Ledger, msg: PlanMessage) -> None:
         return
     spec = parse_spec(job.spec)
     try:
-        new_rows, cursor, done = _next_page(storage, job, spec)
+        new_rows, cursor, done, schemas = _next_page(storage, job, spec)
     except SubmitterError as exc:
         _fail_planning(storage, ledger, job, str(exc))
         return
@@ -49,8 +49,10 @@ def plan_step(storage: Storage, ledger: Ledger, msg: PlanMessage) -> None:
     planned = job.planned + len(new_rows)
     try:
         job = ledger.update_job(
-            job, planned=planned, items_total=job.items_total + sum(len(r.items) for r in new_rows),
-            plan_cursor=cursor, plan_step=job.plan_step + 1, planning_done=done,
+            job, planned=planned, plan_cursor=cursor, plan_step=job.plan_step + 1,
+            planning_done=done, schemas=schemas,
+            items_total=job.items_total + (0 if spec.input_type == "tabular"   # rows: known when read
+                                           else sum(len(r.items) for r in new_rows)),
             state=JobState.RUNNING, started_at=job.started_at or time.time())
     except Conflict:
         job = ledger.get_job(msg.job_id)
@@ -74,27 +76,35 @@ def _side_effects(storage: Storage, ledger: Ledger, job: JobRow) -> None:
         storage.queue(storage.settings.finalize_queue).send_message(FinalizeMessage(job.job_id).to_json())
 
 
-def _next_page(storage: Storage, job: JobRow, spec: JobSpec) -> tuple[list[BatchRow], dict[str, Any], bool]:
-    """The mini-batches of the next page, the new cursor, and whether planning is finished."""
+def _next_page(storage: Storage, job: JobRow, spec: JobSpec
+               ) -> tuple[list[BatchRow], dict[str, Any], bool, dict[str, Any]]:
+    """The mini-batches of the next page, the new cursor, whether planning is finished, and the
+    inputs' schemas (tabular)."""
     cursor = dict(job.plan_cursor) or {"input": 0, "token": None, "carry": []}
-    inputs = [FileInput.from_spec(i, n) for n, i in enumerate(job.spec["inputs"])]
+    specs = job.spec["inputs"]
     index = cursor["input"]
-    names, token = list_page(storage, inputs[index], cursor["token"],
+    names, token = list_page(storage, FileInput.from_spec(specs[index], index), cursor["token"],
                              storage.settings.plan_page_size)
-    items: list[list[Any]] = cursor["carry"] + [[index, n] for n in names]
-    size = spec.file_batch_size
+    tabular = spec.input_type == "tabular"
+    schemas = dict(job.schemas)
+    new: list[list[Any]] = []
+    for name in names:
+        if not tabular:
+            new.append([index, name])
+            continue
+        if str(index) not in schemas:
+            schemas[str(index)] = tables.schema_for(storage, specs[index], name)
+        new.extend(tables.pieces(storage, specs[index], index, name,
+                                 parse_mini_batch_size(spec.mini_batch_size, "tabular")))
     last_page = token is None
-    cut = len(items) if last_page else len(items) - len(items) % size
-    chunks = [items[i:i + size] for i in range(0, cut, size)]
-    rows = [BatchRow(job.job_id, job.planned + k, chunk) for k, chunk in enumerate(chunks)]
-    if last_page:
-        done = index + 1 >= len(inputs)
-        cursor = {"input": index + 1, "token": None, "carry": []}
-    else:
-        done = False
-        cursor = {"input": index, "token": token, "carry": items[cut:]}
+    groups, carry = tables.group(cursor["carry"] + new, specs, spec.partition_keys,
+                                 spec.file_batch_size if not tabular else 0, tabular, last_page)
+    rows = [BatchRow(job.job_id, job.planned + k, g) for k, g in enumerate(groups)]
+    done = last_page and index + 1 >= len(specs)
+    cursor = ({"input": index + 1, "token": None, "carry": []} if last_page
+              else {"input": index, "token": token, "carry": carry})
     cursor["first"] = job.planned   # this step's first mini-batch, to redo its side effects
-    return rows, cursor, done
+    return rows, cursor, done, schemas
 
 
 def _enqueue_new(storage: Storage, ledger: Ledger, job: JobRow, new: range) -> None:

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,8 @@ class RunOutcome:
     kind: str                 # "ok" | "error" | "timeout" | "crash" | "init"
     text: str = ""            # the rows (kind == "ok")
     rows: int = 0
+    loaded: int = -1          # rows of a tabular mini-batch, once read (-1: not a table, or unknown)
+    header: str = ""          # output_format csv: the header line of a DataFrame result
     message: str = ""
     traceback: str = ""
     seconds: float = 0.0
@@ -79,15 +81,27 @@ class ScoringProcess:
             return RunOutcome("init", message=reply[1], traceback=reply[2], pid=self.pid, process=self.config.process_name)
         return None
 
-    def run(self, paths: list[str], context: dict[str, Any], timeout_s: float) -> RunOutcome:
+    def run(self, payload: list[str] | dict[str, Any], context: dict[str, Any],
+            timeout_s: float) -> RunOutcome:
+        """``run()`` on file paths, or on a table the child loads first (``payload`` a dict)."""
         started = time.perf_counter()
         try:
-            self._to_child.send(("run", paths, context))
+            self._to_child.send(("run", payload, context))
         except OSError:
             self.kill()
             return RunOutcome("crash", message=self._death_note("before run()"), pid=self.pid, process=self.config.process_name)
-        reply = self._receive(timeout_s)
-        elapsed = time.perf_counter() - started
+        loaded = -1
+        if isinstance(payload, dict):   # a table: reading it is not part of run()'s timeout
+            reply = self._receive(INIT_TIMEOUT_S)
+            if reply is not None and reply[0] == "loaded":
+                loaded = reply[1]
+                reply = self._receive(timeout_s)
+        else:
+            reply = self._receive(timeout_s)
+        outcome = self._outcome(reply, timeout_s, time.perf_counter() - started)
+        return replace(outcome, loaded=loaded) if loaded >= 0 else outcome
+
+    def _outcome(self, reply: Any, timeout_s: float, elapsed: float) -> RunOutcome:
         if reply is None:
             if self.proc.poll() is None:
                 self.kill()
@@ -98,7 +112,8 @@ class ScoringProcess:
             return RunOutcome("crash", message=self._death_note("in run()"), seconds=elapsed,
                               pid=self.pid, process=self.config.process_name)
         if reply[0] == "ok":
-            return RunOutcome("ok", text=reply[1], rows=reply[2], seconds=reply[3], pid=self.pid, process=self.config.process_name)
+            return RunOutcome("ok", text=reply[1], rows=reply[2], seconds=reply[3], header=reply[4],
+                              pid=self.pid, process=self.config.process_name)
         return RunOutcome("error", message=reply[1], traceback=reply[2], seconds=reply[3],
                           pid=self.pid, process=self.config.process_name)
 

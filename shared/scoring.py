@@ -47,6 +47,7 @@ class ScoringConfig:
     node_id: str = "node0"
     process_name: str = "process000"
     model_pins: dict[str, int] = field(default_factory=dict)
+    output_format: str = "text"       # text (PRS's append_row rows) | csv | jsonl
 
     @property
     def output_dir(self) -> str:
@@ -70,15 +71,29 @@ class MiniBatchContext:
     partition_key_value: dict[str, Any] | None = None
 
 
-def format_rows(result: Any) -> tuple[str, int]:
-    """PRS's append_row format: list -> ``str(x)`` per line; DataFrame -> space-separated rows."""
+def format_rows(result: Any, output_format: str = "text") -> tuple[str, int, str]:
+    """Rows of a ``run()`` result and their count, plus a header line (csv only).
+
+    ``text`` is PRS's append_row format: list -> ``str(x)`` per line; DataFrame -> space-separated
+    rows without header or index. ``csv``: comma-separated rows (the header line goes once at the top
+    of the output). ``jsonl``: one JSON object per DataFrame row, or one JSON value per list element.
+    """
+    import json
+
     import pandas as pd  # only scoring processes need pandas loaded
 
     if isinstance(result, pd.DataFrame):
-        text = result.to_csv(sep=" ", header=False, index=False)
-        return text, len(result)
+        if output_format == "csv":
+            return (result.to_csv(header=False, index=False), len(result),
+                    result.head(0).to_csv(index=False))
+        if output_format == "jsonl":
+            text = result.to_json(orient="records", lines=True, date_format="iso")
+            return (text if text.endswith("\n") or not text else text + "\n"), len(result), ""
+        return result.to_csv(sep=" ", header=False, index=False), len(result), ""
     if isinstance(result, (list, tuple)):
-        return "".join(f"{x}\n" for x in result), len(result)
+        if output_format == "jsonl":
+            return "".join(json.dumps(x, default=str) + "\n" for x in result), len(result), ""
+        return "".join(f"{x}\n" for x in result), len(result), ""
     raise TypeError(f"run() must return a list or a pandas DataFrame, got {type(result).__name__}")
 
 
@@ -131,9 +146,10 @@ def _wants_context(run: Any) -> bool:
     return len(params) >= 2
 
 
-def _serve(conn_in: Connection, conn_out: Connection, script: ModuleType) -> None:
+def _serve(conn_in: Connection, conn_out: Connection, script: ModuleType, config: ScoringConfig) -> None:
     run = script.run
     with_context = _wants_context(run)
+    loader = None
     while True:
         request = conn_in.recv()
         if request[0] == "shutdown":
@@ -142,13 +158,21 @@ def _serve(conn_in: Connection, conn_out: Connection, script: ModuleType) -> Non
                 shutdown()
             conn_out.send(("bye",))
             return
-        _, paths, context = request
+        _, payload, context = request
         started = time.perf_counter()
         try:
-            batch = list(paths)
+            if isinstance(payload, dict):          # a table: read it here, report its size first
+                if loader is None:
+                    from shared.tables import TableLoader
+                    loader = TableLoader()
+                batch: Any = loader.load(payload)
+                conn_out.send(("loaded", len(batch)))
+                started = time.perf_counter()
+            else:
+                batch = list(payload)
             result = run(batch, MiniBatchContext(**context)) if with_context else run(batch)
-            text, n = format_rows(result)
-            conn_out.send(("ok", text, n, time.perf_counter() - started))
+            text, n, header = format_rows(result, config.output_format)
+            conn_out.send(("ok", text, n, time.perf_counter() - started, header))
         except BaseException as exc:  # noqa: BLE001 - SystemExit, MemoryError... all fail one try
             conn_out.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(),
                            time.perf_counter() - started))
@@ -168,7 +192,7 @@ def main(argv: list[str]) -> int:
         conn_out.send(("init_error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
         return 1
     conn_out.send(("ready", os.getpid()))
-    _serve(conn_in, conn_out, script)
+    _serve(conn_in, conn_out, script, config)
     return 0
 
 

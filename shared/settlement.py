@@ -57,13 +57,16 @@ def missing_note(files: Downloaded) -> str:
 
 
 def settle(batch: BatchRow, outcome: RunOutcome, files: Downloaded, *, run_max_try: int,
-           block_id: str, shard: int, node: str, now: float) -> Settlement:
-    n = len(batch.items)
-    common = {"ended_at": now, "pid": outcome.pid, "node": node}
+           block_id: str, shard: int, node: str, now: float, tabular: bool = False) -> Settlement:
+    # items: files, or a table's rows (known once a try has read them; unknown counts as 0)
+    n = (outcome.loaded if outcome.loaded >= 0 else max(batch.size, 0)) if tabular else len(batch.items)
+    present = n if tabular else len(files.paths)
+    common = {"ended_at": now, "pid": outcome.pid, "node": node, "size": n}
     if outcome.ok:
-        ok = min(outcome.rows, len(files.paths))
+        ok = min(outcome.rows, present)
         row = replace(batch, state=BatchState.SUCCEEDED, ok=ok, failed=n - ok, rows=outcome.rows,
-                      block_id=block_id, shard=shard, error=missing_note(files), **common)
+                      block_id=block_id, shard=shard, header=outcome.header,
+                      error=missing_note(files), **common)
         delta = Totals(batches_succeeded=1, items_succeeded=ok, items_failed=n - ok,
                        rows=outcome.rows if block_id else 0)
         error = None
@@ -73,7 +76,8 @@ def settle(batch: BatchRow, outcome: RunOutcome, files: Downloaded, *, run_max_t
         return Settlement(row, delta, error, "succeeded")
     if outcome.kind == "init":
         error = _error(batch, batch.tries + 1, outcome, files, node, now)
-        row = replace(batch, state=BatchState.PENDING, error=error.message, **common)
+        row = replace(batch, state=BatchState.PENDING, error=error.message,
+                      **{**common, "size": batch.size})
         return Settlement(row, Totals(), error, "init")
     tries = batch.tries + 1
     error = _error(batch, tries, outcome, files, node, now)
@@ -90,7 +94,7 @@ def poisoned(batch: BatchRow, deliveries: int, node: str, now: float) -> Settlem
     message = (f"the message of mini-batch {batch.index} reached the poison queue after "
                f"{deliveries} deliveries without settling: each time its worker died or failed "
                "outside run() (see the host's logs)")
-    n = len(batch.items)
+    n = batch.size if batch.size >= 0 else len(batch.items)
     error = ErrorRecord(batch.index, batch.tries + 1, "poison", message,
                         file=str(batch.items[0][1]) if batch.items else "", node=node, at=now)
     row = replace(batch, state=BatchState.FAILED, ok=0, failed=n, error=message, ended_at=now)

@@ -26,8 +26,6 @@ from shared.errors import SpecError
 
 # What PRS has and we do not honour yet: field -> reason. A milestone that honours one deletes its entry.
 NOT_SUPPORTED_YET: dict[str, str] = {
-    "inputs.type": "tabular inputs (type: tabular) are not supported yet; only file inputs are",
-    "partition_keys": "partition_keys is not supported yet (it needs partitioned tabular inputs)",
     "side_inputs": "side_inputs is not supported yet",
     "allow_reuse": "allow_reuse: true is not supported yet (every job runs afresh); omit it or set false",
     "environment": "environment is not supported yet: scripts run in the function app's Python environment",
@@ -248,6 +246,25 @@ def _name_inputs(v: Any) -> Any:
     return named
 
 
+FORMAT_NAMES = {"csv": {"kind": "delimited"}, "tsv": {"kind": "delimited", "separator": "\t"},
+                "delimited": {"kind": "delimited"}, "parquet": {"kind": "parquet"},
+                "jsonl": {"kind": "jsonl"}, "json": {"kind": "jsonl"}}
+
+
+def _check_format(v: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+    from shared.tabular import TabularDataError, TabularFormat
+    if isinstance(v, str):
+        if v.lower() not in FORMAT_NAMES:
+            raise ValueError(f"{v!r} is not one of {', '.join(FORMAT_NAMES)} (or an options object)")
+        return v.lower()
+    if isinstance(v, dict):
+        try:
+            TabularFormat.from_dict(v)
+        except (TabularDataError, TypeError, ValueError) as exc:
+            raise ValueError(str(exc)) from None
+    return v
+
+
 def _check_inputs(v: list[InputSpec]) -> list[InputSpec]:
     names = [i.name for i in v]
     if len(set(names)) != len(names):
@@ -266,7 +283,11 @@ class InputSpec(BaseModel):
     model_config = _CONFIG
     name: Annotated[str, _rule(lambda v: bool(_IDENTIFIER_RE.match(v)),
                                "{v!r} is not an identifier (letters, digits, '_'; at most 64)")] | None = None
-    type: Annotated[Literal["file", "tabular"], _not_yet("inputs.type", lambda v: v == "tabular")] = "file"
+    type: Literal["file", "tabular"] = "file"
+    # tabular only: "csv" | "tsv" | "parquet" | "jsonl", or the options of PRS's from_delimited_files
+    # ({kind, separator, header, encoding, support_multi_line, ...}); None: from each file's extension
+    format: Annotated[str | dict[str, Any] | None, AfterValidator(_check_format)] = None
+    partition_format: str | None = None   # PRS's partition_format, e.g. "{user}/{season}/{file}.wav"
     path: Annotated[str, AfterValidator(_check_shorthand)] | None = None
     container: ContainerName | None = None
     prefix: Annotated[str, AfterValidator(lambda v: _folder(_check_blob_path(v, "prefix")))] = ""
@@ -340,7 +361,8 @@ class JobSpec(BaseModel):
     arguments: Annotated[list[str], BeforeValidator(_stringify), AfterValidator(_check_arguments)] = []
     models: Annotated[list[str], BeforeValidator(lambda v: [] if v is None else v),
                       AfterValidator(_check_models)] = []
-    partition_keys: Annotated[list[str] | None, _not_yet("partition_keys")] = None
+    partition_keys: Annotated[list[str], Field(min_length=1)] | None = None
+    output_format: Literal["text", "csv", "jsonl"] = "text"   # of append_row output; text is PRS's
     side_inputs: Annotated[list[Any] | None, _not_yet("side_inputs")] = None
     allow_reuse: Annotated[bool | None, _not_yet("allow_reuse")] = None
     environment: Annotated[Any, _not_yet("environment")] = None

@@ -70,14 +70,15 @@ class Worker:
                  batch.tries + 1, dequeue_count)
         work = ctx.batches_dir / f"{msg.batch:09d}-{batch.try_id}"
         try:
-            files = download_batch(self.storage, ctx.inputs, batch.items, work,
-                                   self.storage.settings.download_concurrency)
+            files = (Downloaded([], []) if ctx.tabular else  # tables are read by the scoring process
+                     download_batch(self.storage, ctx.inputs, batch.items, work,
+                                    self.storage.settings.download_concurrency))
             outcome, block = self._score(ctx, batch, files)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         result = settlement.settle(batch, outcome, files, run_max_try=ctx.spec.run_max_try,
                                    block_id=block, shard=ctx.target.shard_of(batch.index),
-                                   node=self.node_id, now=time.time())
+                                   node=self.node_id, now=time.time(), tabular=ctx.tabular)
         return self._apply(ctx, batch, result, outcome.seconds)
 
     def record_poison(self, msg: BatchMessage, dequeue_count: int) -> str:
@@ -92,14 +93,15 @@ class Worker:
 
     # -- scoring ---------------------------------------------------------------------------
     def _score(self, ctx: JobContext, batch: BatchRow, files: Downloaded) -> tuple[RunOutcome, str]:
-        if not files.paths:
+        if not files.paths and not ctx.tabular:
             return RunOutcome("ok"), ""
-        context = {"minibatch_index": batch.index, "dataset": ctx.inputs[batch.items[0][0]].name}
+        context = ctx.context(batch.index, batch.items)
         with self.pool.lease(ctx.pool_key, ctx.scoring, ctx.processes) as proc:
             if isinstance(proc, RunOutcome):   # init() failed: ship what it printed
                 self._ship_logs(ctx, str(Path(ctx.scoring.work_dir) / proc.process), force=True)
                 return proc, ""
-            outcome = proc.run(files.paths, context, float(ctx.spec.run_invocation_timeout))
+            outcome = proc.run(ctx.payload(batch.items, files.paths), context,
+                               float(ctx.spec.run_invocation_timeout))
             block = ""
             if outcome.ok:
                 if ctx.spec.output_action == "append_row" and outcome.text:

@@ -117,7 +117,7 @@ def test_every_problem_is_reported_at_once() -> None:
         "entry_script": "../up.py", "inputs": [{"container": "Bad"}, "data/../etc"], "output": "x",
         "error_threshold": -2, "allowed_failed_percent": 150, "output_action": "everything",
         "append_row_file_name": "a/b.txt", "node_count": 0, "logging_level": "LOUD", "models": ["m:0"],
-        "environment_variables": {"1X": "y"}, "arguments": ["--output", "o"], "partition_keys": ["k"],
+        "environment_variables": {"1X": "y"}, "arguments": ["--output", "o"], "partition_keys": [],
         "colour": "blue"})
     assert set(errors) == {
         "entry_script", "inputs.0.container", "inputs.1.path", "output.container", "error_threshold",
@@ -386,8 +386,6 @@ def test_output_paths_never_escape(output: object) -> None:
 # ---- refusals: PRS fields not honoured yet ---------------------------------------------------------------
 
 @pytest.mark.parametrize(("fields", "field"), [
-    ({"inputs": [{"path": "data/t", "type": "tabular"}]}, "inputs.0.type"),
-    ({"partition_keys": ["region"]}, "partition_keys"),
     ({"side_inputs": ["data/lookup"]}, "side_inputs"),
     ({"allow_reuse": True}, "allow_reuse"),
     ({"environment": {"name": "my-env"}}, "environment"),
@@ -403,10 +401,11 @@ def test_harmless_values_of_unsupported_fields_are_accepted() -> None:
     assert spec.allow_reuse is False
 
 
-def test_refusals_live_in_one_table(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert {"inputs.type", "partition_keys", "side_inputs", "allow_reuse", "environment",
-            "compute_target"} <= set(NOT_SUPPORTED_YET)
-    monkeypatch.delitem(spec_module.NOT_SUPPORTED_YET, "inputs.type")
+def test_refusals_live_in_one_table() -> None:
+    assert {"side_inputs", "allow_reuse", "environment", "compute_target"} <= set(NOT_SUPPORTED_YET)
+
+
+def test_tabular_inputs_default_to_prs_one_megabyte_batches() -> None:
     spec = parse_spec(base(inputs=[{"path": "data/t", "type": "tabular"}]))
     assert spec.input_type == "tabular" and spec.mini_batch_size == "1MB"  # PRS's tabular default
     assert parse_spec(base(inputs=[{"path": "data/t", "type": "tabular"}], mini_batch_size="10MB"))
@@ -494,3 +493,24 @@ def test_models_can_be_built_directly() -> None:
     assert spec.inputs[0].name == "input_0" and spec.inputs[0].glob == "*.txt"
     with pytest.raises(ValidationError):
         JobSpec(entry_script="s.py", inputs=["data/x"], allow_reuse=True)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "TSV", "parquet", "jsonl",
+                                 {"kind": "delimited", "separator": ";", "support_multi_line": True}])
+def test_tabular_formats(fmt: object) -> None:
+    spec = parse_spec(base(inputs=[{"path": "data/t", "type": "tabular", "format": fmt}]))
+    assert spec.inputs[0].format == (fmt.lower() if isinstance(fmt, str) else fmt)
+
+
+def test_bad_tabular_formats_are_named() -> None:
+    assert_only_error(base(inputs=[{"path": "data/t", "type": "tabular", "format": "xlsx"}]),
+                      "inputs.0.format", "not one of")
+    assert_only_error(base(inputs=[{"path": "data/t", "type": "tabular",
+                                    "format": {"kind": "delimited", "separator": "ab"}}]),
+                      "inputs.0.format", "separator")
+
+
+def test_partition_keys_and_output_format() -> None:
+    spec = parse_spec(base(partition_keys=["Store", "Brand"], output_format="csv"))
+    assert spec.partition_keys == ["Store", "Brand"] and spec.output_format == "csv"
+    assert_only_error(base(output_format="xml"), "output_format")

@@ -1,0 +1,157 @@
+"""TabularDataset jobs: CSV, Parquet and JSON Lines split by size, partitions, output formats."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import httpx
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shared.local.host import LocalHost
+from shared.storage import Storage
+
+from .conftest import output_rows, put_files
+
+
+def submit(api: httpx.Client, spec: dict) -> str:
+    r = api.post("/api/jobs", json=spec)
+    assert r.status_code == 202, r.text
+    return r.json()["job_id"]
+
+
+def frame(n: int, start: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(start)
+    ids = np.arange(start, start + n)
+    return pd.DataFrame({"id": ids, "x": rng.normal(size=n).round(6),
+                         "name": [f"row {i}, quoted" for i in ids],
+                         "flag": ids % 3 == 0})
+
+
+def echo(code: str, inputs: list, **extra) -> dict:
+    return {"name": "tables", "entry_script": "table_echo.py", "source_directory": code,
+            "inputs": inputs, "error_threshold": 0, **extra}
+
+
+def check_ids_in_order(rows: list[str], n: int) -> set[str]:
+    """Every id exactly once, in order; returns the distinct dtype signatures seen."""
+    ids = [int(r.split(" ")[0]) for r in rows]
+    assert ids == list(range(n))
+    return {r.split(" ")[1] for r in rows}
+
+
+def test_a_100000_row_csv_is_split_by_size_and_every_row_comes_back_once_in_order(
+        host: LocalHost, api: httpx.Client, storage: Storage, code: str) -> None:
+    df = frame(100_000)
+    df.loc[5_000:5_010, "x"] = np.nan          # missing values in a later mini-batch only
+    put_files(storage, "tab-csv", {"big/data.csv": df.to_csv(index=False).encode()})
+    job_id = submit(api, echo(code, [{"path": "tab-csv/big/", "type": "tabular"}],
+                              mini_batch_size="512KB"))
+    host.drain(timeout_s=300)
+    status = api.get(f"/api/jobs/{job_id}").json()
+    assert status["state"] == "succeeded", status
+    assert status["mini_batches"]["total"] > 5          # one file, several mini-batches
+    assert status["items"] == {"total": 0, "succeeded": 100_000, "failed": 0}
+    assert len(check_ids_in_order(output_rows(storage, status), 100_000)) == 1   # same dtypes
+
+
+def test_parquet_with_many_row_groups_and_with_one_are_both_split(
+        host: LocalHost, api: httpx.Client, storage: Storage, code: str) -> None:
+    for name, group_rows in (("many.parquet", 5_000), ("one.parquet", 60_000)):
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pandas(frame(60_000), preserve_index=False), buf,
+                       row_group_size=group_rows)
+        put_files(storage, "tab-parquet", {f"{name[:-8]}/{name}": buf.getvalue()})
+    jobs = {name: submit(api, echo(code, [{"path": f"tab-parquet/{name}/", "type": "tabular"}],
+                                   mini_batch_size="256KB")) for name in ("many", "one")}
+    host.drain(timeout_s=300)
+    for name, job_id in jobs.items():
+        status = api.get(f"/api/jobs/{job_id}").json()
+        assert status["state"] == "succeeded", status
+        assert status["mini_batches"]["total"] > 3, name
+        assert len(check_ids_in_order(output_rows(storage, status), 60_000)) == 1
+
+
+def test_json_lines_and_several_files_never_share_a_mini_batch(
+        host: LocalHost, api: httpx.Client, storage: Storage, code: str) -> None:
+    files = {f"part{k}.jsonl": frame(300, start=300 * k).to_json(orient="records", lines=True).encode()
+             for k in range(3)}
+    put_files(storage, "tab-jsonl", files)
+    job_id = submit(api, echo(code, [{"container": "tab-jsonl", "type": "tabular"}],
+                              mini_batch_size="8KB"))
+    host.drain()
+    status = api.get(f"/api/jobs/{job_id}").json()
+    rows = output_rows(storage, status)
+    check_ids_in_order(rows, 900)
+    batch_of = {int(r.split(" ")[0]): int(r.split(" ")[2]) for r in rows}
+    for k in range(3):   # the ids of one file are in mini-batches no other file uses
+        mine = {batch_of[i] for i in range(300 * k, 300 * (k + 1))}
+        others = {b for i, b in batch_of.items() if not 300 * k <= i < 300 * (k + 1)}
+        assert not mine & others
+
+
+def test_partition_keys_make_one_mini_batch_per_key_combination(
+        host: LocalHost, api: httpx.Client, storage: Storage, code: str) -> None:
+    files, start = {}, 0
+    for store in (1, 2):
+        for brand in ("x", "y"):
+            for part in (0, 1):
+                files[f"sales/Store={store}/Brand={brand}/part{part}.csv"] = \
+                    frame(50, start=start).to_csv(index=False).encode()
+                start += 50
+    put_files(storage, "tab-parts", files)
+    job_id = submit(api, echo(code, [{"path": "tab-parts/sales/", "type": "tabular"}],
+                              partition_keys=["Store", "Brand"], mini_batch_size="1KB"))
+    host.drain()
+    status = api.get(f"/api/jobs/{job_id}").json()
+    assert status["mini_batches"]["total"] == 4
+    rows = output_rows(storage, status)
+    check_ids_in_order(rows, 400)
+    combos = {(r.split(" ")[2], r.split(" ")[3], r.split(" ")[4]) for r in rows}
+    assert combos == {("0", "1", "x"), ("1", "1", "y"), ("2", "2", "x"), ("3", "2", "y")}
+
+
+def test_file_inputs_with_partition_format(host: LocalHost, api: httpx.Client, storage: Storage,
+                                           code: str) -> None:
+    put_files(storage, "tab-songs", {f"{u}/{s}/{g}.wav": b"x" for u in ("ann", "bob")
+                                     for s in ("spring", "summer") for g in ("jazz",)})
+    job_id = submit(api, {"name": "songs", "entry_script": "misbehave.py", "source_directory": code,
+                          "arguments": ["--mode", "none"],
+                          "inputs": [{"container": "tab-songs",
+                                      "partition_format": "{user}/{season}/{genre}.wav"}],
+                          "partition_keys": ["user", "season"]})
+    host.drain()
+    status = api.get(f"/api/jobs/{job_id}").json()
+    assert status["mini_batches"]["total"] == 4 and status["items"]["succeeded"] == 4
+
+
+def test_csv_output_has_one_header_and_jsonl_output_has_objects(
+        host: LocalHost, api: httpx.Client, storage: Storage, code: str) -> None:
+    put_files(storage, "tab-out", {"t.csv": frame(500).to_csv(index=False).encode()})
+    spec = echo(code, [{"path": "tab-out/", "type": "tabular"}], mini_batch_size="4KB")
+    as_csv = submit(api, {**spec, "output_format": "csv"})
+    as_jsonl = submit(api, {**spec, "output_format": "jsonl"})
+    host.drain()
+    csv_rows = output_rows(storage, api.get(f"/api/jobs/{as_csv}").json())
+    assert csv_rows[0] == "id,dtypes,batch" and len(csv_rows) == 501
+    assert [int(r.split(",")[0]) for r in csv_rows[1:]] == list(range(500))
+    objects = [json.loads(r) for r in output_rows(storage, api.get(f"/api/jobs/{as_jsonl}").json())]
+    assert [o["id"] for o in objects] == list(range(500)) and set(objects[0]) == {"id", "dtypes", "batch"}
+
+
+def test_a_value_that_does_not_fit_its_column_fails_its_mini_batch_naming_file_and_column(
+        host: LocalHost, api: httpx.Client, storage: Storage, code: str) -> None:
+    df = frame(40_000)   # beyond the 1 MiB the schema is inferred from
+    text = df.to_csv(index=False).replace("\n39999,", "\noops,")
+    put_files(storage, "tab-bad", {"t.csv": text.encode()})
+    job_id = submit(api, echo(code, [{"path": "tab-bad/", "type": "tabular"}],
+                              mini_batch_size="256KB", run_max_try=1, error_threshold=-1))
+    host.drain()
+    status = api.get(f"/api/jobs/{job_id}").json()
+    assert status["mini_batches"]["failed"] == 1
+    [error] = status["errors"]
+    assert error["example"]["file"] == "t.csv" and "column 'id'" in error["message"]
+    assert "oops" in error["message"]
