@@ -17,7 +17,7 @@ from . import decisions, index, summary
 from .jobcontext import output_target
 from .ledger import Conflict, JobRow, Ledger, Totals
 from .messages import FinalizeMessage
-from .output import assemble, join
+from .output import assemble, assemble_parts, join
 from .states import BatchState, JobState
 from .storage import Storage
 
@@ -52,9 +52,12 @@ def finalize(storage: Storage, ledger: Ledger, msg: FinalizeMessage) -> str:
     url = ""
     if job.spec.get("output_action", "append_row") == "append_row":
         won = [b for b in batches if b.state == BatchState.SUCCEEDED and b.block_id]
-        header = next((b.header for b in won if b.header), "")   # output_format csv
-        url = assemble(storage, output_target(storage.settings, job),
-                       [(b.index, b.block_id) for b in won], header)
+        target = output_target(storage.settings, job)
+        if target.parts:
+            url = assemble_parts(storage, target, [(b.index, b.block_id) for b in won])
+        else:
+            header = next((b.header for b in won if b.header), "")   # output_format csv
+            url = assemble(storage, target, [(b.index, b.block_id) for b in won], header)
     state, reason = decisions.final_state(job, totals)
     _write_logs(storage, ledger, job, totals, state, reason, url, batches)
     try:

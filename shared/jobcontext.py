@@ -60,9 +60,13 @@ class JobContext:
 
 
 def output_target(settings: Settings, job: JobRow) -> OutputTarget:
+    """The output file (or, for output_format parquet, the ``<name>.parquet`` folder of parts)."""
     name = job.spec.get("append_row_file_name") or "parallel_run_step.txt"
+    parts = job.spec.get("output_format") == "parquet"
+    if parts:
+        name = name.rsplit(".", 1)[0] + ".parquet"
     return OutputTarget(job.job_id, job.output_container, join(job.output_prefix, name),
-                        settings.system_container, settings.blocks_per_shard)
+                        settings.system_container, settings.blocks_per_shard, parts)
 
 
 def process_count(spec: JobSpec) -> int:

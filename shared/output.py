@@ -46,12 +46,17 @@ class OutputTarget:
 
     job_id: str
     container: str
-    blob_name: str
+    blob_name: str                  # the output file, or with parts the folder holding them
     system_container: str
     blocks_per_shard: int
+    parts: bool = False             # output_format parquet: one part blob per mini-batch
 
     def shard_of(self, batch: int) -> int:
         return batch // self.blocks_per_shard
+
+    def part_blob(self, storage: Storage, batch: int) -> BlobClient:
+        return storage.container(self.container).get_blob_client(
+            f"{self.blob_name}/part-{batch:06d}.parquet")
 
     def staging_blob(self, storage: Storage, shard: int) -> BlobClient:
         if shard == 0:
@@ -60,11 +65,26 @@ class OutputTarget:
             f"jobs/{self.job_id}/shards/{shard:05d}")
 
 
-def stage_rows(storage: Storage, target: OutputTarget, batch: int, text: str) -> str:
-    """Stage a mini-batch's rows; returns the block id the ledger must record."""
+def stage_rows(storage: Storage, target: OutputTarget, batch: int, data: str | bytes) -> str:
+    """Stage a mini-batch's rows (or its part file); returns the block id the ledger must record."""
     bid = block_id(batch)
-    target.staging_blob(storage, target.shard_of(batch)).stage_block(bid, text.encode("utf-8"))
+    blob = target.part_blob(storage, batch) if target.parts else \
+        target.staging_blob(storage, target.shard_of(batch))
+    blob.stage_block(bid, data.encode("utf-8") if isinstance(data, str) else data)
     return bid
+
+
+def assemble_parts(storage: Storage, target: OutputTarget, winners: Iterable[tuple[int, str]]) -> str:
+    """Commit each winning part file (its one block), then ``_SUCCESS``; returns the folder URL."""
+    count = 0
+    for batch, bid in winners:
+        target.part_blob(storage, batch).commit_block_list([BlobBlock(bid)])
+        count += 1
+    folder = storage.container(target.container)
+    folder.upload_blob(f"{target.blob_name}/_SUCCESS", b"", overwrite=True)
+    log.info("output committed: job=%s folder=%s/%s parts=%d", target.job_id, target.container,
+             target.blob_name, count)
+    return folder.get_blob_client(f"{target.blob_name}/").url
 
 
 def assemble(storage: Storage, target: OutputTarget, winners: Iterable[tuple[int, str]],

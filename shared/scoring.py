@@ -71,7 +71,7 @@ class MiniBatchContext:
     partition_key_value: dict[str, Any] | None = None
 
 
-def format_rows(result: Any, output_format: str = "text") -> tuple[str, int, str]:
+def format_rows(result: Any, output_format: str = "text") -> tuple[str | bytes, int, str]:
     """Rows of a ``run()`` result and their count, plus a header line (csv only).
 
     ``text`` is PRS's append_row format: list -> ``str(x)`` per line; DataFrame -> space-separated
@@ -82,6 +82,10 @@ def format_rows(result: Any, output_format: str = "text") -> tuple[str, int, str
 
     import pandas as pd  # only scoring processes need pandas loaded
 
+    if output_format == "parquet":   # one part file per mini-batch; a list becomes column "result"
+        frame = result if isinstance(result, pd.DataFrame) else pd.DataFrame(
+            {"result": [str(x) for x in _as_list(result)]})
+        return frame.to_parquet(index=False), len(frame), ""
     if isinstance(result, pd.DataFrame):
         if output_format == "csv":
             return (result.to_csv(header=False, index=False), len(result),
@@ -94,6 +98,12 @@ def format_rows(result: Any, output_format: str = "text") -> tuple[str, int, str
         if output_format == "jsonl":
             return "".join(json.dumps(x, default=str) + "\n" for x in result), len(result), ""
         return "".join(f"{x}\n" for x in result), len(result), ""
+    raise TypeError(f"run() must return a list or a pandas DataFrame, got {type(result).__name__}")
+
+
+def _as_list(result: Any) -> list[Any]:
+    if isinstance(result, (list, tuple)):
+        return list(result)
     raise TypeError(f"run() must return a list or a pandas DataFrame, got {type(result).__name__}")
 
 

@@ -362,7 +362,8 @@ class JobSpec(BaseModel):
     models: Annotated[list[str], BeforeValidator(lambda v: [] if v is None else v),
                       AfterValidator(_check_models)] = []
     partition_keys: Annotated[list[str], Field(min_length=1)] | None = None
-    output_format: Literal["text", "csv", "jsonl"] = "text"   # of append_row output; text is PRS's
+    # append_row output: text (PRS's), csv (one header line), jsonl, or parquet (ordered part files)
+    output_format: Literal["text", "csv", "jsonl", "parquet"] = "text"
     side_inputs: Annotated[list[Any] | None, _not_yet("side_inputs")] = None
     allow_reuse: Annotated[bool | None, _not_yet("allow_reuse")] = None
     environment: Annotated[Any, _not_yet("environment")] = None

@@ -155,3 +155,66 @@ def test_a_value_that_does_not_fit_its_column_fails_its_mini_batch_naming_file_a
     [error] = status["errors"]
     assert error["example"]["file"] == "t.csv" and "column 'id'" in error["message"]
     assert "oops" in error["message"]
+
+
+def test_parquet_output_is_a_folder_of_ordered_parts_with_success_marker(
+        host: LocalHost, api: httpx.Client, storage: Storage, code: str) -> None:
+    put_files(storage, "tab-pq-out", {"t.csv": frame(3000).to_csv(index=False).encode()})
+    job_id = submit(api, echo(code, [{"path": "tab-pq-out/", "type": "tabular"}],
+                              mini_batch_size="32KB", output_format="parquet",
+                              append_row_file_name="scores.txt"))
+    host.drain()
+    status = api.get(f"/api/jobs/{job_id}").json()
+    assert status["state"] == "succeeded"
+    folder = f"{job_id}/scores.parquet/"
+    container = storage.container(status["output"]["container"])
+    names = sorted(b.name for b in container.list_blobs(name_starts_with=folder))
+    parts = [n for n in names if n.endswith(".parquet")]
+    assert folder + "_SUCCESS" in names and len(parts) == status["mini_batches"]["succeeded"] > 1
+    table = pd.concat(pd.read_parquet(io.BytesIO(container.download_blob(n).readall())) for n in parts)
+    assert table["id"].tolist() == list(range(3000))
+    assert list(table.columns) == ["id", "dtypes", "batch"]
+
+
+def test_delimited_options_header_separator_and_multi_line_fields(
+        host: LocalHost, api: httpx.Client, storage: Storage, code: str) -> None:
+    lines = [f'{i};"note {i}\nsecond line; with separator"' for i in range(400)]
+    put_files(storage, "tab-opts", {"raw.txt": ("\n".join(lines) + "\n").encode("latin1")})
+    job_id = submit(api, {"name": "opts", "entry_script": "frames_columns.py", "source_directory": code,
+                          "inputs": [{"path": "tab-opts/", "type": "tabular", "format": {
+                              "kind": "delimited", "separator": ";", "header": False,
+                              "encoding": "latin1", "support_multi_line": True}}],
+                          "mini_batch_size": "2KB", "error_threshold": 0})
+    host.drain()
+    status = api.get(f"/api/jobs/{job_id}").json()
+    assert status["state"] == "succeeded" and status["mini_batches"]["total"] > 3
+    rows = output_rows(storage, status)
+    assert rows == [f"{i} Column1,Column2 2" for i in range(400)]   # every note kept its newline
+
+
+def test_the_tabular_example_scores_the_breast_cancer_table(
+        host: LocalHost, api: httpx.Client, storage: Storage, tmp_path) -> None:
+    import importlib.util
+    import yaml
+
+    from shared import models, snapshots
+    from .conftest import EXAMPLES
+
+    spec_ = importlib.util.spec_from_file_location("make_data", EXAMPLES / "tabular" / "make_data.py")
+    make_data = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(make_data)
+    make_data.write_tables(tmp_path, formats=("csv",))
+    [csv_file] = list(tmp_path.glob("*.csv"))
+    truth = pd.read_csv(csv_file)
+    put_files(storage, "tables", {f"breast-cancer/{csv_file.name}": csv_file.read_bytes()})
+    models.register(storage, "breast-cancer", EXAMPLES / "tabular" / "model" / "breast_cancer.onnx")
+    spec = yaml.safe_load((EXAMPLES / "tabular" / "job.yaml").read_text())
+    spec["source_directory"] = snapshots.upload(storage, EXAMPLES / "tabular" / spec["source_directory"])
+    job_id = submit(api, spec)
+    host.drain()
+    status = api.get(f"/api/jobs/{job_id}").json()
+    assert status["state"] == "succeeded" and status["mini_batches"]["total"] >= 2
+    rows = [r.split(" ") for r in output_rows(storage, status)]
+    assert [int(r[0]) for r in rows] == truth["id"].tolist()
+    accuracy = np.mean([int(r[1]) == label for r, label in zip(rows, truth["label"])])
+    assert accuracy >= 0.93
