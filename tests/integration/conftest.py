@@ -67,6 +67,15 @@ def register_text_model(storage: Storage, tmp_path: Path, name: str, text: str) 
     return models.register(storage, name, path).version
 
 
+def submit(api: httpx.Client, spec: dict[str, Any]) -> str:
+    """POST a job spec; returns the job id of the 202 answer."""
+    r = api.post("/api/jobs", json=spec)
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["status_url"].endswith(f"/api/jobs/{body['job_id']}")
+    return body["job_id"]
+
+
 def output_rows(storage: Storage, status: dict[str, Any]) -> list[str]:
     out = status["output"]
     return storage.container(out["container"]).download_blob(out["blob"]).readall().decode().splitlines()

@@ -15,13 +15,9 @@ from shared.messages import BatchMessage, FinalizeMessage, PlanMessage
 from shared.settings import Settings
 from shared.storage import Storage
 
-from .conftest import output_rows, put_files
+from .conftest import output_rows, put_files, submit
 
 
-def submit(api: httpx.Client, spec: dict) -> str:
-    r = api.post("/api/jobs", json=spec)
-    assert r.status_code == 202, r.text
-    return r.json()["job_id"]
 
 
 def misbehave(code: str, container: str, mode: str, **extra) -> dict:

@@ -12,13 +12,9 @@ from shared.local.host import LocalHost
 from shared.messages import BatchMessage
 from shared.storage import Storage
 
-from .conftest import output_rows, put_files
+from .conftest import output_rows, put_files, submit
 
 
-def submit(api: httpx.Client, spec: dict) -> str:
-    r = api.post("/api/jobs", json=spec)
-    assert r.status_code == 202, r.text
-    return r.json()["job_id"]
 
 
 def job(code: str, container: str, mode: str, **extra) -> dict:

@@ -9,15 +9,9 @@ import httpx
 from shared.local.host import LocalHost
 from shared.storage import Storage
 
-from .conftest import output_rows, put_files, register_text_model
+from .conftest import output_rows, put_files, register_text_model, submit
 
 
-def submit(api: httpx.Client, spec: dict) -> str:
-    r = api.post("/api/jobs", json=spec)
-    assert r.status_code == 202, r.text
-    body = r.json()
-    assert body["status_url"].endswith(f"/api/jobs/{body['job_id']}")
-    return body["job_id"]
 
 
 def test_file_job_writes_one_row_per_input_in_input_order(
