@@ -27,7 +27,7 @@ from .jobcontext import JobContext, JobContexts
 from .ledger import BatchRow, Conflict, Ledger
 from .messages import BatchMessage, FinalizeMessage
 from .output import stage_rows, upload_folder_changes
-from .pool import RunOutcome, ScoringPool, ScoringProcess
+from .pool import RunOutcome, ScoringPool
 from .settlement import Settlement
 from .states import BatchState
 from .storage import Storage
@@ -102,17 +102,19 @@ class Worker:
                 return proc, ""
             outcome = proc.run(ctx.payload(batch.items, files.paths), context,
                                float(ctx.spec.run_invocation_timeout))
-            block = ""
-            if outcome.ok:
-                if ctx.spec.output_action == "append_row" and outcome.text:
-                    block = stage_rows(self.storage, ctx.target, batch.index, outcome.text)
-                self._upload_outputs(ctx, proc)
-            last = decisions.successor(batch.index, ctx.job.window, ctx.job.planned) is None
-            self._ship_logs(ctx, proc.config.work_dir, force=last or not outcome.ok)
-            return outcome, block
+            config = proc.config
+        # the scoring process is free again; the parent writes what it produced
+        block = ""
+        if outcome.ok:
+            if ctx.spec.output_action == "append_row" and outcome.text:
+                block = stage_rows(self.storage, ctx.target, batch.index, outcome.text)
+            self._upload_outputs(ctx, Path(config.output_dir))
+        last = decisions.successor(batch.index, ctx.job.window, ctx.job.planned) is None
+        self._ship_logs(ctx, config.work_dir, force=last or not outcome.ok)
+        return outcome, block
 
-    def _upload_outputs(self, ctx: JobContext, proc: ScoringProcess) -> None:
-        folder = Path(proc.config.output_dir)
+    def _upload_outputs(self, ctx: JobContext, folder: Path) -> None:
+        """Files the script wrote to its output folder (PRS's summary_only pattern)."""
         seen = self._uploaded.setdefault(str(folder), {})
         if folder.is_dir():
             prefix = ctx.job.output_prefix.strip("/")
