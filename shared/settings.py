@@ -74,6 +74,7 @@ class Settings:
     blocks_per_shard: int = 40_000  # output blocks staged per blob before a shard blob is used
     download_concurrency: int = 16  # parallel input downloads per mini-batch
     plan_page_size: int = 5000      # blobs listed per planner invocation
+    storage_timeout_s: float = 60.0 # a storage call without an answer by then is retried
     poison_suffix: str = "-poison"
 
     @classmethod
@@ -98,8 +99,10 @@ class Settings:
                             ("PARALLELRUN_DOWNLOAD_CONCURRENCY", "download_concurrency")):
             if env.get(name):
                 values[field] = int(env[name])
-        if env.get("PARALLELRUN_JOB_CACHE_TTL_S"):
-            values["job_cache_ttl_s"] = float(env["PARALLELRUN_JOB_CACHE_TTL_S"])
+        for name, field in (("PARALLELRUN_JOB_CACHE_TTL_S", "job_cache_ttl_s"),
+                            ("PARALLELRUN_STORAGE_TIMEOUT_S", "storage_timeout_s")):
+            if env.get(name):
+                values[field] = float(env[name])
         return cls(**values)  # type: ignore[arg-type]
 
     def to_env(self) -> dict[str, str]:
@@ -119,6 +122,7 @@ class Settings:
         env["PARALLELRUN_BLOCKS_PER_SHARD"] = str(self.blocks_per_shard)
         env["PARALLELRUN_DOWNLOAD_CONCURRENCY"] = str(self.download_concurrency)
         env["PARALLELRUN_JOB_CACHE_TTL_S"] = str(self.job_cache_ttl_s)
+        env["PARALLELRUN_STORAGE_TIMEOUT_S"] = str(self.storage_timeout_s)
         return env
 
     def resolve(self, expression: str) -> str:

@@ -64,7 +64,8 @@ class Storage:
 
     def _options(self) -> dict[str, Any]:
         """Client options: retries, timeouts and one shared connection pool."""
-        return {**RETRY, "transport": RequestsTransport(session=self._session, session_owner=False)}
+        return {**RETRY, "read_timeout": self.settings.storage_timeout_s,
+                "transport": RequestsTransport(session=self._session, session_owner=False)}
 
     # -- service clients -------------------------------------------------------------------
     @functools.cached_property

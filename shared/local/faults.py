@@ -2,8 +2,9 @@
 that kills scoring processes and host nodes. Used by the failure tests and ``bench/soak.py``; never by the service.
 
 :class:`FaultyProxy` sits between the SDK and Azurite (bound to 127.0.0.1). For each request it
-may answer ``503 ServerBusy`` without forwarding (throttling), or forward it and then drop the
-connection without answering (a lost response: the request *did* happen, the client cannot know).
+may answer ``503 ServerBusy`` without forwarding (throttling), forward it and then drop the
+connection without answering (a lost response: the request *did* happen, the client cannot know),
+or forward it and answer only after ``stall_s`` (a storage timeout, when the client's is shorter).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import random
 import signal
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,12 +31,14 @@ class FaultyProxy:
     """Forwards 127.0.0.1:<port> to 127.0.0.1:<target_port>, injecting faults at the given rates."""
 
     def __init__(self, target_port: int, busy_rate: float = 0.0, drop_rate: float = 0.0,
-                 seed: int = 0) -> None:
+                 stall_rate: float = 0.0, stall_s: float = 0.0, seed: int = 0) -> None:
         self.target_port = target_port
         self.busy_rate = busy_rate
         self.drop_rate = drop_rate
+        self.stall_rate = stall_rate
+        self.stall_s = stall_s
         self.port = free_port()
-        self.counts = {"forwarded": 0, "busy": 0, "dropped": 0}
+        self.counts = {"forwarded": 0, "busy": 0, "dropped": 0, "stalled": 0}
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
@@ -45,7 +49,9 @@ class FaultyProxy:
         with self._lock:
             r = self._random.random()
             fate = ("busy" if r < self.busy_rate else
-                    "dropped" if r < self.busy_rate + self.drop_rate else "forwarded")
+                    "dropped" if r < self.busy_rate + self.drop_rate else
+                    "stalled" if r < self.busy_rate + self.drop_rate + self.stall_rate
+                    else "forwarded")
             self.counts[fate] += 1
             return fate
 
@@ -76,6 +82,8 @@ class FaultyProxy:
                 response = conn.getresponse()
                 data = response.read()
                 conn.close()
+                if fate == "stalled":          # applied, but answered after the client gave up
+                    time.sleep(proxy.stall_s)
                 if fate == "dropped":
                     self.close_connection = True
                     self.connection.shutdown(2)

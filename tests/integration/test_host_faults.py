@@ -60,6 +60,29 @@ def test_throttling_and_lost_responses_are_retried_without_consuming_tries(
     assert_exact(status, storage, names)
 
 
+def test_storage_timeouts_are_retried_without_consuming_tries(
+        azurite: Azurite, settings: Settings, storage: Storage) -> None:
+    names = [f"s{i:03d}.txt" for i in range(40)]
+    put_files(storage, "stalled", dict.fromkeys(names, b"x"))
+    code = snapshots.upload(storage, SCRIPTS)
+    proxies = [FaultyProxy(port, stall_rate=0.03, stall_s=2.5, seed=7 + i).start()
+               for i, port in enumerate(azurite.ports)]
+    try:
+        slow = dataclasses.replace(settings, storage_timeout_s=1.0, connection_string=(
+            azurite_connection_string(*(p.port for p in proxies))))
+        with LocalHost(load_app(), slow, http_port=free_port(), lease_s=3) as host, \
+                httpx.Client(base_url=host.http_url, timeout=120) as api:
+            r = api.post("/api/jobs", json=spec(code, "stalled"))
+            assert r.status_code == 202, r.text
+            host.drain(timeout_s=300)
+        status = jobs.status(storage, Ledger(storage.ledger), r.json()["job_id"])
+    finally:
+        for p in proxies:
+            p.stop()
+    assert sum(p.counts["stalled"] for p in proxies) >= 3
+    assert_exact(status, storage, names)
+
+
 def test_storage_restart_mid_job_loses_nothing(tmp_path: Path, settings: Settings) -> None:
     ports = (free_port(), free_port(), free_port())
     server = Azurite(*ports, location=tmp_path / "azurite").start()
