@@ -20,7 +20,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from . import decisions, index, models, output, snapshots, summary
 from .errors import NotFoundError, SpecError
 from .jobcontext import output_target, process_count
-from .ledger import Conflict, JobRow, Ledger
+from .ledger import Conflict, JobRow, Ledger, Totals
 from .messages import FinalizeMessage, PlanMessage
 from .spec import JobSpec, parse_spec
 from .states import BatchState, JobState
@@ -128,6 +128,7 @@ def status(storage: Storage, ledger: Ledger, job_id: str, error_limit: int = 10)
                     "ended_at": job.ended_at, "elapsed_s": round(elapsed, 3)},
         "throughput": {"items_per_s": round((totals.items_succeeded + totals.items_failed)
                                             / elapsed, 2) if elapsed else 0.0},
+        "stages": _stages(totals),
         "output": {"container": job.output_container, "prefix": job.output_prefix,
                    "blob": target.blob_name if job.spec.get("output_action") != "summary_only" else None,
                    "url": storage.blob_url(job.output_container, target.blob_name),
@@ -137,6 +138,14 @@ def status(storage: Storage, ledger: Ledger, job_id: str, error_limit: int = 10)
                    for i, g in enumerate(errors[:error_limit])],
         "spec": job.spec,
     }
+
+
+def _stages(totals: Totals) -> dict[str, Any]:
+    """Where the tries' time went: seconds per stage in all, and milliseconds per try on average."""
+    ms = {stage: getattr(totals, f"ms_{stage}") for stage in Totals.STAGES}
+    return {"tries": totals.tries, "total_s": {k: round(v / 1000, 3) for k, v in ms.items()},
+            "per_try_ms": {k: round(v / totals.tries, 1) if totals.tries else 0.0
+                           for k, v in ms.items()}}
 
 
 def list_jobs(storage: Storage, limit: int = 50) -> list[dict[str, Any]]:

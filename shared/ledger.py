@@ -173,6 +173,14 @@ class Totals:
     items_failed: int = 0
     tries_failed: int = 0
     rows: int = 0
+    tries: int = 0          # tries settled (succeeded, failed or retried), for averages
+    ms_queue: int = 0       # waiting in the queue: enqueued -> a worker started the try
+    ms_download: int = 0    # fetching the mini-batch's files
+    ms_wait: int = 0        # waiting for a free scoring process (including init())
+    ms_run: int = 0         # run() (for tables: reading the pieces, then run())
+    ms_write: int = 0       # staging rows, uploading outputs and logs
+
+    STAGES = ("queue", "download", "wait", "run", "write")
 
     def __add__(self, other: Totals) -> Totals:
         return Totals(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))

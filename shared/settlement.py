@@ -57,7 +57,16 @@ def missing_note(files: Downloaded) -> str:
 
 
 def settle(batch: BatchRow, outcome: RunOutcome, files: Downloaded, *, run_max_try: int,
-           block_id: str, shard: int, node: str, now: float, tabular: bool = False) -> Settlement:
+           block_id: str, shard: int, node: str, now: float, tabular: bool = False,
+           stages: Totals = Totals()) -> Settlement:
+    """The settlement of one try; ``stages`` (its timings) is added to the counters."""
+    result = _settle(batch, outcome, files, run_max_try=run_max_try, block_id=block_id, shard=shard,
+                     node=node, now=now, tabular=tabular)
+    return replace(result, delta=result.delta + stages)
+
+
+def _settle(batch: BatchRow, outcome: RunOutcome, files: Downloaded, *, run_max_try: int,
+            block_id: str, shard: int, node: str, now: float, tabular: bool) -> Settlement:
     # items: files, or a table's rows (known once a try has read them; unknown counts as 0)
     n = (outcome.loaded if outcome.loaded >= 0 else max(batch.size, 0)) if tabular else len(batch.items)
     present = n if tabular else len(files.paths)

@@ -24,7 +24,7 @@ from . import decisions, settlement
 from .datasets import Downloaded, download_batch
 from .decisions import Delivery
 from .jobcontext import JobContext, JobContexts
-from .ledger import BatchRow, Conflict, Ledger
+from .ledger import BatchRow, Conflict, Ledger, Totals
 from .messages import BatchMessage, FinalizeMessage
 from .output import stage_rows, upload_folder_changes
 from .pool import RunOutcome, ScoringPool
@@ -36,6 +36,23 @@ from .userlogs import LogShipper
 log = logging.getLogger("parallelrun.worker")
 
 INIT_RESTARTS_PER_PROCESS = 3   # PRS: init() may fail 3 x process_count_per_node times per node
+
+
+class _Clock:
+    """Times the stages of one try (milliseconds per stage, for the job's counters)."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+        self.ms: dict[str, int] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.ms[stage] = self.ms.get(stage, 0) + int((now - self._last) * 1000)
+        self._last = now
+
+    def totals(self, queued_s: float) -> Totals:
+        return Totals(tries=1, ms_queue=max(0, int(queued_s * 1000)),
+                      **{f"ms_{k}": v for k, v in self.ms.items()})
 
 
 class Worker:
@@ -50,7 +67,7 @@ class Worker:
         self._init_failures: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def handle(self, msg: BatchMessage, dequeue_count: int = 1) -> str:
+    def handle(self, msg: BatchMessage, dequeue_count: int = 1, enqueued_at: float | None = None) -> str:
         """Process one delivery; returns what happened (for logs and tests)."""
         ctx = self.jobs.get(msg.job_id)
         batch = self.ledger.get_batch(msg.job_id, msg.batch)
@@ -65,20 +82,24 @@ class Worker:
         try:
             batch = self.ledger.mark_running(batch, self.node_id)
         except Conflict:
-            return self.handle(msg, dequeue_count)  # re-read and decide again
+            return self.handle(msg, dequeue_count, enqueued_at)  # re-read and decide again
         log.info("start: job=%s batch=%d attempt=%d dequeue=%d", msg.job_id, msg.batch,
                  batch.tries + 1, dequeue_count)
         work = ctx.batches_dir / f"{msg.batch:09d}-{batch.try_id}"
+        clock = _Clock()
         try:
             files = (Downloaded([], []) if ctx.tabular else  # tables are read by the scoring process
                      download_batch(self.storage, ctx.inputs, batch.items, work,
                                     self.storage.settings.download_concurrency))
-            outcome, block = self._score(ctx, batch, files)
+            clock.lap("download")
+            outcome, block = self._score(ctx, batch, files, clock)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        queued = (batch.started_at - enqueued_at) if enqueued_at else 0.0
         result = settlement.settle(batch, outcome, files, run_max_try=ctx.spec.run_max_try,
                                    block_id=block, shard=ctx.target.shard_of(batch.index),
-                                   node=self.node_id, now=time.time(), tabular=ctx.tabular)
+                                   node=self.node_id, now=time.time(), tabular=ctx.tabular,
+                                   stages=clock.totals(queued))
         return self._apply(ctx, batch, result, outcome.seconds)
 
     def record_poison(self, msg: BatchMessage, dequeue_count: int) -> str:
@@ -92,17 +113,20 @@ class Worker:
         return self._apply(ctx, batch, result, 0.0)
 
     # -- scoring ---------------------------------------------------------------------------
-    def _score(self, ctx: JobContext, batch: BatchRow, files: Downloaded) -> tuple[RunOutcome, str]:
+    def _score(self, ctx: JobContext, batch: BatchRow, files: Downloaded,
+               clock: _Clock) -> tuple[RunOutcome, str]:
         if not files.paths and not ctx.tabular:
             return RunOutcome("ok"), ""
         context = ctx.context(batch.index, batch.items)
         with self.pool.lease(ctx.pool_key, ctx.scoring, ctx.processes) as proc:
+            clock.lap("wait")
             if isinstance(proc, RunOutcome):   # init() failed: ship what it printed
                 self._ship_logs(ctx, str(Path(ctx.scoring.work_dir) / proc.process), force=True)
                 return proc, ""
             outcome = proc.run(ctx.payload(batch.items, files.paths), context,
                                float(ctx.spec.run_invocation_timeout))
             config = proc.config
+            clock.lap("run")
         # the scoring process is free again; the parent writes what it produced
         block = ""
         if outcome.ok:
@@ -111,6 +135,7 @@ class Worker:
             self._upload_outputs(ctx, Path(config.output_dir))
         last = decisions.successor(batch.index, ctx.job.window, ctx.job.planned) is None
         self._ship_logs(ctx, config.work_dir, force=last or not outcome.ok)
+        clock.lap("write")
         return outcome, block
 
     def _upload_outputs(self, ctx: JobContext, folder: Path) -> None:

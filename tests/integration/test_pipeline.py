@@ -31,6 +31,10 @@ def test_file_job_writes_one_row_per_input_in_input_order(
     assert status["mini_batches"]["total"] == 12 and status["mini_batches"]["succeeded"] == 12
     assert status["items"] == {"total": 47, "succeeded": 47, "failed": 0}
     assert status["output"]["blob"] == f"{job_id}/rows.txt"
+    stages = status["stages"]
+    assert stages["tries"] == 12
+    assert set(stages["total_s"]) == {"queue", "download", "wait", "run", "write"}
+    assert stages["total_s"]["queue"] > 0 and sum(stages["total_s"].values()) > 0
     rows = output_rows(storage, status)
     expected = [f"{Path(n).name} {int(n[-7:-4])} m1! hi" for n in sorted(names)]
     assert rows == expected
