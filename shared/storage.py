@@ -27,11 +27,14 @@ from .settings import Settings
 log = logging.getLogger("parallelrun.storage")
 
 # SDK retry policy: transient faults back off exponentially and do not reach the caller.
-RETRY = {"retry_total": 8, "retry_backoff_factor": 0.4, "retry_backoff_max": 20,
-         "connection_timeout": 10, "read_timeout": 60}
+# (The SDKs also cap connect, read and status retries at 3 each by default: raised to the total.)
+RETRY = {"retry_total": 8, "retry_connect": 8, "retry_read": 8, "retry_status": 8,
+         "retry_backoff_factor": 0.4, "retry_backoff_max": 20, "connection_timeout": 10,
+         "read_timeout": 60}
 # Blob and queue clients: first retry after ~0.5 s (the SDK's default waits 15 s), then 2.5, 4.5,
 # 8.5, 16.5 ... s: about two minutes in all, enough to ride out a storage restart.
-BACKOFF = {"initial_backoff": 0.5, "increment_base": 2, "retry_total": 8, "random_jitter_range": 1}
+BACKOFF = {"initial_backoff": 0.5, "increment_base": 2, "retry_total": 8, "retry_connect": 8,
+           "retry_read": 8, "retry_status": 8, "random_jitter_range": 1}
 # Connections kept per storage endpoint: enough for every concurrent invocation and download.
 POOL_SIZE = 64
 
