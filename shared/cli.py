@@ -226,7 +226,8 @@ def results(job_id: str, head: int = 10,
 
 
 @app.command()
-def demo(nodes: int = 2, port: int = 7071, keep: bool = False) -> None:
+def demo(nodes: Annotated[int, typer.Option(help="host processes")] = 2,
+         port: Annotated[int, typer.Option(help="HTTP port (a free one if taken)")] = 7071) -> None:
     """Replay the PRS MNIST tutorial end to end on a private Azurite."""
     from .demo import run_demo
     run_demo(nodes=nodes, port=port)

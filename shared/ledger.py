@@ -377,8 +377,3 @@ class Ledger:
             if len(out) >= limit:
                 break
         return out
-
-    def delete_job(self, job_id: str) -> None:
-        for e in self.table.query_entities("PartitionKey eq @pk", parameters={"pk": job_id},
-                                           select=["PartitionKey", "RowKey"]):
-            self.table.delete_entity(e["PartitionKey"], e["RowKey"])

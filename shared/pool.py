@@ -161,7 +161,6 @@ class _Slot:
         self.size = size
         self.free = threading.Semaphore(size)
         self.idle: list[ScoringProcess] = []
-        self.count = 0
         self.last_used = time.monotonic()
 
 

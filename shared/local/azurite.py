@@ -7,7 +7,6 @@ knows) and ``--disableTelemetry``, bound to 127.0.0.1, either in memory or persi
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import socket
 import subprocess
@@ -114,7 +113,3 @@ class Azurite:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")

@@ -11,7 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from shared import spec as spec_module
 from shared.errors import SpecError, SubmitterError
 from shared.spec import NOT_SUPPORTED_YET, InputSpec, JobSpec, OutputSpec, parse_mini_batch_size, parse_spec
 
