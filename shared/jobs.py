@@ -145,7 +145,11 @@ def _stages(totals: Totals) -> dict[str, Any]:
     ms = {stage: getattr(totals, f"ms_{stage}") for stage in Totals.STAGES}
     return {"tries": totals.tries, "total_s": {k: round(v / 1000, 3) for k, v in ms.items()},
             "per_try_ms": {k: round(v / totals.tries, 1) if totals.tries else 0.0
-                           for k, v in ms.items()}}
+                           for k, v in ms.items()},
+            # counted at the transport in the worker's thread: reading the row, marking it running,
+            # staging rows, the commit, enqueueing the successor, shipping logs (not the downloads,
+            # which other threads make, nor the host's receive/delete of the message)
+            "storage_calls_per_try": round(totals.calls / totals.tries, 2) if totals.tries else 0.0}
 
 
 def list_jobs(storage: Storage, limit: int = 50) -> list[dict[str, Any]]:

@@ -179,6 +179,7 @@ class Totals:
     ms_wait: int = 0        # waiting for a free scoring process (including init())
     ms_run: int = 0         # run() (for tables: reading the pieces, then run())
     ms_write: int = 0       # staging rows, uploading outputs and logs
+    calls: int = 0          # storage round trips of the worker, besides downloading inputs
 
     STAGES = ("queue", "download", "wait", "run", "write")
 

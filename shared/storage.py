@@ -53,6 +53,21 @@ def _retry_table_posts(client: TableServiceClient) -> TableServiceClient:
     return client
 
 
+class _CountingAdapter(requests.adapters.HTTPAdapter):
+    """Counts the storage requests each thread sends, at the transport (retries included)."""
+
+    _local = threading.local()
+
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        _CountingAdapter._local.count = getattr(_CountingAdapter._local, "count", 0) + 1
+        return super().send(request, *args, **kwargs)
+
+
+def requests_sent_by_this_thread() -> int:
+    """Storage round trips this thread has sent so far (any Storage of this process)."""
+    return getattr(_CountingAdapter._local, "count", 0)
+
+
 class Storage:
     """Lazily built, thread-safe storage clients for one :class:`Settings`."""
 
@@ -61,7 +76,7 @@ class Storage:
         self._lock = threading.Lock()
         self._queues: dict[str, QueueClient] = {}
         self._session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
+        adapter = _CountingAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
 

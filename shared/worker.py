@@ -30,7 +30,7 @@ from .output import stage_rows, upload_folder_changes
 from .pool import RunOutcome, ScoringPool
 from .settlement import Settlement
 from .states import BatchState
-from .storage import Storage
+from .storage import Storage, requests_sent_by_this_thread
 from .userlogs import LogShipper
 
 log = logging.getLogger("parallelrun.worker")
@@ -69,6 +69,7 @@ class Worker:
 
     def handle(self, msg: BatchMessage, dequeue_count: int = 1, enqueued_at: float | None = None) -> str:
         """Process one delivery; returns what happened (for logs and tests)."""
+        calls_before = requests_sent_by_this_thread()
         ctx = self.jobs.get(msg.job_id)
         batch = self.ledger.get_batch(msg.job_id, msg.batch)
         verdict = decisions.on_delivery(ctx.job, batch)
@@ -96,10 +97,12 @@ class Worker:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         queued = (batch.started_at - enqueued_at) if enqueued_at else 0.0
+        # +1: the commit below, whose own requests this try cannot count before making them
+        calls = requests_sent_by_this_thread() - calls_before + 1
         result = settlement.settle(batch, outcome, files, run_max_try=ctx.spec.run_max_try,
                                    block_id=block, shard=ctx.target.shard_of(batch.index),
                                    node=self.node_id, now=time.time(), tabular=ctx.tabular,
-                                   stages=clock.totals(queued))
+                                   stages=replace(clock.totals(queued), calls=calls))
         return self._apply(ctx, batch, result, outcome.seconds)
 
     def record_poison(self, msg: BatchMessage, dequeue_count: int) -> str:

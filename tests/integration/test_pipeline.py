@@ -35,6 +35,8 @@ def test_file_job_writes_one_row_per_input_in_input_order(
     assert stages["tries"] == 12
     assert set(stages["total_s"]) == {"queue", "download", "wait", "run", "write"}
     assert stages["total_s"]["queue"] > 0 and sum(stages["total_s"].values()) > 0
+    # read row, mark running, stage rows, commit, enqueue successor (+ job row reads, log shipping)
+    assert 5 <= stages["storage_calls_per_try"] < 12, stages
     rows = output_rows(storage, status)
     expected = [f"{Path(n).name} {int(n[-7:-4])} m1! hi" for n in sorted(names)]
     assert rows == expected
