@@ -36,25 +36,32 @@ def assert_exact(status: dict, storage: Storage, names: list[str]) -> None:
     assert output_rows(storage, status) == names
 
 
-def test_throttling_and_lost_responses_are_retried_without_consuming_tries(
-        azurite: Azurite, settings: Settings, storage: Storage, tmp_path: Path) -> None:
-    names = [f"t{i:03d}.txt" for i in range(60)]
-    put_files(storage, "throttled", dict.fromkeys(names, b"x"))
+def run_behind_proxies(azurite: Azurite, settings: Settings, storage: Storage, container: str,
+                       n: int, **faults: float) -> tuple[list[FaultyProxy], list[str], dict]:
+    """A job over ``n`` files, run by a host that reaches storage only through faulty proxies."""
+    names = [f"{container[0]}{i:03d}.txt" for i in range(n)]
+    put_files(storage, container, dict.fromkeys(names, b"x"))
     code = snapshots.upload(storage, SCRIPTS)
-    proxies = [FaultyProxy(port, busy_rate=0.04, drop_rate=0.02, seed=i).start()
-               for i, port in enumerate(azurite.ports)]
+    timeout = faults.pop("storage_timeout_s", settings.storage_timeout_s)
+    proxies = [FaultyProxy(port, seed=i, **faults).start() for i, port in enumerate(azurite.ports)]
     try:
-        faulty = dataclasses.replace(settings, connection_string=azurite_connection_string(
-            *(p.port for p in proxies)))
+        faulty = dataclasses.replace(settings, storage_timeout_s=timeout, connection_string=(
+            azurite_connection_string(*(p.port for p in proxies))))
         with LocalHost(load_app(), faulty, http_port=free_port(), lease_s=3) as host, \
                 httpx.Client(base_url=host.http_url, timeout=120) as api:
-            r = api.post("/api/jobs", json=spec(code, "throttled"))
+            r = api.post("/api/jobs", json=spec(code, container))
             assert r.status_code == 202, r.text
             host.drain(timeout_s=300)
-        status = jobs.status(storage, Ledger(storage.ledger), r.json()["job_id"])
+        return proxies, names, jobs.status(storage, Ledger(storage.ledger), r.json()["job_id"])
     finally:
         for p in proxies:
             p.stop()
+
+
+def test_throttling_and_lost_responses_are_retried_without_consuming_tries(
+        azurite: Azurite, settings: Settings, storage: Storage) -> None:
+    proxies, names, status = run_behind_proxies(azurite, settings, storage, "throttled", 60,
+                                                busy_rate=0.04, drop_rate=0.02)
     assert sum(p.counts["busy"] for p in proxies) >= 5
     assert sum(p.counts["dropped"] for p in proxies) >= 3
     assert_exact(status, storage, names)
@@ -62,23 +69,8 @@ def test_throttling_and_lost_responses_are_retried_without_consuming_tries(
 
 def test_storage_timeouts_are_retried_without_consuming_tries(
         azurite: Azurite, settings: Settings, storage: Storage) -> None:
-    names = [f"s{i:03d}.txt" for i in range(40)]
-    put_files(storage, "stalled", dict.fromkeys(names, b"x"))
-    code = snapshots.upload(storage, SCRIPTS)
-    proxies = [FaultyProxy(port, stall_rate=0.03, stall_s=2.5, seed=7 + i).start()
-               for i, port in enumerate(azurite.ports)]
-    try:
-        slow = dataclasses.replace(settings, storage_timeout_s=1.0, connection_string=(
-            azurite_connection_string(*(p.port for p in proxies))))
-        with LocalHost(load_app(), slow, http_port=free_port(), lease_s=3) as host, \
-                httpx.Client(base_url=host.http_url, timeout=120) as api:
-            r = api.post("/api/jobs", json=spec(code, "stalled"))
-            assert r.status_code == 202, r.text
-            host.drain(timeout_s=300)
-        status = jobs.status(storage, Ledger(storage.ledger), r.json()["job_id"])
-    finally:
-        for p in proxies:
-            p.stop()
+    proxies, names, status = run_behind_proxies(azurite, settings, storage, "stalled", 40,
+                                                stall_rate=0.03, stall_s=2.5, storage_timeout_s=1.0)
     assert sum(p.counts["stalled"] for p in proxies) >= 3
     assert_exact(status, storage, names)
 
