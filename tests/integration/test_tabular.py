@@ -214,3 +214,18 @@ def test_the_tabular_example_scores_the_breast_cancer_table(
     assert [int(r[0]) for r in rows] == truth["id"].tolist()
     accuracy = np.mean([int(r[1]) == label for r, label in zip(rows, truth["label"])])
     assert accuracy >= 0.93
+
+
+def test_several_tabular_inputs_each_with_its_own_format_keep_input_order(
+        host: LocalHost, api: httpx.Client, storage: Storage, code: str) -> None:
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame(200, start=300), preserve_index=False), buf)
+    put_files(storage, "tab-multi", {"a/first.csv": frame(300).to_csv(index=False).encode(),
+                                     "b/second.bin": buf.getvalue()})
+    job_id = submit(api, echo(code, [{"path": "tab-multi/a/", "type": "tabular"},
+                                     {"path": "tab-multi/b/", "type": "tabular", "format": "parquet"}],
+                              mini_batch_size="8KB"))
+    host.drain()
+    status = api.get(f"/api/jobs/{job_id}").json()
+    assert status["state"] == "succeeded"
+    check_ids_in_order(output_rows(storage, status), 500)
