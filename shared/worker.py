@@ -74,7 +74,7 @@ class Worker:
         batch = self.ledger.get_batch(msg.job_id, msg.batch)
         verdict = decisions.on_delivery(ctx.job, batch)
         if verdict is Delivery.DROP_DONE and batch is not None:
-            self._redo_side_effects(ctx, batch)
+            self._after_settled(ctx, batch, redo=True)
         elif verdict is Delivery.DROP_JOB_INACTIVE and ctx.job.stop_reason:
             self._finalize(ctx.job.job_id)   # in case the stopper died before it could
         if verdict is not Delivery.RUN or batch is None:
@@ -161,14 +161,11 @@ class Worker:
         log.info("%s: job=%s batch=%d attempt=%d items ok=%d failed=%d seconds=%.3f", result.verdict,
                  batch.job_id, batch.index, new.tries + (result.verdict == "succeeded"), new.ok,
                  new.failed, seconds)
-        queue = self.storage.queue(self.storage.settings.batch_queue)
         if result.verdict == "init":
             if self._stop_after_init_failures(ctx, result):
                 return "init failed: job stopped"
         if not result.settled:
-            delay = decisions.retry_delay_s(max(new.tries, 1))
-            queue.send_message(BatchMessage(batch.job_id, batch.index).to_json(),
-                               visibility_timeout=int(delay))
+            self._enqueue(batch.job_id, batch.index, decisions.retry_delay_s(max(new.tries, 1)))
             return result.verdict
         if result.delta.items_failed and self._stop_if_over_budget(ctx):
             return result.verdict
@@ -191,34 +188,31 @@ class Worker:
             old = latest
         raise Conflict(f"{old.job_id} batch {old.index}: too many concurrent writers")
 
-    def _after_settled(self, ctx: JobContext, batch: BatchRow) -> None:
+    def _after_settled(self, ctx: JobContext, batch: BatchRow, redo: bool = False) -> None:
+        """Side effects of a settled mini-batch: its successor (flow control) or the finalizer.
+
+        ``redo``: the settled mini-batch was delivered again, its worker may have died between the
+        commit and these side effects; the successor is then enqueued only if it has not started
+        (a duplicate message is harmless; a started or settled successor needs nothing)."""
         job = ctx.job
         if not job.active:
             self._finalize(job.job_id)   # a stopped job's finalizer waits for running tries
             return
         nxt = decisions.successor(batch.index, job.window, job.planned)
-        if nxt is None and not job.planning_done:
+        if nxt is None and not job.planning_done and not redo:
             job = self.jobs.get(batch.job_id, fresh=True).job
             nxt = decisions.successor(batch.index, job.window, job.planned)
         if nxt is not None:
-            self.storage.queue(self.storage.settings.batch_queue).send_message(
-                BatchMessage(batch.job_id, nxt).to_json())
+            row = self.ledger.get_batch(job.job_id, nxt) if redo else None
+            if not redo or (row is not None and row.state == BatchState.PENDING
+                            and row.deliveries == 0):
+                self._enqueue(job.job_id, nxt)
         elif job.planning_done and decisions.complete(job, self.ledger.totals(job.job_id)):
             self._finalize(job.job_id)
 
-    def _redo_side_effects(self, ctx: JobContext, batch: BatchRow) -> None:
-        """A settled mini-batch delivered again: its worker may have died between the commit and
-        the side effects. Enqueue the successor again if it has not started (a duplicate message is
-        harmless; a started or settled successor needs nothing), and check for completion."""
-        job = ctx.job
-        nxt = decisions.successor(batch.index, job.window, job.planned)
-        if nxt is not None:
-            row = self.ledger.get_batch(job.job_id, nxt)
-            if row is not None and row.state == BatchState.PENDING and row.deliveries == 0:
-                self.storage.queue(self.storage.settings.batch_queue).send_message(
-                    BatchMessage(job.job_id, nxt).to_json())
-        elif job.planning_done and decisions.complete(job, self.ledger.totals(job.job_id)):
-            self._finalize(job.job_id)
+    def _enqueue(self, job_id: str, index: int, delay_s: float = 0) -> None:
+        self.storage.queue(self.storage.settings.batch_queue).send_message(
+            BatchMessage(job_id, index).to_json(), visibility_timeout=int(delay_s) or None)
 
     def _stop_after_init_failures(self, ctx: JobContext, result: Settlement) -> bool:
         with self._lock:

@@ -6,7 +6,6 @@ for ``azureml.core`` whose ``Model.get_model_path`` returns the committed model 
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from .examples import load_entry_script, load_module
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,17 +27,11 @@ NAME_RE = re.compile(r"^digit_(\d{5})_label_(\d)\.png$")
 RESULT_RE = re.compile(r"^(digit_\d{5}_label_\d\.png): (\d)$")
 
 
-def _load_module(name: str, path: Path) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def digits() -> types.ModuleType:
-    return _load_module("mnist_example_digits", EXAMPLE / "digits.py")
+    return load_module("mnist_example_digits", EXAMPLE / "digits.py")
 
 
 @pytest.fixture(scope="module")
@@ -47,25 +42,7 @@ def pngs(digits: types.ModuleType, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture
 def entry_script(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     """The entry script, imported with a fake ``azureml.core`` that resolves "mnist" to the model."""
-    requested: list[str] = []
-
-    class Model:
-        @staticmethod
-        def get_model_path(model_name: str, *args: object, **kwargs: object) -> str:
-            requested.append(model_name)
-            if model_name != "mnist":
-                raise KeyError(model_name)
-            return str(MODEL)
-
-    azureml = types.ModuleType("azureml")
-    core = types.ModuleType("azureml.core")
-    core.Model = Model  # type: ignore[attr-defined]
-    azureml.core = core  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "azureml", azureml)
-    monkeypatch.setitem(sys.modules, "azureml.core", core)
-    module = _load_module("digit_identification_under_test", ENTRY_SCRIPT)
-    module.requested_models = requested  # type: ignore[attr-defined]
-    return module
+    return load_entry_script(monkeypatch, "digit_identification_under_test", ENTRY_SCRIPT, "mnist", MODEL)
 
 
 # -- digits.py ---------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ for ``azureml.core`` whose ``Model.get_model_path`` returns the committed model 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -18,6 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from .examples import load_entry_script, load_module
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "tabular"
 MODEL = EXAMPLE / "model" / "breast_cancer.onnx"
@@ -25,12 +26,6 @@ ENTRY_SCRIPT = EXAMPLE / "code" / "score_table.py"
 N_ROWS = 569
 
 
-def _load_module(name: str, path: Path) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _read(path: str | Path) -> pd.DataFrame:
@@ -47,7 +42,7 @@ def _read(path: str | Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def make_data() -> types.ModuleType:
-    return _load_module("tabular_example_make_data", EXAMPLE / "make_data.py")
+    return load_module("tabular_example_make_data", EXAMPLE / "make_data.py")
 
 
 @pytest.fixture(scope="module")
@@ -63,25 +58,7 @@ def table(tables: dict[str, list[str]]) -> pd.DataFrame:
 @pytest.fixture
 def entry_script(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     """The entry script, imported with a fake ``azureml.core`` that resolves "breast-cancer" to the model."""
-    requested: list[str] = []
-
-    class Model:
-        @staticmethod
-        def get_model_path(model_name: str, *args: object, **kwargs: object) -> str:
-            requested.append(model_name)
-            if model_name != "breast-cancer":
-                raise KeyError(model_name)
-            return str(MODEL)
-
-    azureml = types.ModuleType("azureml")
-    core = types.ModuleType("azureml.core")
-    core.Model = Model  # type: ignore[attr-defined]
-    azureml.core = core  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "azureml", azureml)
-    monkeypatch.setitem(sys.modules, "azureml.core", core)
-    module = _load_module("score_table_under_test", ENTRY_SCRIPT)
-    module.requested_models = requested  # type: ignore[attr-defined]
-    return module
+    return load_entry_script(monkeypatch, "score_table_under_test", ENTRY_SCRIPT, "breast-cancer", MODEL)
 
 
 # -- make_data.py ------------------------------------------------------------------------------
@@ -206,7 +183,7 @@ def test_make_model_trains_the_committed_model(make_data: types.ModuleType,
     # make_model.py imports its neighbour make_data by putting its folder on sys.path: undo both after.
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.setitem(sys.modules, "make_data", make_data)
-    make_model = _load_module("tabular_example_make_model", EXAMPLE / "make_model.py")
+    make_model = load_module("tabular_example_make_model", EXAMPLE / "make_model.py")
     assert make_model.make_data is make_data
     model, accuracy, x_test, y_test = make_model.train()
     assert accuracy >= make_model.MIN_ACCURACY and len(y_test) == 143
