@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -93,8 +93,10 @@ class Downloaded:
 
 
 def download_batch(storage: Storage, inputs: list[FileInput], items: list[list[Any]],
-                   root: Path, concurrency: int) -> Downloaded:
-    """Download a mini-batch's blobs concurrently; a missing blob is reported, not raised."""
+                   root: Path, pool: Executor) -> Downloaded:
+    """Download a mini-batch's blobs concurrently on ``pool`` (plain HTTP GETs, see
+    :mod:`shared.blobreader`); a missing blob is reported, not raised."""
+    reader = storage.blob_reader
 
     def fetch(item: list[Any]) -> tuple[str | None, tuple[str, str] | None, str]:
         input_index, blob_name = item
@@ -106,14 +108,13 @@ def download_batch(storage: Storage, inputs: list[FileInput], items: list[list[A
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with open(path, "wb") as fh:
-                storage.container(source.container).download_blob(blob_name).readinto(fh)
+                reader.read_into(source.container, blob_name, fh)
         except ResourceNotFoundError:
             path.unlink(missing_ok=True)
             return None, (blob_name, f"blob {source.container}/{blob_name} does not exist"), blob_name
         return str(path), None, blob_name
 
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(items)))) as pool:
-        results = list(pool.map(fetch, items))
+    results = list(pool.map(fetch, items))
     paths = [p for p, _, _ in results if p is not None]
     missing = [m for _, m, _ in results if m is not None]
     return Downloaded(paths, missing, {p: b for p, _, b in results if p is not None})

@@ -129,6 +129,12 @@ class Storage:
         return _retry_table_posts(TableServiceClient(self._uri("table"), credential=self._credential,
                                                      **self._options()))
 
+    @functools.cached_property
+    def blob_reader(self) -> Any:
+        """Whole-blob GETs without the SDK's per-request cost (:mod:`shared.blobreader`)."""
+        from .blobreader import BlobReader
+        return BlobReader(self)
+
     # -- resource clients ------------------------------------------------------------------
     def container(self, name: str) -> ContainerClient:
         return self.blob_service.get_container_client(name)

@@ -17,6 +17,7 @@ import logging
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -66,6 +67,9 @@ class Worker:
         self._uploaded: dict[str, dict[str, tuple[float, int]]] = {}
         self._init_failures: dict[str, int] = {}
         self._lock = threading.Lock()
+        # one pool for every mini-batch's downloads (threads keep their connections alive)
+        self._downloads = ThreadPoolExecutor(storage.settings.download_concurrency,
+                                             thread_name_prefix="download")
 
     def handle(self, msg: BatchMessage, dequeue_count: int = 1, enqueued_at: float | None = None) -> str:
         """Process one delivery; returns what happened (for logs and tests)."""
@@ -90,8 +94,7 @@ class Worker:
         clock = _Clock()
         try:
             files = (Downloaded([], []) if ctx.tabular else  # tables are read by the scoring process
-                     download_batch(self.storage, ctx.inputs, batch.items, work,
-                                    self.storage.settings.download_concurrency))
+                     download_batch(self.storage, ctx.inputs, batch.items, work, self._downloads))
             clock.lap("download")
             outcome, block = self._score(ctx, batch, files, clock)
         finally:

@@ -39,6 +39,7 @@ class FaultyProxy:
         self.stall_s = stall_s
         self.port = free_port()
         self.counts = {"forwarded": 0, "busy": 0, "dropped": 0, "stalled": 0}
+        self.seen: list[tuple[str, str]] = []   # (method, path with its query) of every request
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
@@ -68,6 +69,8 @@ class FaultyProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 fate = proxy._roll()
+                with proxy._lock:
+                    proxy.seen.append((self.command, self.path))
                 if fate == "busy":
                     payload = b"injected throttling"
                     self.send_response(503, "Server Busy")

@@ -1,0 +1,295 @@
+"""ParallelRun end to end: submit a job to a local cluster and time it until its output is written.
+
+Used by ``bench/run.py`` (the harness) and on its own for one configuration::
+
+    .venv/bin/python bench/e2e.py --images 10000 --batch 50 --processes 2 --nodes 1 --runs 3
+
+Each run submits the job to a running cluster (its host processes warm, as a Function App that is
+already up) and measures submit -> job succeeded (the finalizer has committed the last row), checks
+every output row against the inputs, and reads the job's own metrics: per-stage times, storage
+calls per try (counted at the transport), the first mini-batch's completion (cold start when the
+cluster is fresh), and the host and scoring processes' peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import workloads  # noqa: E402
+
+from shared import jobs, models, snapshots  # noqa: E402
+from shared.ledger import Ledger  # noqa: E402
+from shared.local.azurite import Azurite  # noqa: E402
+from shared.local.cluster import LocalCluster  # noqa: E402
+from shared.local.faults import scoring_processes  # noqa: E402
+from shared.settings import Settings  # noqa: E402
+from shared.states import JobState  # noqa: E402
+from shared.storage import Storage  # noqa: E402
+
+
+def peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+@dataclass
+class Bench:
+    """Storage with the workloads in it, code snapshots and models registered."""
+
+    storage: Storage
+    ledger: Ledger
+    mnist_code: str
+    table_code: str
+
+    @classmethod
+    def prepare(cls, storage: Storage) -> Bench:
+        storage.ensure()
+        models.register(storage, "mnist", workloads.MNIST_MODEL)
+        models.register(storage, "breast-cancer", workloads.TABLE_MODEL)
+        return cls(storage, Ledger(storage.ledger), snapshots.upload(storage, workloads.MNIST_CODE),
+                   snapshots.upload(storage, workloads.TABLE_CODE))
+
+    def image_spec(self, batch: int, processes: int, nodes: int) -> dict[str, Any]:
+        return {"name": "bench-images", "entry_script": "digit_identification.py",
+                "source_directory": self.mnist_code, "models": ["mnist"],
+                "inputs": [f"{workloads.IMAGES_CONTAINER}/{workloads.IMAGES_PREFIX}"],
+                "mini_batch_size": str(batch), "process_count_per_node": processes,
+                "node_count": nodes, "error_threshold": 0, "logging_level": "WARNING"}
+
+    def table_spec(self, fmt: str, batch: str, processes: int, nodes: int) -> dict[str, Any]:
+        return {"name": f"bench-{fmt}", "entry_script": "score_table.py",
+                "source_directory": self.table_code, "models": ["breast-cancer"],
+                "inputs": [{"path": f"{workloads.TABLES_CONTAINER}/{fmt}/", "type": "tabular"}],
+                "mini_batch_size": batch, "process_count_per_node": processes, "node_count": nodes,
+                "error_threshold": 0, "logging_level": "WARNING"}
+
+
+def run_job(bench: Bench, spec: dict[str, Any], expect_rows: int, timeout_s: float = 900) -> dict[str, Any]:
+    """Submit ``spec``, wait for the end, check the output; the job's figures as a dict."""
+    storage, ledger = bench.storage, bench.ledger
+    started = time.time()
+    job = jobs.submit(storage, ledger, spec)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        row = ledger.get_job(job.job_id)
+        if JobState(row.state).terminal:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{job.job_id} did not finish in {timeout_s:.0f} s")
+        time.sleep(0.05)
+    seconds = time.time() - started
+    st = jobs.status(storage, ledger, job.job_id)
+    out = st["output"]
+    body = storage.container(out["container"]).download_blob(out["blob"]).readall()
+    lines = body.decode().splitlines()
+    first = _first_done(ledger, job.job_id, row.window)
+    return {"job_id": job.job_id, "state": st["state"], "seconds": seconds,
+            "items": st["items"]["succeeded"], "rows": len(lines), "rows_ok": len(lines) == expect_rows,
+            "mini_batches": st["mini_batches"]["total"], "stages": st["stages"],
+            "first_batch_s": (first - started) if first else None, "output_lines": lines}
+
+
+def _first_done(ledger: Ledger, job_id: str, window: int) -> float | None:
+    """When the first mini-batch settled (the first window holds it)."""
+    ends = [b.ended_at for i in range(window) if (b := ledger.get_batch(job_id, i)) and b.ended_at]
+    return min(ends) if ends else None
+
+
+def cluster_peaks(c: LocalCluster) -> dict[str, float]:
+    """Peak RSS (MB) of the host processes (worker + planner + finalizer) and scoring processes."""
+    hosts = [n.process.pid for n in c.nodes if n.process and n.process.poll() is None]
+    scorers = scoring_processes(hosts)
+    return {"host_mb": max((peak_rss_mb(p) for p in hosts), default=float("nan")),
+            "scoring_mb": max((peak_rss_mb(p) for p in scorers), default=float("nan"))}
+
+
+def image_accuracy(lines: list[str]) -> float:
+    import digits
+    ok = sum(int(line.rsplit(":", 1)[1]) == digits.label_from_filename(line.split(":")[0])
+             for line in lines)
+    return ok / max(1, len(lines))
+
+
+def median_of(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+@dataclass
+class Env:
+    """One Azurite holding the workloads; each configuration gets its own namespace (queues,
+    tables, system and output containers) so that one run's ledger never slows the next."""
+
+    azurite: Azurite
+    base: Settings
+    tmp: Path
+    images: workloads.Images | None = None
+    tables: workloads.Tables | None = None
+    serial: int = 0
+
+    def namespace(self, settings: Settings | None = None) -> tuple[Settings, Bench]:
+        self.serial += 1
+        ns = (settings or self.base).with_namespace(f"b{self.serial:03d}")
+        return ns, Bench.prepare(Storage(ns))
+
+
+def run_configuration(env: Env, spec_of, expect_rows: int, nodes: int, runs: int,
+                      check=None) -> dict[str, Any]:
+    """``runs`` jobs on a fresh cluster of ``nodes``; medians, per-run figures and peak RSS."""
+    settings, bench = env.namespace()
+    results = []
+    with LocalCluster(settings, nodes=nodes, log_dir=env.tmp / f"logs-{settings.batch_queue}") as c:
+        for _ in range(runs):
+            r = run_job(bench, spec_of(bench), expect_rows)
+            lines = r.pop("output_lines")
+            if check is not None:
+                r.update(check(lines))
+            r["items_per_s"] = r["items"] / r["seconds"]
+            results.append(r)
+        peaks = cluster_peaks(c)
+    best = min(results, key=lambda r: abs(r["seconds"] - median_of(results, "seconds")))
+    return {"items_per_s": median_of(results, "items_per_s"), "seconds": median_of(results, "seconds"),
+            "runs": [round(r["seconds"], 2) for r in results], "rows_ok": all(r["rows_ok"] for r in results),
+            "state": ",".join(sorted({r["state"] for r in results})), "stages": best["stages"],
+            "mini_batches": best["mini_batches"], **peaks,
+            **({k: best[k] for k in ("accuracy",) if k in best})}
+
+
+def cold_start(env: Env, runs: int, batch: int = 5) -> dict[str, Any]:
+    """Submit -> first mini-batch settled, on a host that is up but has never run the job
+    (no scoring process, no model loaded): the worker's cold start."""
+    firsts, totals = [], []
+    for _ in range(runs):
+        settings, bench = env.namespace()
+        with LocalCluster(settings, nodes=1, log_dir=env.tmp / f"logs-{settings.batch_queue}"):
+            time.sleep(1.0)   # let the host settle into idle polling, as a host waiting for work
+            r = run_job(bench, bench.image_spec(batch, 2, 1), len(env.images.names))
+        firsts.append(r["first_batch_s"])
+        totals.append(r["seconds"])
+    return {"first_batch_s": statistics.median(firsts), "runs": [round(f, 2) for f in firsts]}
+
+
+def count_round_trips(env: Env, batch: int, processes: int = 2, nodes: int = 1) -> dict[str, Any]:
+    """One images job with every storage request going through counting proxies: requests per
+    mini-batch by service and kind, counted on the wire (planner, finalizer and idle polling
+    included, spread over the mini-batches)."""
+    from shared.local.faults import FaultyProxy
+    from shared.settings import azurite_connection_string
+
+    az = env.azurite
+    with FaultyProxy(az.blob_port) as pb, FaultyProxy(az.queue_port) as pq, FaultyProxy(az.table_port) as pt:
+        counted = Settings(connection_string=azurite_connection_string(pb.port, pq.port, pt.port),
+                           scratch_dir=env.base.scratch_dir)
+        settings, bench = env.namespace(counted)
+        for proxy in (pb, pq, pt):
+            proxy.seen.clear()
+        with LocalCluster(settings, nodes=nodes, log_dir=env.tmp / f"logs-{settings.batch_queue}"):
+            # the bench itself polls the job directly, around the proxies
+            direct = Storage(env.base.with_namespace(settings.batch_queue.rsplit("-", 1)[0]))
+            watcher = Bench(direct, Ledger(direct.ledger), bench.mnist_code, bench.table_code)
+            for proxy in (pb, pq, pt):
+                proxy.seen.clear()
+            r = run_job(watcher, bench.image_spec(batch, processes, nodes), len(env.images.names))
+        kinds = classify(pb.seen, pq.seen, pt.seen, settings)
+    n = r["mini_batches"]
+    inputs = kinds.pop("blob: read input")
+    results = kinds.pop("blob: write results")
+    polling = sum(v for k, v in kinds.items() if "[idle polling" in k)
+    overhead = sum(kinds.values()) - polling
+    return {"batch": batch, "mini_batches": n, "input_reads": inputs, "result_writes": results,
+            "overhead_per_batch": overhead / n, "idle_polling_per_batch": polling / n,
+            "idle_polling_per_s": polling / r["seconds"],
+            "by_kind": {k: round(v / n, 2) for k, v in sorted(kinds.items())},
+            "worker_thread_calls_per_try": r["stages"]["storage_calls_per_try"]}
+
+
+def classify(blob: list[tuple[str, str]], queue: list[tuple[str, str]], table: list[tuple[str, str]],
+             settings: Settings) -> dict[str, int]:
+    """Requests by kind. Input reads are GETs in the images container; result writes are the
+    output container's block puts and the final block list."""
+    from collections import Counter
+
+    kinds: Counter[str] = Counter({"blob: read input": 0, "blob: write results": 0})
+    for method, path in blob:
+        where, _, query = path.partition("?")
+        if f"/{workloads.IMAGES_CONTAINER}/" in where and method == "GET" and "comp=" not in query:
+            kinds["blob: read input"] += 1
+        elif f"/{settings.output_container}/" in where and "comp=block" in query:
+            kinds["blob: write results"] += 1
+        elif "comp=list" in query:
+            polling = f"/{settings.requests_container}" in where or "receipts" in query
+            kinds["blob: list" + (" [idle polling: blob trigger]" if polling else "")] += 1
+        else:
+            kinds[f"blob: other {method}"] += 1
+    for method, path in queue:
+        where, _, query = path.partition("?")
+        parts = where.strip("/").split("/")          # account, queue[, messages[, id]]
+        name = parts[1] if len(parts) > 1 else ""
+        role = name.rsplit("-", 1)[-1]
+        op = {"GET": "receive", "POST": "send", "DELETE": "delete", "PUT": "update"}.get(method, method)
+        if "peekonly" in query:
+            op = "peek"
+        polling = role in ("poison", "plan", "finalize") and op == "receive"
+        kinds[f"queue: {op} ({role}){' [idle polling]' if polling else ''}"] += 1
+    for method, path in table:
+        op = {"GET": "read", "PUT": "update", "MERGE": "merge", "PATCH": "merge",
+              "DELETE": "delete"}.get(method, method)
+        if method == "POST":
+            op = "transaction" if "$batch" in path else "insert"
+        kinds[f"table: {op}"] += 1
+    return dict(kinds)
+
+
+def setup_env(tmp: Path, images: int, rows: int, parts: int) -> Iterator[Env]:
+    with Azurite() as az:
+        base = Settings(connection_string=az.connection_string, scratch_dir=str(tmp / "scratch"))
+        storage = Storage(base)
+        env = Env(az, base, tmp)
+        if images:
+            env.images = workloads.upload_images(storage, images)
+        if rows:
+            env.tables = workloads.upload_tables(storage, tmp / "tables", rows, parts)
+        yield env
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--count", action="store_true", help="count storage requests instead")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for env in setup_env(Path(tmp), args.images, 0, 1):
+            if args.count:
+                print(json.dumps(count_round_trips(env, args.batch, args.processes, args.nodes), indent=1))
+                return 0
+            result = run_configuration(
+                env, lambda b: b.image_spec(args.batch, args.processes, args.nodes),
+                len(env.images.names), args.nodes, args.runs,
+                check=lambda lines: {"accuracy": image_accuracy(lines)})
+            print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""The harness's figures as Markdown (for the terminal and docs/performance.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _best(items: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
+    found = [r for r in items if all(r.get(k) == v for k, v in match.items())]
+    return max(found, key=lambda r: r.get("items_per_s", 0), default=None)
+
+
+def _rate(r: dict[str, Any] | None, unit: str = "") -> str:
+    return f"{r['items_per_s']:,.0f}{unit}" if r else "n/a"
+
+
+def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+    if not a or not b or not b.get("items_per_s"):
+        return None
+    return a["items_per_s"] / b["items_per_s"]
+
+
+def _pct(x: float | None) -> str:
+    return f"{x:.0%}" if x is not None else "n/a"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def images_section(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    io = [r for r in res.get("io_sdk", []) + res.get("io_http", []) if r.get("workload") == "images"]
+    io_limit = max(io, key=lambda r: r["items_per_s"], default=None)
+    compute = [r for r in res.get("compute_images", [])]
+    compute_best = max(compute, key=lambda r: r["items_per_s"], default=None)
+    naive = _best(res.get("naive", []), workload="images")
+    ray = [r for r in res.get("ray", []) if r.get("workload") == "images"]
+    ray_azurite = _best(ray, source="azurite")
+    ray_any = ray_azurite or max(ray, key=lambda r: r["items_per_s"], default=None)
+    grid = res.get("grid", [])
+    best = max(grid, key=lambda r: r["items_per_s"], default=None)
+    tutorial = _best(grid, batch=5)
+    rows = []
+    for r in io:
+        rows.append([f"I/O limit: {r['name']}", _rate(r), _pct(_ratio(r, io_limit)), r.get("notes", "")])
+    if compute_best:
+        rows.append(["compute limit: decode + score in memory (best batch)", _rate(compute_best),
+                     _pct(_ratio(compute_best, io_limit)), compute_best.get("notes", "")])
+    if naive:
+        rows.append(["naive baseline: one process, one file at a time", _rate(naive),
+                     _pct(_ratio(naive, io_limit)), naive.get("notes", "")])
+    for r in ray:
+        rows.append([f"Ray Data map_batches ({r.get('source')})", _rate(r), _pct(_ratio(r, io_limit)),
+                     r.get("notes", "")])
+    if best:
+        rows.append([f"**ParallelRun**, best: mini_batch_size {best['batch']}, {best['processes']} "
+                     f"processes x {best['nodes']} node(s)", f"**{_rate(best)}**",
+                     f"**{_pct(_ratio(best, io_limit))}**", f"accuracy {best.get('accuracy', 0):.3f}"])
+    if tutorial:
+        rows.append([f"**ParallelRun**, tutorial's mini_batch_size 5 ({tutorial['processes']} x "
+                     f"{tutorial['nodes']})", f"**{_rate(tutorial)}**",
+                     f"**{_pct(_ratio(tutorial, io_limit))}**", ""])
+    text = _table(["images (10,000 PNGs in Azurite)", "images/s", "of I/O limit", "notes"], rows)
+    figures = {"io_limit": io_limit, "best": best, "tutorial": tutorial, "ray": ray_any,
+               "ray_azurite": ray_azurite, "compute": compute_best}
+    if grid:
+        batches = sorted({r["batch"] for r in grid})
+        grid_rows = []
+        for n in sorted({r["nodes"] for r in grid}):
+            for p in sorted({r["processes"] for r in grid}):
+                cells = []
+                for b in batches:
+                    r = _best(grid, batch=b, processes=p, nodes=n)
+                    cells.append(_rate(r) + ("" if not r or r["rows_ok"] else " (rows WRONG)"))
+                grid_rows.append([f"{n} node(s) x {p} processes", *cells])
+        text += "\n\nParallelRun end to end, images/s (submit to last row committed), by mini_batch_size:\n\n"
+        text += _table(["", *[str(b) for b in batches]], grid_rows)
+        text += "\n\n" + stages_table([r for r in (best, tutorial) if r])
+    return text, figures
+
+
+def stages_table(configs: list[dict[str, Any]]) -> str:
+    """Per-try time by stage, from the job's own metrics (the status API's ``stages``)."""
+    rows = []
+    for r in configs:
+        per = r["stages"]["per_try_ms"]
+        rows.append([f"mini_batch_size {r['batch']}, {r['processes']} x {r['nodes']}",
+                     *[f"{per.get(k, 0):,.1f}" for k in ("queue", "download", "wait", "run", "write")],
+                     f"{r['stages'].get('storage_calls_per_try', 0):.1f}"])
+    return ("Where a try's time goes (ms per try, from the job's status `stages`; queue = enqueued "
+            "to started, wait = for a free scoring process, run = decode + score in `run()`, "
+            "write = stage rows + ship outputs):\n\n"
+            + _table(["job", "queue", "download", "wait", "run", "write", "calls/try (worker)"], rows))
+
+
+def tables_section(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    rows, figures = [], {}
+    for fmt in ("csv", "parquet"):
+        compute = _best(res.get("compute_tables", []), workload=fmt)
+        io = max([r for r in res.get("io_sdk", []) + res.get("io_http", []) if r.get("workload") == fmt],
+                 key=lambda r: r["items_per_s"], default=None)
+        naive = _best(res.get("naive", []), workload=fmt)
+        ray = _best(res.get("ray", []), workload=fmt)
+        ours = _best(res.get("tables", []), format=fmt)
+        figures[fmt] = {"compute": compute, "ours": ours, "ray": ray}
+        for label, r in (("compute limit: parse + score in memory", compute), ("I/O limit: read the files", io),
+                         ("naive baseline", naive), (f"Ray Data ({ray.get('source') if ray else ''})", ray),
+                         ("**ParallelRun** (best)", ours)):
+            if r:
+                extra = (f"{r['processes']} x {r['nodes']}, mini_batch_size 1MB" if r is ours else r.get("notes", ""))
+                rows.append([fmt, label, _rate(r), _pct(_ratio(r, compute)), extra])
+    return _table(["format", "tables (1,000,000 rows)", "rows/s", "of compute limit", "notes"], rows), figures
+
+
+def trips_section(res: dict[str, Any]) -> str:
+    out = []
+    for t in res.get("trips", []):
+        rows = [[k, f"{v:.2f}"] for k, v in t["by_kind"].items()]
+        out.append(f"mini_batch_size {t['batch']} ({t['mini_batches']} mini-batches): "
+                   f"**{t['overhead_per_batch']:.2f}** requests per mini-batch beyond reading "
+                   f"{t['input_reads']:,} inputs and {t['result_writes']:,} result writes, plus "
+                   f"{t['idle_polling_per_batch']:.2f} of the host's idle polling "
+                   f"({t['idle_polling_per_s']:.1f}/s, time-based)\n\n" + _table(["request", "per mini-batch"], rows))
+    return "\n\n".join(out)
+
+
+def cost_section(res: dict[str, Any], prices: dict[str, float], instance_gb: float,
+                 best: dict[str, Any] | None) -> str:
+    trips = next((t for t in res.get("trips", []) if best and t["batch"] == best["batch"]),
+                 (res.get("trips") or [None])[-1])
+    if not best or not trips:
+        return "n/a"
+    n_batches = 1e6 / best["batch"]
+    per_node = best["items_per_s"] / best["nodes"]
+    gb_s = 1e6 / per_node * instance_gb
+    reads = 1e6
+    writes = n_batches + 1
+    table_tx = sum(v for k, v in trips["by_kind"].items() if k.startswith("table")) * n_batches
+    queue_tx = sum(v for k, v in trips["by_kind"].items() if k.startswith("queue")) * n_batches
+    costs = [
+        ("execution time", f"{gb_s:,.0f} GB-s", gb_s * prices["flex_gb_s"]),
+        ("executions", f"{n_batches:,.0f}", n_batches / 1e6 * prices["flex_executions_per_million"]),
+        ("blob reads (inputs)", f"{reads:,.0f}", reads / 1e4 * prices["blob_read_per_10k"]),
+        ("blob writes (results)", f"{writes:,.0f}", writes / 1e4 * prices["blob_write_per_10k"]),
+        ("table transactions", f"{table_tx:,.0f}", table_tx / 1e4 * prices["table_per_10k"]),
+        ("queue operations", f"{queue_tx:,.0f}", queue_tx / 1e4 * prices["queue_per_10k"]),
+    ]
+    rows = [[k, q, f"${c:.4f}"] for k, q, c in costs]
+    rows.append(["**total**", "", f"**${sum(c for _, _, c in costs):.2f}**"])
+    return (f"Per million images at the best configuration (mini_batch_size {best['batch']}; "
+            f"{per_node:,.0f} images/s per node as measured here, one node taken as one "
+            f"{instance_gb:g} GB instance; request counts from the wire count above; assumed list "
+            f"prices in bench/run.py `PRICES`, free grants ignored):\n\n" + _table(["item", "quantity", "cost"], rows))
+
+
+def targets_section(res: dict[str, Any], img: dict[str, Any], tab: dict[str, Any]) -> str:
+    rows = []
+
+    def add(target: str, value: float | None, goal: float, fmt: str, better: str = "high") -> None:
+        met = value is not None and (value >= goal if better == "high" else value <= goal)
+        shown = "n/a" if value is None else fmt.format(value)
+        rows.append([target, shown, "met" if met else f"**missed**"])
+
+    add("images, best mini_batch_size: >= 70% of the I/O limit", _ratio(img.get("best"), img.get("io_limit")), 0.7, "{:.0%}")
+    ray = img.get("ray_azurite") or img.get("ray")
+    add(f"images: >= 2x Ray Data ({ray.get('source') if ray else 'n/a'})", _ratio(img.get("best"), ray), 2.0, "{:.1f}x")
+    add("images, mini_batch_size 5: >= 40% of the I/O limit", _ratio(img.get("tutorial"), img.get("io_limit")), 0.4, "{:.0%}")
+    for fmt in ("csv", "parquet"):
+        add(f"tables ({fmt}): >= 70% of the compute limit", _ratio(tab.get(fmt, {}).get("ours"),
+                                                                   tab.get(fmt, {}).get("compute")), 0.7, "{:.0%}")
+    trips = max((t["overhead_per_batch"] for t in res.get("trips", [])), default=None)
+    add("<= 6 storage round trips per mini-batch of overhead", trips, 6.0, "{:.2f}", better="low")
+    big = next((p for p in res.get("planner", []) if p.get("blobs") == 100_000), None)
+    add("planner: 100,000 blobs in < 60 s", big["seconds"] if big else None, 60.0, "{:.0f} s", better="low")
+    cold = res.get("cold", {}).get("first_batch_s")
+    add("cold start (submit to first mini-batch done) < 3 s", cold, 3.0, "{:.2f} s", better="low")
+    return _table(["target", "measured", ""], rows)
+
+
+def render(res: dict[str, Any], prices: dict[str, float], instance_gb: float) -> str:
+    images, img = images_section(res)
+    tables, tab = tables_section(res)
+    parts = [f"Measured {res['date']} with `{res['command'].strip()}` (median of {res['runs']} runs "
+             f"each; the whole harness took {res.get('seconds', 0) / 60:.0f} min).\n\n"
+             f"Machine: {res['machine']}.",
+             "### Targets\n\n" + targets_section(res, img, tab),
+             "### Images\n\n" + images, "### Tables\n\n" + tables]
+    if res.get("trips"):
+        parts.append("### Storage round trips per mini-batch (counted on the wire)\n\n" + trips_section(res))
+    if res.get("cold"):
+        c = res["cold"]
+        parts.append(f"### Cold start\n\nSubmit to first mini-batch settled, on a host that is up but has "
+                     f"never run the job (scoring processes started and the model loaded on demand): "
+                     f"**{c['first_batch_s']:.2f} s** (runs: {', '.join(f'{x:.2f}' for x in c['runs'])}).")
+    grid = res.get("grid", []) + res.get("tables", [])
+    if grid:
+        host = max(r.get("host_mb", 0) for r in grid)
+        scoring = max(r.get("scoring_mb", 0) for r in grid)
+        plan = res.get("planner", [])
+        plan_txt = "; ".join(f"{p['blobs']:,} blobs: {p['seconds']:.1f} s, peak {p['peak_mb']:.0f} MB"
+                             for p in plan)
+        parts.append(f"### Memory and the planner\n\nPeak RSS over every job above: host process "
+                     f"(worker, planner, finalizer) {host:,.0f} MB; scoring process {scoring:,.0f} MB.\n\n"
+                     f"Planner: {plan_txt or 'n/a'} (see the Planner section for where the time goes).")
+    parts.append("### Cost estimate (Flex Consumption)\n\n" + cost_section(res, prices, instance_gb, img.get("best")))
+    return "\n\n".join(parts) + "\n"
+
+
+def write(doc: Path, text: str, start: str, end: str) -> None:
+    """Replace the text between the harness's markers in ``doc`` (appending them if missing)."""
+    current = doc.read_text()
+    block = f"{start}\n{text}{end}"
+    if start in current and end in current:
+        before, rest = current.split(start, 1)
+        after = rest.split(end, 1)[1]
+        doc.write_text(before + block + after)
+    else:
+        doc.write_text(current.rstrip() + "\n\n## Throughput (the harness)\n\n" + block + "\n")
