@@ -1,4 +1,4 @@
-"""Whole-blob reads over plain HTTP: the input downloads' fast path.
+"""Blob reads over plain HTTP: the fast path of input downloads and of tabular pieces.
 
 A mini-batch of small files is dominated by the client's cost per request, not by bytes: through
 the SDK a GET of a 400-byte blob costs ~2.4 ms of client CPU (pipeline policies, signing, the
@@ -12,6 +12,10 @@ and renewed before it expires:
   with the identity's token (Storage Blob Data Reader is enough; nothing secret is configured);
 * with a connection string that carries a SAS: that SAS.
 
+Tabular pieces (:mod:`shared.tables`) read byte ranges the same way (:meth:`BlobReader.read_range`,
+``Range: bytes=a-b``): each answer's ``Content-Range`` also gives the blob's size, so a piece never
+asks for the blob's properties.
+
 Everything else - listing, writes, the ledger - stays on the SDK. Transient faults (408, 429, 5xx,
 a dropped connection, a stalled answer past ``storage_timeout_s``) are retried with the same
 backoff as the SDK clients (:data:`shared.storage.BACKOFF`); 404 raises
@@ -24,12 +28,14 @@ import datetime as dt
 import http.client
 import logging
 import random
+import select
 import socket
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, TypeVar
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
@@ -45,6 +51,7 @@ SAS_LIFETIME = dt.timedelta(hours=1)
 SAS_RENEW_BEFORE = dt.timedelta(minutes=10)
 TRANSIENT = {408, 429, 500, 502, 503, 504}
 CHUNK = 1 << 20
+T = TypeVar("T")
 
 
 @dataclass
@@ -54,7 +61,8 @@ class _Sas:
 
 
 class BlobReader:
-    """Reads whole blobs of one storage account; thread-safe, one connection per thread."""
+    """Reads blobs, whole or by byte range, of one storage account; thread-safe, one connection
+    per thread."""
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
@@ -100,7 +108,7 @@ class BlobReader:
     # -- transport -------------------------------------------------------------------------
     def _connection(self, fresh: bool = False) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
-        if conn is None or fresh:
+        if conn is None or fresh or _closed_by_server(conn):
             if conn is not None:
                 conn.close()
             cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
@@ -109,21 +117,51 @@ class BlobReader:
 
     def read_into(self, container: str, name: str, fh: IO[bytes]) -> int:
         """Write blob ``container/name`` into ``fh``; returns its size. Retries transient faults."""
-        path = f"{self._base}/{container}/{urllib.parse.quote(name, safe='/')}"
-        renewed = False
-        attempt = 0
         start = fh.tell()
-        while True:
+
+        def reset() -> None:   # every attempt starts over where fh was
             fh.seek(start)
             fh.truncate()
+
+        return self._get(container, name, {}, (200,), lambda response: self._copy(response, fh),
+                         before_attempt=reset)
+
+    def read_range(self, container: str, name: str, offset: int, length: int) -> tuple[bytes, int]:
+        """Bytes ``[offset, offset + length)`` of blob ``container/name``, and the blob's size.
+
+        The range is cut short at the end of the blob, and is empty from the end on, so a caller
+        that does not know the size yet learns it from its first read instead of asking for it
+        (a request of its own). Retries transient faults like :meth:`read_into`.
+        """
+        if offset < 0 or length < 1:
+            raise ValueError(f"read_range({name!r}): offset {offset} must be >= 0 and length "
+                             f"{length} >= 1")
+        headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
+        return self._get(container, name, headers, (200, 206, 416),
+                         lambda response: _ranged_body(response, offset, length))
+
+    def _get(self, container: str, name: str, headers: dict[str, str], ok: tuple[int, ...],
+             handle: Callable[[http.client.HTTPResponse], T],
+             before_attempt: Callable[[], None] | None = None) -> T:
+        """GET the blob until an answer with a status in ``ok``, which ``handle`` reads.
+
+        A transient fault (or an ``http.client`` error raised by ``handle``, such as a body cut
+        short) is retried on a fresh connection with the SDK's backoff; the GET is idempotent.
+        """
+        path = f"{self._base}/{container}/{urllib.parse.quote(name, safe='/')}"
+        headers = {"x-ms-version": self._version, **headers}
+        renewed = False
+        attempt = 0
+        while True:
+            if before_attempt is not None:
+                before_attempt()
             conn = self._connection()
             try:
-                conn.request("GET", f"{path}?{self._token(container)}",
-                             headers={"x-ms-version": self._version})
+                conn.request("GET", f"{path}?{self._token(container)}", headers=headers)
                 response = conn.getresponse()
                 status = response.status
-                if status == 200:
-                    return self._copy(response, fh)
+                if status in ok:
+                    return handle(response)
                 body = response.read()
             except (OSError, http.client.HTTPException, socket.timeout) as exc:
                 # a dropped or stalled connection: the GET may be repeated safely
@@ -151,6 +189,51 @@ class BlobReader:
         if expected is not None and int(expected) != size:
             raise http.client.IncompleteRead(b"", int(expected) - size)
         return size
+
+
+def _closed_by_server(conn: http.client.HTTPConnection) -> bool:
+    """Whether the server has closed this idle kept-alive connection (as urllib3 checks).
+
+    Servers drop idle connections (Azurite after 5 s); a GET sent on one fails and would be retried
+    only after a backoff sleep (up to 1.5 s). Between requests nothing is due from the server, so a
+    readable socket means it was closed (or sent something unexpected): open a new one instead.
+    """
+    sock = conn.sock
+    if sock is None:        # not connected yet: http.client connects on the next request
+        return False
+    try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
+def _ranged_body(response: http.client.HTTPResponse, offset: int, length: int) -> tuple[bytes, int]:
+    """The data and blob size of an answer to ``Range: bytes=offset-(offset + length - 1)``.
+
+    206 carries ``Content-Range: bytes a-b/size``; 416 (the range starts past the end, or the blob
+    is empty) carries ``bytes */size`` and no data; 200 is a server that ignored the range and sent
+    the whole blob. Only the size after the ``/`` is used: Azurite writes odd first/last offsets
+    for ranges at the very end (``bytes 10-9/10``). A body of the wrong length raises
+    ``IncompleteRead``, which the caller retries.
+    """
+    body = response.read()   # always read whole: the connection is reused
+    if response.status == 200:
+        return body[offset:offset + length], len(body)
+    content_range = response.getheader("Content-Range") or ""
+    total = content_range.rpartition("/")[2].strip()
+    if not content_range.startswith("bytes ") or not total.isdigit():
+        raise HttpResponseError(f"HTTP {response.status} with an unusable Content-Range "
+                                f"{content_range!r}")
+    size = int(total)
+    data = b"" if response.status == 416 else body
+    expected = max(0, min(offset + length, size) - offset)
+    if len(data) != expected:
+        raise http.client.IncompleteRead(data, expected - len(data))
+    return data, size
 
 
 def _backoff(attempt: int) -> float:

@@ -13,6 +13,7 @@ concatenated; partition columns are appended at the end, as PRS does.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Iterator
 from itertools import groupby
@@ -44,7 +45,13 @@ def file_format(input_spec: dict[str, Any], blob_name: str) -> TabularFormat:
 
 
 def source(storage: Storage, container: str, blob_name: str) -> BlobSource:
-    return BlobSource(storage.container(container).get_blob_client(blob_name), name=blob_name)
+    """A blob of a tabular input, read by byte ranges over plain HTTP (:mod:`shared.blobreader`).
+
+    A piece is one or a few ranged GETs, so the SDK's client cost per request (~2.4 ms, against
+    ~0.3 ms) would be most of its storage time; the reader retries transient faults as the SDK does.
+    """
+    return BlobSource(functools.partial(storage.blob_reader.read_range, container, blob_name),
+                      name=blob_name)
 
 
 def schema_for(storage: Storage, input_spec: dict[str, Any], blob_name: str) -> dict[str, Any]:

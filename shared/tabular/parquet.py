@@ -10,7 +10,18 @@ Reading a row-range piece streams its row group from the group's first row (``it
 with a bounded read buffer) and stops after the range's last row: memory is the piece plus one
 batch, but the rows before the range are still read and decoded, because pyarrow offers no way to
 start at a row (the page index is not used). So the k-th of n ranges of one group costs about k/n
-of the group to read, and a group split n ways costs about n/2 times the group in total.
+of the group to decode, and a group split n ways costs about n/2 times the group in total.
+
+Requests: pyarrow reads a piece column chunk by column chunk, in steps of
+:data:`STREAM_BUFFER_BYTES`, so over a blob each chunk would be a request (tens per piece). Instead
+the footer is read (with the file's size, before it: two requests, one for a file of at most
+:data:`~.sources.FIRST_READ_BYTES`), then the byte span of every column chunk the piece reads is
+fetched in one request (:func:`_chunk_span`) and pyarrow reads from memory. The span is the piece's
+own compressed bytes when it is whole row groups; a row range needs every chunk of its group only
+from the first page to the range's last, but pyarrow reads a chunk of at most
+:data:`STREAM_BUFFER_BYTES` whole anyway, so the group's span is fetched only if all its chunks
+are that small, and a row range of a group with bigger chunks is streamed as before. Either way
+memory stays about what the streaming reader would hold.
 """
 
 from __future__ import annotations
@@ -24,10 +35,13 @@ import pyarrow.parquet as pq
 
 from .formats import Piece, TabularDataError, TabularFormat
 from .schema import Schema, from_inferred, to_frame
-from .sources import RangeSource, SourceFile
+from .sources import PrefetchedSource, RangeSource, SourceFile
 
 BATCH_ROWS = 64 * 1024            # rows decoded at a time when reading a piece
 STREAM_BUFFER_BYTES = 1 << 20     # column chunks are read in steps of this, not whole
+# pyarrow reads up to this many bytes past a column chunk of a file written by parquet-mr <= 1.2.8,
+# whose sizes leave out the dictionary page's header (PARQUET-816); the span covers them too.
+CHUNK_PAD_BYTES = 100
 
 
 def plan(source: RangeSource, fmt: TabularFormat, target_bytes: int) -> Iterator[Piece]:
@@ -68,7 +82,8 @@ def infer(source: RangeSource, fmt: TabularFormat) -> Schema:
 
 def read(source: RangeSource, fmt: TabularFormat, piece: Piece, schema: Schema) -> pd.DataFrame:
     where = piece.describe()
-    parquet = _open(source)
+    prefetched = PrefetchedSource(source)
+    parquet = _open(prefetched)
     file_schema = from_inferred(parquet.schema_arrow, {}, source.name, from_file=True)
     missing = [n for n in schema.names if n not in file_schema.names]
     extra = [n for n in file_schema.names if n not in schema.names]
@@ -76,6 +91,9 @@ def read(source: RangeSource, fmt: TabularFormat, piece: Piece, schema: Schema) 
         raise TabularDataError(
             f"{where}: the file's columns differ from the input's (inferred from its first file): "
             f"missing {missing}, not expected {extra}; all files need the same columns")
+    span = _chunk_span(parquet.metadata, piece)
+    if span is not None:
+        prefetched.prefetch(span[0], span[1] - span[0])
     batches = []
     skip, need = piece.row_offset, piece.row_count
     try:
@@ -104,6 +122,39 @@ def _open(source: RangeSource) -> pq.ParquetFile:
         return pq.ParquetFile(SourceFile(source), buffer_size=STREAM_BUFFER_BYTES, pre_buffer=False)
     except (pa.ArrowInvalid, OSError) as exc:
         raise TabularDataError(f"{source.name}: not a readable Parquet file: {exc}") from None
+
+
+def _chunk_span(meta: pq.FileMetaData, piece: Piece) -> tuple[int, int] | None:
+    """The byte range ``[start, end)`` that holds every column chunk of ``piece``'s row groups, or
+    None if the piece is better streamed: a row range of a group with a chunk bigger than
+    :data:`STREAM_BUFFER_BYTES` (of which only the first part may be needed), or row groups the
+    file does not have (the reader reports it).
+
+    The piece reads every column (:func:`read` checks the file has exactly the input's), and the
+    chunks of consecutive row groups are written one after the other, so the span holds little
+    else. A chunk starts at its dictionary page if it has one, else at its first data page.
+    """
+    groups = [g for g in piece.row_groups if 0 <= g < meta.num_row_groups]
+    if not groups or len(groups) != len(piece.row_groups):
+        return None
+    whole = piece.row_offset == 0 and \
+        piece.row_count == sum(meta.row_group(g).num_rows for g in groups)
+    start, end = None, 0
+    for g in groups:
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            first = chunk.data_page_offset
+            if chunk.dictionary_page_offset:   # None without one; 0 is a writer's "unset"
+                first = min(first, chunk.dictionary_page_offset)
+            length = chunk.total_compressed_size
+            if not whole and length > STREAM_BUFFER_BYTES:
+                return None
+            start = first if start is None else min(start, first)
+            end = max(end, first + length)
+    if start is None:
+        return None
+    return start, end + CHUNK_PAD_BYTES
 
 
 def _group_bytes(group: pq.RowGroupMetaData) -> int:

@@ -3,18 +3,27 @@
 :class:`LocalFileSource` serves tests and benches; :class:`BlobSource` reads a blob with ranged
 downloads through a read-ahead buffer, so a sequential scan in small steps costs one request per
 few MiB, while a one-off read (a header line, a piece) downloads about what it asks for.
+:class:`PrefetchedSource` holds byte ranges fetched ahead in one request each (a Parquet piece's
+column chunks) and serves the reads inside them from memory.
 :class:`SourceFile` wraps any source as a read-only binary file for pyarrow's Parquet reader.
 """
 
 from __future__ import annotations
 
+import bisect
 import io
 import os
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 READAHEAD_BYTES = 4 * 1024 * 1024   # the most a sequential miss fetches beyond what was asked
 FIRST_READ_BYTES = 64 * 1024        # what a non-sequential miss fetches at least
+
+Fetch = Callable[[int, int], tuple[bytes, int]]
+"""``fetch(offset, length) -> (data, size)``: bytes ``[offset, offset + length)`` of a blob (cut
+short at its end, empty past it; ``length >= 1``) and the blob's size, in one request
+(:meth:`shared.blobreader.BlobReader.read_range`)."""
 
 
 @runtime_checkable
@@ -52,17 +61,22 @@ class LocalFileSource:
 
 
 class BlobSource:
-    """A blob read through azure-storage-blob's ``BlobClient`` with ranged downloads.
+    """A blob read with ranged downloads (``fetch``, one request each) through a read-ahead buffer.
 
     A read that continues where the buffer ends (a sequential scan) fetches ahead, doubling from
     :data:`FIRST_READ_BYTES` up to ``readahead`` bytes; any other miss fetches at least
     :data:`FIRST_READ_BYTES`. One buffer is kept (at most ``max(length, readahead)`` bytes).
+
+    The size is not asked for separately: every fetch's answer carries it, so reading a piece costs
+    only the reads of its bytes. Only ``size`` before any read (the Parquet reader's first question)
+    costs a request, which fetches the file's first :data:`FIRST_READ_BYTES` into the buffer so that
+    a small file is then read whole from memory.
     """
 
-    def __init__(self, blob_client: Any, name: str | None = None,
-                 readahead: int = READAHEAD_BYTES, size: int | None = None) -> None:
-        self._client = blob_client
-        self.name = name if name is not None else str(getattr(blob_client, "blob_name", "blob"))
+    def __init__(self, fetch: Fetch, name: str, readahead: int = READAHEAD_BYTES,
+                 size: int | None = None) -> None:
+        self._fetch = fetch
+        self.name = name
         self.readahead = max(1, readahead)
         self._size = size
         self._lock = threading.Lock()
@@ -74,13 +88,16 @@ class BlobSource:
     @property
     def size(self) -> int:
         if self._size is None:
-            self._size = int(self._client.get_blob_properties().size)
+            self.read(0, 1)
+        assert self._size is not None
         return self._size
 
     def read(self, offset: int, length: int) -> bytes:
-        end = min(self.size, offset + max(0, length))
         if offset < 0:
             raise ValueError(f"{self.name}: negative offset {offset}")
+        end = offset + max(0, length)
+        if self._size is not None:
+            end = min(end, self._size)
         if offset >= end:
             return b""
         with self._lock:
@@ -91,7 +108,9 @@ class BlobSource:
             self._window = min(self._window * 2, self.readahead) if sequential else FIRST_READ_BYTES
             keep = self._buf[offset - lo:] if sequential else b""
             fetch_from = offset + len(keep)
-            fetch_to = min(self.size, max(end, offset + self._window))
+            fetch_to = max(end, offset + self._window)
+            if self._size is not None:
+                fetch_to = min(fetch_to, self._size)
             self._buf = keep + self._download(fetch_from, fetch_to - fetch_from)
             self._buf_start = offset
             return self._buf[:end - offset]
@@ -100,11 +119,59 @@ class BlobSource:
         if length <= 0:
             return b""
         self.requests += 1
-        data: bytes = self._client.download_blob(offset=offset, length=length).readall()
+        data, self._size = self._fetch(offset, length)
         return data
 
     def __repr__(self) -> str:
         return f"BlobSource({self.name!r})"
+
+
+class PrefetchedSource:
+    """A source with some byte ranges held in memory, each fetched in one read of the source.
+
+    Parquet reads a piece's column chunks one at a time, in steps, and through
+    :class:`BlobSource`'s single buffer each chunk would be a request of its own. Fetching the span
+    of all of them first (:meth:`prefetch`) makes the piece one request; a read that is not inside
+    a prefetched range still goes to the source, so a wrong guess costs requests, never data.
+    Memory is what was prefetched, until the object is dropped.
+    """
+
+    def __init__(self, source: RangeSource) -> None:
+        self._source = source
+        self._starts: list[int] = []     # sorted, the ranges do not overlap
+        self._data: list[bytes] = []
+
+    @property
+    def name(self) -> str:
+        return self._source.name
+
+    @property
+    def size(self) -> int:
+        return self._source.size
+
+    def prefetch(self, offset: int, length: int) -> None:
+        """Hold bytes ``[offset, offset + length)`` (cut at the end of the file) in memory from now
+        on. The range must not overlap one already held."""
+        end = min(offset + length, self.size)
+        if offset < 0 or offset >= end:
+            return
+        i = bisect.bisect_right(self._starts, offset)
+        if (i and offset < self._starts[i - 1] + len(self._data[i - 1])) \
+                or (i < len(self._starts) and end > self._starts[i]):
+            raise ValueError(f"{self.name}: bytes {offset}-{end} overlap a range already held")
+        self._starts.insert(i, offset)
+        self._data.insert(i, self._source.read(offset, end - offset))
+
+    def read(self, offset: int, length: int) -> bytes:
+        i = bisect.bisect_right(self._starts, offset) - 1
+        if i >= 0:
+            start, data = self._starts[i], self._data[i]
+            if offset + length <= start + len(data) or start + len(data) >= self.size:
+                return data[offset - start:offset - start + max(0, length)]
+        return self._source.read(offset, length)
+
+    def __repr__(self) -> str:
+        return f"PrefetchedSource({self._source!r}, {len(self._starts)} ranges)"
 
 
 class SourceFile(io.RawIOBase):

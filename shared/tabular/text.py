@@ -78,16 +78,22 @@ def infer(source: RangeSource, fmt: TabularFormat) -> Schema:
 
 def read(source: RangeSource, fmt: TabularFormat, piece: Piece, schema: Schema) -> pd.DataFrame:
     where = piece.describe()
-    data = source.read(piece.start, piece.end - piece.start)
-    if len(data) != piece.end - piece.start:
+    # The header is read with every piece; right before the piece (the first one), in the same read.
+    start = piece.start
+    if fmt.kind != "jsonl" and piece.header is not None and piece.header[1] == piece.start:
+        start = piece.header[0]
+    data = source.read(start, piece.end - start)
+    if len(data) != piece.end - start:
         raise TabularDataError(f"{where}: the file has {source.size} bytes; did it change since "
                                f"it was planned?")
+    header_line, data = (data[:piece.start - start], data[piece.start - start:]) \
+        if start != piece.start else (None, data)
     if fmt.kind == "jsonl":
         table = _parse_json(data, fmt, schema, where)
     else:
         names = schema.names
         if piece.header is not None:
-            names = _header_names(source, fmt, piece.header)
+            names = _header_names(source, fmt, piece.header, header_line)
             if sorted(names) != sorted(schema.names):
                 raise TabularDataError(
                     f"{where}: the header's columns {names} differ from the input's columns "
@@ -225,9 +231,12 @@ def _utf8(data: bytes, fmt: TabularFormat, where: str) -> bytes:
         raise TabularDataError(f"{where}: not {fmt.encoding} text at byte {exc.start}") from None
 
 
-def _header_names(source: RangeSource, fmt: TabularFormat, header: tuple[int, int]) -> list[str]:
+def _header_names(source: RangeSource, fmt: TabularFormat, header: tuple[int, int],
+                  line: bytes | None = None) -> list[str]:
+    """The column names in the header record at ``header`` (``line``: its bytes, if read already)."""
     where = f"{source.name} header"
-    line = source.read(header[0], header[1] - header[0])
+    if line is None:
+        line = source.read(header[0], header[1] - header[0])
     if not line.strip(b"\r\n"):
         raise TabularDataError(f"{where}: the header line (bytes {header[0]}-{header[1]}) is empty")
     line = line if line.endswith(b"\n") else line + b"\n"   # a header that ends the file
