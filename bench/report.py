@@ -99,10 +99,10 @@ def stages_table(configs: list[dict[str, Any]]) -> str:
 def tables_section(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     rows, figures = [], {}
     for fmt in ("csv", "parquet"):
-        compute = _best(res.get("compute_tables", []), workload=fmt)
-        io = max([r for r in res.get("io_sdk", []) + res.get("io_http", []) if r.get("workload") == fmt],
-                 key=lambda r: r["items_per_s"], default=None)
-        naive = _best(res.get("naive", []), workload=fmt)
+        compute = _best(res.get("compute_tables", []), workload=f"tables-{fmt}")
+        io = max([r for r in res.get("io_sdk", []) + res.get("io_http", [])
+                  if r.get("workload") == f"tables-{fmt}"], key=lambda r: r["items_per_s"], default=None)
+        naive = _best(res.get("naive", []), workload=f"tables-{fmt}")
         ray = _best(res.get("ray", []), workload=fmt)
         ours = _best(res.get("tables", []), format=fmt)
         figures[fmt] = {"compute": compute, "ours": ours, "ray": ray}
@@ -110,7 +110,8 @@ def tables_section(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                          ("naive baseline", naive), (f"Ray Data ({ray.get('source') if ray else ''})", ray),
                          ("**ParallelRun** (best)", ours)):
             if r:
-                extra = (f"{r['processes']} x {r['nodes']}, mini_batch_size 1MB" if r is ours else r.get("notes", ""))
+                extra = (f"mini_batch_size {r['batch']}, {r['processes']} processes x {r['nodes']} node(s)"
+                         if r is ours else r.get("notes", ""))
                 rows.append([fmt, label, _rate(r), _pct(_ratio(r, compute)), extra])
     return _table(["format", "tables (1,000,000 rows)", "rows/s", "of compute limit", "notes"], rows), figures
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import signal
 import os
 import platform
 import shlex
@@ -85,12 +86,27 @@ def machine() -> str:
             f"Azurite {azurite} on Node {node} (in memory, same machine)")
 
 
+def images_job(env: e2e.Env, batch: int, processes: int, nodes: int, runs: int) -> dict[str, Any]:
+    return e2e.run_configuration(env, lambda bench: bench.image_spec(batch, processes, nodes),
+                                 len(env.images.names), nodes, runs,
+                                 check=lambda lines: {"accuracy": e2e.image_accuracy(lines)})
+
+
 def main() -> int:
+    # a SIGTERM unwinds like Ctrl-C, so Azurite and the host processes are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (the median is kept)")
+    parser.add_argument("--grid-runs", type=int, default=1,
+                        help="runs per cell of the ParallelRun grid; the best cell and the best "
+                             "mini_batch_size 5 cell are then run --runs times")
     parser.add_argument("--quick", action="store_true", help="small grid, one run, nothing written")
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--grid", choices=("axes", "full"), default="axes",
+                        help="axes: every mini_batch_size at 2 processes x 1 node, then every "
+                             "processes x nodes at the best mini_batch_size and at 5 (15 cells); "
+                             "full: every combination (30 cells, about twice as long)")
     parser.add_argument("--batches", default="1,5,10,50,200")
     parser.add_argument("--processes", default="1,2,4")
     parser.add_argument("--nodes", default="1,2")
@@ -100,7 +116,8 @@ def main() -> int:
     parser.add_argument("--no-write", action="store_true", help="do not update docs/performance.md")
     args = parser.parse_args()
     if args.quick:
-        args.runs, args.batches, args.processes, args.nodes = 1, "5,50", "2", "1"
+        args.runs, args.grid_runs, args.batches, args.processes, args.nodes = 1, 1, "5,50", "2", "1"
+        args.images, args.rows = min(args.images, 2000), min(args.rows, 100_000)
         args.no_write = True
     skip = set(filter(None, args.skip.split(",")))
     batches = [int(b) for b in args.batches.split(",")]
@@ -109,6 +126,8 @@ def main() -> int:
     runs = str(args.runs)
     started = time.monotonic()
     res: dict[str, Any] = {"machine": machine(), "command": "./dev bench " + " ".join(sys.argv[1:]),
+                           "images": args.images, "rows": args.rows, "grid_mode": args.grid,
+                           "grid_runs": args.grid_runs,
                            "date": dt.date.today().isoformat(), "runs": args.runs}
     with tempfile.TemporaryDirectory(prefix="parallelrun-bench-") as tmp:
         for env in e2e.setup_env(Path(tmp), args.images, args.rows, 8):
@@ -116,10 +135,13 @@ def main() -> int:
             console.log(f"workloads: {len(env.images.names)} images ({env.images.total_bytes:,} bytes), "
                         f"{env.tables.rows:,} rows as CSV ({env.tables.bytes['csv']:,} bytes) and "
                         f"Parquet ({env.tables.bytes['parquet']:,} bytes)")
-            common = ["--connection-string", cs, "--runs", runs]
+            common = ["--connection-string", cs, "--runs", runs, "--azurite-pid", str(env.azurite.process.pid)]
             if "limits" not in skip:
-                res["io_sdk"] = sub("limits.py", "io-sdk", *common)
-                res["io_http"] = sub("limits.py", "io-http", *common)
+                # the sweeps screen each configuration once, then run the best --runs times
+                res["io_sdk"] = sub("limits.py", "io-sdk", *common, "--sdk-concurrency", "32,128",
+                                    "--processes", "1,2")
+                res["io_http"] = sub("limits.py", "io-http", *common, "--http-connections", "16",
+                                     "--http-depths", "1,8", "--processes", "1,2")
                 res["compute_images"] = sub("limits.py", "compute-images", *common)
                 res["compute_tables"] = sub("limits.py", "compute-tables", *common)
             if "naive" not in skip:
@@ -129,32 +151,55 @@ def main() -> int:
                               for r in sub("raydata.py", w, *common)]
             if "grid" not in skip:
                 res["grid"] = []
-                for n in nodes:
-                    for p in processes:
-                        for b in batches:
-                            console.log(f"ParallelRun images: mini_batch_size {b}, "
-                                        f"process_count_per_node {p}, nodes {n}")
-                            r = e2e.run_configuration(
-                                env, lambda bench, b=b, p=p, n=n: bench.image_spec(b, p, n),
-                                len(env.images.names), n, args.runs,
-                                check=lambda lines: {"accuracy": e2e.image_accuracy(lines)})
-                            res["grid"].append({"batch": b, "processes": p, "nodes": n, **r})
-                            console.log(f"  {r['items_per_s']:.0f} images/s (runs {r['runs']} s)")
+
+                def cell(b: int, p: int, n: int) -> None:
+                    if any((c["batch"], c["processes"], c["nodes"]) == (b, p, n) for c in res["grid"]):
+                        return
+                    console.log(f"ParallelRun images: mini_batch_size {b}, "
+                                f"process_count_per_node {p}, nodes {n}")
+                    r = images_job(env, b, p, n, args.grid_runs)
+                    res["grid"].append({"batch": b, "processes": p, "nodes": n, **r})
+                    console.log(f"  {r['items_per_s']:.0f} images/s (runs {r['runs']} s)")
+
+                if args.grid == "full":
+                    for n in nodes:
+                        for p in processes:
+                            for b in batches:
+                                cell(b, p, n)
+                else:
+                    p0 = 2 if 2 in processes else processes[0]
+                    for b in batches:
+                        cell(b, p0, nodes[0])
+                    best_b = max(res["grid"], key=lambda r: r["items_per_s"])["batch"]
+                    for b in dict.fromkeys([best_b, 5] if 5 in batches else [best_b]):
+                        for n in nodes:
+                            for p in processes:
+                                cell(b, p, n)
+                if args.runs > args.grid_runs:   # the headline cells: medians of --runs runs
+                    best = max(res["grid"], key=lambda r: r["items_per_s"])
+                    five = max((r for r in res["grid"] if r["batch"] == 5),
+                               key=lambda r: r["items_per_s"], default=None)
+                    for cell in {id(c): c for c in (best, five) if c}.values():
+                        console.log(f"again, {args.runs} runs: mini_batch_size {cell['batch']}, "
+                                    f"{cell['processes']} x {cell['nodes']}")
+                        cell.update(images_job(env, cell["batch"], cell["processes"], cell["nodes"],
+                                               args.runs))
             if "tables" not in skip:
                 res["tables"] = []
                 for fmt in ("csv", "parquet"):
-                    for p, n in ((2, 1), (1, 2)):
+                    for size, p, n in (("1MB", 2, 1), ("10MB", 2, 1), ("10MB", 2, 2)):
                         r = e2e.run_configuration(
-                            env, lambda bench, fmt=fmt, p=p, n=n: bench.table_spec(fmt, "1MB", p, n),
+                            env, lambda bench, fmt=fmt, size=size, p=p, n=n: bench.table_spec(fmt, size, p, n),
                             env.tables.rows, n, args.runs)
-                        res["tables"].append({"format": fmt, "processes": p, "nodes": n, **r})
-                        console.log(f"ParallelRun {fmt}, {p}x{n}: {r['items_per_s']:,.0f} rows/s")
+                        res["tables"].append({"format": fmt, "batch": size, "processes": p, "nodes": n, **r})
+                        console.log(f"ParallelRun {fmt}, {size}, {p}x{n}: {r['items_per_s']:,.0f} rows/s")
             if "trips" not in skip:
                 res["trips"] = [e2e.count_round_trips(env, b) for b in (5, 50)]
             if "cold" not in skip:
                 res["cold"] = e2e.cold_start(env, args.runs)
     if "planner" not in skip:
-        res["planner"] = sub("planner.py", "--json", "--blobs", "10000", "100000")
+        res["planner"] = sub("planner.py", "--json", "--blobs",
+                             *(("2000",) if args.quick else ("10000", "100000")))
     res["seconds"] = time.monotonic() - started
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(res, indent=1))
