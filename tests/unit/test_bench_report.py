@@ -1,0 +1,68 @@
+"""The harness's report: targets are judged from the figures, ratios from the same run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import report  # noqa: E402
+
+
+def cell(batch: int, rate: float, processes: int = 2, nodes: int = 1) -> dict:
+    return {"batch": batch, "processes": processes, "nodes": nodes, "items_per_s": rate,
+            "rows_ok": True, "accuracy": 0.9, "host_mb": 200.0, "scoring_mb": 150.0,
+            "stages": {"per_try_ms": {"queue": 1.0, "download": 2.0, "wait": 0.0, "run": 3.0,
+                                      "write": 1.0}, "storage_calls_per_try": 4.1}}
+
+
+def results(best: float, five: float, trips: float, cold: float) -> dict:
+    return {
+        "date": "2026-11-21", "command": "./dev bench", "runs": 3, "machine": "test machine",
+        "io_http": [{"name": "io-http", "workload": "images", "items_per_s": 1000.0}],
+        "ray": [{"name": "ray-data", "workload": "images", "source": "azurite", "items_per_s": best / 2.5}],
+        "grid": [cell(5, five), cell(50, best), cell(50, best / 2, processes=1)],
+        "compute_tables": [{"workload": "tables-csv", "items_per_s": 100_000.0}],
+        "tables": [{"format": "csv", "batch": "10MB", "processes": 2, "nodes": 1,
+                    "items_per_s": 80_000.0, "host_mb": 1.0, "scoring_mb": 1.0}],
+        "trips": [{"batch": 50, "mini_batches": 200, "input_reads": 10_000, "result_writes": 201,
+                   "overhead_per_batch": trips, "idle_polling_per_batch": 0.5,
+                   "idle_polling_per_s": 4.0, "by_kind": {"queue: delete (batches)": 1.0,
+                                                          "table: read": trips - 1.0}}],
+        "cold": {"first_batch_s": cold, "runs": [cold]},
+        "planner": [{"blobs": 100_000, "seconds": 45.0, "peak_mb": 50.0}],
+    }
+
+
+def verdicts(text: str) -> dict[str, str]:
+    rows = [line.split("|") for line in text.splitlines() if line.startswith("| ")]
+    return {r[1].strip(): r[3].strip() for r in rows if len(r) > 3}
+
+
+def test_targets_are_met_or_missed_by_the_figures() -> None:
+    good = verdicts(report.render(results(best=750, five=450, trips=5.5, cold=2.0), {
+        "flex_gb_s": 1e-5, "flex_executions_per_million": 0.4, "blob_read_per_10k": 0.004,
+        "blob_write_per_10k": 0.05, "blob_list_per_10k": 0.05, "queue_per_10k": 0.0004,
+        "table_per_10k": 0.0004}, 2.0))
+    assert good["images, best mini_batch_size: >= 70% of the I/O limit"] == "met"
+    assert good["images, mini_batch_size 5: >= 40% of the I/O limit"] == "met"
+    assert good["<= 6 storage round trips per mini-batch of overhead"] == "met"
+    assert good["tables (csv): >= 70% of the compute limit"] == "met"
+    assert good["cold start (submit to first mini-batch done) < 3 s"] == "met"
+    assert good["planner: 100,000 blobs in < 60 s"] == "met"
+    bad = verdicts(report.render(results(best=650, five=350, trips=6.5, cold=3.5), {
+        k: 0.0 for k in ("flex_gb_s", "flex_executions_per_million", "blob_read_per_10k",
+                         "blob_write_per_10k", "blob_list_per_10k", "queue_per_10k",
+                         "table_per_10k")}, 2.0))
+    assert bad["images, best mini_batch_size: >= 70% of the I/O limit"] == "**missed**"
+    assert bad["images, mini_batch_size 5: >= 40% of the I/O limit"] == "**missed**"
+    assert bad["<= 6 storage round trips per mini-batch of overhead"] == "**missed**"
+    assert bad["cold start (submit to first mini-batch done) < 3 s"] == "**missed**"
+
+
+def test_the_block_between_the_markers_is_replaced(tmp_path: Path) -> None:
+    doc = tmp_path / "performance.md"
+    doc.write_text("# Performance\n\nintro\n\n<!-- a -->\nold\n<!-- b -->\n\n## After\n")
+    report.write(doc, "new figures\n", "<!-- a -->", "<!-- b -->")
+    assert doc.read_text() == "# Performance\n\nintro\n\n<!-- a -->\nnew figures\n<!-- b -->\n\n## After\n"
