@@ -1,7 +1,7 @@
 """The benchmark's data, made here (nothing is downloaded) and put in Azurite.
 
 * **images**: 10,000 PNG digits, 28x28 grayscale, made from scikit-learn's 1,797 digits (rendered
-  like the MNIST example, :mod:`examples.mnist.digits`) each shifted by -2..2 pixels in x and y,
+  like the MNIST example, :mod:`examples.mnist.digits`) each shifted by -1..1 pixel in x and y,
   named ``digits/digit_<index:05d>_label_<digit>.png`` in container ``bench-images``;
 * **tables**: 1,000,000 rows of the breast-cancer table (:mod:`examples.tabular.make_data`: id, 30
   features, label) as CSV and as Parquet, in ``parts`` files each, under ``csv/`` and ``parquet/``
