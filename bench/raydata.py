@@ -575,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", choices=("azurite", "local", "both"), default="azurite")
     parser.add_argument("--local-dir", type=Path, help="for the local copies (default: a temp folder)")
     parser.add_argument("--fs", nargs="+", choices=FILESYSTEMS, default=[FS],
-                        help=f"how Ray reads Azurite (several: one measurement each; default {FS})")
+                        help=f"how Ray reads Azurite (several: one measurement each; default {FS}); "
+                             "name the workloads before this option")
     parser.add_argument("--standalone", action="store_true",
                         help="start an Azurite, upload --images / --rows, measure the workloads")
     parser.add_argument("--images", type=int, default=2000, help="with --standalone")
