@@ -63,10 +63,13 @@ def list_page(storage: Storage, item: FileInput, token: str | None,
         return names, (str(end) if end < len(item.files) else None)
     container = storage.container(item.container)
     try:
-        pages = container.list_blobs(name_starts_with=item.prefix or None,
-                                     results_per_page=page_size).by_page(continuation_token=token)
+        # Names only: the same List Blobs call, but the SDK skips building a BlobProperties per
+        # blob (~0.2 ms of client CPU each, 5x the rest of the page's cost). Continuation tokens
+        # are the service's NextMarker either way, so cursors written by list_blobs still work.
+        pages = container.list_blob_names(name_starts_with=item.prefix or None,
+                                          results_per_page=page_size).by_page(continuation_token=token)
         page = next(pages)
-        names = [b.name for b in page if item.matches(b.name)]
+        names = [name for name in page if item.matches(name)]
     except ResourceNotFoundError:
         raise SubmitterError(f"input {item.name}: container {item.container!r} does not exist") from None
     except StopIteration:

@@ -5,16 +5,31 @@ its mini-batch rows, advances the job's cursor with a conditional write, then en
 ``window`` mini-batches of the job, plus any mini-batch whose predecessor ``index - window``
 already settled (its finisher could not enqueue it because it was not planned yet). Every other
 mini-batch is enqueued by the finisher of its predecessor (see :mod:`shared.worker`).
+
+Two overlaps keep a step short without changing what it commits:
+
+* a page's mini-batch rows are written as concurrent entity-group transactions (all of them finish
+  before the cursor moves, so workers never see a cursor ahead of its rows);
+* as soon as a step knows where the next page starts, that page is listed in the background, and
+  the next step takes it if this process runs it (``_Prefetcher``). Otherwise the next step lists
+  it itself, exactly as without listing ahead, and listing ahead stops for the job (the cursor's
+  ``ahead``). Listing is not a snapshot in Azure Storage either, so a page listed a moment earlier
+  is as right as one listed now.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any
 
-from . import decisions, tables
-from .datasets import FileInput, list_page
+from . import datasets, decisions, tables
+from .datasets import FileInput
 from .errors import SubmitterError
 from .ledger import BatchRow, Conflict, JobRow, Ledger
 from .messages import BatchMessage, FinalizeMessage, PlanMessage
@@ -23,6 +38,70 @@ from .states import JobState
 from .storage import Storage
 
 log = logging.getLogger("parallelrun.planner")
+
+TRANSACTION_ROWS = 100      # an entity-group transaction holds at most 100 operations
+WRITE_CONCURRENCY = 4       # transactions of one page in flight at once (1: one after another)
+PREFETCH = True             # list the next page while the current one is written
+
+Page = tuple[list[str], str | None]   # blob names, the next page's continuation token
+
+
+@dataclass
+class _Pending:
+    started: float
+    future: Future[Page]
+
+
+class _Prefetcher:
+    """Pages listed ahead for the next planner step, kept in this process.
+
+    At most ``max_pages`` pages (~0.5 MB each) are held, each for at most ``ttl_s``: a page whose
+    step runs in another process is simply dropped. A page that failed to list is never used (the
+    step lists again and meets the error itself)."""
+
+    def __init__(self, max_pages: int = 4, ttl_s: float = 120.0) -> None:
+        self.max_pages = max_pages
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._pages: OrderedDict[Hashable, _Pending] = OrderedDict()
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="plan-prefetch")
+
+    def start(self, key: Hashable, list_fn: Callable[[], Page]) -> None:
+        with self._lock:
+            self._expire()
+            if key in self._pages:
+                return
+            while len(self._pages) >= self.max_pages:
+                self._pages.popitem(last=False)[1].future.cancel()
+            self._pages[key] = _Pending(time.monotonic(), self._pool.submit(list_fn))
+
+    def take(self, key: Hashable) -> Page | None:
+        """The page listed ahead under ``key`` (waiting for it if still listing), or None."""
+        with self._lock:
+            self._expire()
+            pending = self._pages.pop(key, None)
+        if pending is None:
+            return None
+        try:
+            return pending.future.result()
+        except Exception as exc:  # noqa: BLE001 - the step lists again and handles the error
+            log.info("prefetched page failed, listing again: %s", exc)
+            return None
+
+    def clear(self) -> None:
+        with self._lock:
+            for pending in self._pages.values():
+                pending.future.cancel()
+            self._pages.clear()
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, p in self._pages.items() if now - p.started > self.ttl_s]:
+            self._pages.pop(key).future.cancel()
+
+
+_prefetcher = _Prefetcher()
+_writers = ThreadPoolExecutor(max_workers=WRITE_CONCURRENCY, thread_name_prefix="plan-write")
 
 
 def plan_step(storage: Storage, ledger: Ledger, msg: PlanMessage) -> None:
@@ -45,7 +124,7 @@ def plan_step(storage: Storage, ledger: Ledger, msg: PlanMessage) -> None:
         _fail_planning(storage, ledger, job, "the inputs matched no files: " + ", ".join(
             FileInput.from_spec(i, n).describe() for n, i in enumerate(job.spec["inputs"])))
         return
-    ledger.put_batches(new_rows)
+    _put_rows(ledger, new_rows)
     planned = job.planned + len(new_rows)
     try:
         job = ledger.update_job(
@@ -83,8 +162,8 @@ def _next_page(storage: Storage, job: JobRow, spec: JobSpec
     cursor = dict(job.plan_cursor) or {"input": 0, "token": None, "carry": []}
     specs = job.spec["inputs"]
     index = cursor["input"]
-    names, token = list_page(storage, FileInput.from_spec(specs[index], index), cursor["token"],
-                             storage.settings.plan_page_size)
+    names, token, ahead = _page(storage, job, specs, cursor)
+    last_page = token is None
     tabular = spec.input_type == "tabular"
     schemas = dict(job.schemas)
     new: list[list[Any]] = []
@@ -96,7 +175,6 @@ def _next_page(storage: Storage, job: JobRow, spec: JobSpec
             schemas[str(index)] = tables.schema_for(storage, specs[index], name)
         new.extend(tables.pieces(storage, specs[index], index, name,
                                  parse_mini_batch_size(spec.mini_batch_size, "tabular")))
-    last_page = token is None
     groups, carry = tables.group(cursor["carry"] + new, specs, spec.partition_keys,
                                  spec.file_batch_size if not tabular else 0, tabular, last_page)
     rows = [BatchRow(job.job_id, job.planned + k, g) for k, g in enumerate(groups)]
@@ -104,7 +182,52 @@ def _next_page(storage: Storage, job: JobRow, spec: JobSpec
     cursor = ({"input": index + 1, "token": None, "carry": []} if last_page
               else {"input": index, "token": token, "carry": carry})
     cursor["first"] = job.planned   # this step's first mini-batch, to redo its side effects
+    if ahead is not None:
+        cursor["ahead"] = ahead
     return rows, cursor, done, schemas
+
+
+def _page(storage: Storage, job: JobRow, specs: list[dict[str, Any]], cursor: dict[str, Any]
+          ) -> tuple[list[str], str | None, bool | None]:
+    """The cursor's page of blob names, the next page's token, and the cursor's new ``ahead``:
+    True if the next page is being listed ahead in this process, False once listing ahead has
+    stopped for the job, None if nothing was listed ahead.
+
+    A step that does not find its page listed ahead here ran in another process than the step
+    before it: the job's steps are spread over processes, and listing ahead stops for the job, so
+    at most one page per job is listed in vain."""
+    index, token, page_size = cursor["input"], cursor["token"], storage.settings.plan_page_size
+    item = FileInput.from_spec(specs[index], index)
+    expected = cursor.get("ahead") if PREFETCH else None
+    page = _prefetcher.take((job.job_id, index, token, page_size)) if expected else None
+    missed = expected is True and page is None
+    names, next_token = page if page is not None else datasets.list_page(storage, item, token,
+                                                                          page_size)
+    if expected is False or missed:
+        return names, next_token, False
+    nxt_index, nxt_token = (index, next_token) if next_token is not None else (index + 1, None)
+    if not PREFETCH or nxt_index >= len(specs):
+        return names, next_token, None
+    nxt_item = FileInput.from_spec(specs[nxt_index], nxt_index)
+    if nxt_item.files is not None:          # an explicit list of names: nothing to list
+        return names, next_token, None
+    _prefetcher.start((job.job_id, nxt_index, nxt_token, page_size),
+                      lambda: datasets.list_page(storage, nxt_item, nxt_token, page_size))
+    return names, next_token, True
+
+
+def _put_rows(ledger: Ledger, rows: list[BatchRow]) -> None:
+    """Upsert the page's mini-batch rows, up to ``WRITE_CONCURRENCY`` transactions at once; returns
+    when every transaction has finished, raising the first failure (the step is then redone, and
+    upserts of the same rows are harmless)."""
+    chunks = [rows[i:i + TRANSACTION_ROWS] for i in range(0, len(rows), TRANSACTION_ROWS)]
+    if len(chunks) <= 1 or WRITE_CONCURRENCY <= 1:
+        ledger.put_batches(rows)
+        return
+    futures = [_writers.submit(ledger.put_batches, chunk) for chunk in chunks]
+    wait(futures)
+    for future in futures:
+        future.result()
 
 
 def _enqueue_new(storage: Storage, ledger: Ledger, job: JobRow, new: range) -> None:
