@@ -34,7 +34,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import e2e  # noqa: E402
-import workloads  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 DOC = ROOT / "docs" / "performance.md"

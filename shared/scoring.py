@@ -87,13 +87,17 @@ def format_rows(result: Any, output_format: str = "text") -> tuple[str | bytes, 
             {"result": [str(x) for x in _as_list(result)]})
         return frame.to_parquet(index=False), len(frame), ""
     if isinstance(result, pd.DataFrame):
-        if output_format == "csv":
-            return (result.to_csv(header=False, index=False), len(result),
-                    result.head(0).to_csv(index=False))
+        if output_format in ("csv", "text"):
+            from .textrows import numeric_frame_text
+
+            sep = "," if output_format == "csv" else " "
+            header = result.head(0).to_csv(index=False) if output_format == "csv" else ""
+            fast = numeric_frame_text(result, sep)
+            rows = fast if fast is not None else result.to_csv(sep=sep, header=False, index=False)
+            return rows, len(result), header
         if output_format == "jsonl":
             text = result.to_json(orient="records", lines=True, date_format="iso")
             return (text if text.endswith("\n") or not text else text + "\n"), len(result), ""
-        return result.to_csv(sep=" ", header=False, index=False), len(result), ""
     if isinstance(result, (list, tuple)):
         if output_format == "jsonl":
             return "".join(json.dumps(x, default=str) + "\n" for x in result), len(result), ""
