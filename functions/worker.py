@@ -10,6 +10,6 @@ bp = func.Blueprint()
 
 @bp.queue_trigger(arg_name="msg", queue_name="%PARALLELRUN_BATCH_QUEUE%", connection="AzureWebJobsStorage")
 def score_batch(msg: func.QueueMessage) -> None:
-    enqueued = msg.insertion_time.timestamp() if msg.insertion_time else None
-    runtime.current().worker.handle(BatchMessage.from_json(msg.get_body()), msg.dequeue_count or 1,
-                                    enqueued)
+    batch = BatchMessage.from_json(msg.get_body())
+    enqueued = batch.ready_at or (msg.insertion_time.timestamp() if msg.insertion_time else None)
+    runtime.current().worker.handle(batch, msg.dequeue_count or 1, enqueued)

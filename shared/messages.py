@@ -40,9 +40,14 @@ class PlanMessage(_Message):
 
 @dataclass(frozen=True)
 class BatchMessage(_Message):
-    """Score mini-batch ``batch`` of the job (its items live in the ledger)."""
+    """Score mini-batch ``batch`` of the job (its items live in the ledger).
+
+    ``ready_at``: when the sender made it visible (epoch seconds), for the try's queue time. The
+    queue's own insertion time has a resolution of one second, which is most of a small
+    mini-batch's time in the queue."""
 
     batch: int
+    ready_at: float = 0.0
 
 
 @dataclass(frozen=True)

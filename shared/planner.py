@@ -239,7 +239,7 @@ def _enqueue_new(storage: Storage, ledger: Ledger, job: JobRow, new: range) -> N
                if decisions.settled(b.state)]
     queue = storage.queue(storage.settings.batch_queue)
     for i in decisions.planner_enqueues(new, job.window, settled):
-        queue.send_message(BatchMessage(job.job_id, i).to_json())
+        queue.send_message(BatchMessage(job.job_id, i, ready_at=time.time()).to_json())
 
 
 def _fail_planning(storage: Storage, ledger: Ledger, job: JobRow, reason: str) -> None:

@@ -69,7 +69,7 @@ class Settings:
 
     scratch_dir: str = dataclasses.field(
         default_factory=lambda: str(Path(tempfile.gettempdir()) / "parallelrun"))
-    window_per_slot: int = 2        # queued mini-batches per scoring slot of a job (flow control)
+    window_per_slot: int = 4        # queued mini-batches per scoring slot of a job (flow control)
     job_cache_ttl_s: float = 2.0    # how long a worker trusts its cached copy of a job row
     blocks_per_shard: int = 40_000  # output blocks staged per blob before a shard blob is used
     download_concurrency: int = 16  # parallel input downloads per mini-batch

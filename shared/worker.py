@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from . import decisions, settlement
+from . import decisions, finalizer, settlement
 from .datasets import Downloaded, download_batch
 from .decisions import Delivery
 from .jobcontext import JobContext, JobContexts
@@ -211,11 +211,12 @@ class Worker:
                             and row.deliveries == 0):
                 self._enqueue(job.job_id, nxt)
         elif job.planning_done and decisions.complete(job, self.ledger.totals(job.job_id)):
-            self._finalize(job.job_id)
+            self._finalize(job.job_id, inline=True)
 
     def _enqueue(self, job_id: str, index: int, delay_s: float = 0) -> None:
         self.storage.queue(self.storage.settings.batch_queue).send_message(
-            BatchMessage(job_id, index).to_json(), visibility_timeout=int(delay_s) or None)
+            BatchMessage(job_id, index, ready_at=time.time() + int(delay_s)).to_json(),
+            visibility_timeout=int(delay_s) or None)
 
     def _stop_after_init_failures(self, ctx: JobContext, result: Settlement) -> bool:
         with self._lock:
@@ -250,6 +251,20 @@ class Worker:
         self.jobs.forget(job.job_id)
         self._finalize(job.job_id)
 
-    def _finalize(self, job_id: str) -> None:
-        self.storage.queue(self.storage.settings.finalize_queue).send_message(
-            FinalizeMessage(job_id).to_json())
+    def _finalize(self, job_id: str, inline: bool = False) -> None:
+        """Have the job finalized by the finalizer function, or (``inline``: the job is complete)
+        right here, which saves the finalize queue's polling delay (up to ``maxPollingInterval``).
+
+        An inline finalize runs before this mini-batch's message is deleted: if this worker dies
+        meanwhile, the message comes back, finds its mini-batch settled and finalizes again
+        (``_after_settled`` with ``redo``). If finalizing fails, the finalizer function takes over
+        with its own retries. Finalizing is idempotent, so a race with another finisher is
+        harmless."""
+        msg = FinalizeMessage(job_id)
+        if inline:
+            try:
+                finalizer.finalize(self.storage, self.ledger, msg)
+                return
+            except Exception:  # noqa: BLE001 - the finalizer function retries it
+                log.exception("inline finalize failed: job=%s; queued for the finalizer", job_id)
+        self.storage.queue(self.storage.settings.finalize_queue).send_message(msg.to_json())

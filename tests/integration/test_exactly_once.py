@@ -167,3 +167,54 @@ def test_short_result_counts_the_shortfall_as_failed_items_without_retry(
     assert status["items"] == {"total": 4, "succeeded": 2, "failed": 2}
     assert status["mini_batches"]["failed_tries"] == 0
     assert output_rows(storage, status) == ["a.txt", "c.txt"]
+
+
+def settle_by_hand(settings: Settings, storage: Storage, code: str, container: str,
+                   node: runtime.Runtime) -> str:
+    """A 2-mini-batch job planned, and its mini-batches scored by ``node``'s worker by hand."""
+    put_files(storage, container, {f"q{i}.txt": b"x" for i in range(4)})
+    job = jobs.submit(storage, node.ledger, misbehave(code, container, "none"))
+    [plan] = storage.queue(settings.plan_queue).receive_messages(max_messages=1)
+    planner.plan_step(storage, node.ledger, PlanMessage.from_json(plan.content))
+    storage.queue(settings.batch_queue).clear_messages()
+    for index in (0, 1):
+        assert node.worker.handle(BatchMessage(job.job_id, index)) == "succeeded"
+    return job.job_id
+
+
+def test_the_last_finisher_finalizes_the_job_itself(settings: Settings, storage: Storage,
+                                                    code: str) -> None:
+    """No finalizer function runs here: the worker that settles the last mini-batch finalizes, and
+    leaves no finalize message behind."""
+    node = runtime.Runtime(settings, node_id="solo")
+    try:
+        job_id = settle_by_hand(settings, storage, code, "inline", node)
+        status = jobs.status(storage, node.ledger, job_id)
+        assert status["state"] == "succeeded"
+        assert output_rows(storage, status) == [f"q{i}.txt" for i in range(4)]
+        finalize_queue = storage.queue(settings.finalize_queue)
+        assert finalize_queue.get_queue_properties().approximate_message_count == 0
+    finally:
+        node.close()
+
+
+def test_a_failed_inline_finalize_is_left_to_the_finalizer_function(
+        settings: Settings, storage: Storage, code: str, monkeypatch) -> None:
+    node = runtime.Runtime(settings, node_id="solo")
+    real = finalizer.finalize
+
+    def broken(*args, **kwargs):
+        raise ConnectionError("storage went away")
+
+    try:
+        monkeypatch.setattr(finalizer, "finalize", broken)
+        job_id = settle_by_hand(settings, storage, code, "inline-fails", node)
+        assert jobs.status(storage, node.ledger, job_id)["state"] == "running"
+        [msg] = storage.queue(settings.finalize_queue).receive_messages(max_messages=1)
+        monkeypatch.setattr(finalizer, "finalize", real)
+        finalizer.finalize(storage, node.ledger, FinalizeMessage.from_json(msg.content))
+        status = jobs.status(storage, node.ledger, job_id)
+        assert status["state"] == "succeeded"
+        assert output_rows(storage, status) == [f"q{i}.txt" for i in range(4)]
+    finally:
+        node.close()

@@ -76,10 +76,10 @@ def test_the_queue_holds_at_most_one_window_of_a_job(settings: Settings, storage
     job = jobs.submit(storage, ledger, spec(code, ["window/"], mini_batch_size="1",
                                             node_count=1, process_count_per_node=2))
     plan_all(storage, ledger)
-    assert ledger.get_job(job.job_id).window == 4              # 1 node x 2 processes x 2
+    assert ledger.get_job(job.job_id).window == 8              # 1 node x 2 processes x 4
     queued = [BatchMessage.from_json(m.content).batch
               for m in storage.queue(settings.batch_queue).peek_messages(max_messages=32)]
-    assert sorted(queued) == [0, 1, 2, 3]
+    assert sorted(queued) == list(range(8))
 
 
 def test_an_input_that_matches_nothing_fails_the_job_with_a_clear_reason(
@@ -167,7 +167,7 @@ def test_a_page_that_failed_to_list_ahead_is_listed_again_by_its_step(
         return real(storage, item, token, page_size)
 
     monkeypatch.setattr(datasets, "list_page", flaky)
-    storage, ledger, job_id = paged_job(settings, code, "flaky")
+    storage, ledger, job_id = paged_job(settings, code, "flakylist")
     assert plan_all(storage, ledger) == 3
     assert failures and ledger.get_job(job_id).items_total == 20
     assert_paged_batches(ledger, job_id)

@@ -131,3 +131,35 @@ def test_the_adapters_checked_are_the_ones_the_app_registers() -> None:
                   if m.startswith("functions.")}
     assert registered == {"finalizer", "http_api", "planner", "poison", "requests", "worker"}
     assert registered <= {p.stem for p in FUNCTIONS_DIR.glob("*.py")}
+
+
+def _run_score_batch(monkeypatch: pytest.MonkeyPatch, body: str) -> tuple:
+    import datetime
+    import types
+
+    import azure.functions as func
+
+    import functions.worker as adapter
+
+    seen: list[tuple] = []
+    worker = types.SimpleNamespace(handle=lambda *args: seen.append(args))
+    monkeypatch.setattr(adapter.runtime, "current", lambda: types.SimpleNamespace(worker=worker))
+    inserted = datetime.datetime(2026, 1, 1, 12, 0, 7, tzinfo=datetime.timezone.utc)
+    msg = func.queue.QueueMessage(body=body.encode(), dequeue_count=2, insertion_time=inserted)
+    adapter.score_batch._function._func(msg)
+    [args] = seen
+    return args
+
+
+def test_a_try_s_queue_time_starts_when_its_sender_made_the_message_visible(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The queue's insertion time has one-second resolution; the sender's own clock is finer."""
+    batch, dequeue_count, enqueued = _run_score_batch(
+        monkeypatch, '{"job_id":"j1","batch":3,"ready_at":1767268807.25}')
+    assert (batch.job_id, batch.batch, dequeue_count, enqueued) == ("j1", 3, 2, 1767268807.25)
+
+
+def test_a_message_without_ready_at_falls_back_to_the_insertion_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _, _, enqueued = _run_score_batch(monkeypatch, '{"job_id":"j1","batch":3}')
+    assert enqueued == 1767268807.0
