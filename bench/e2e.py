@@ -103,7 +103,8 @@ def run_job(bench: Bench, spec: dict[str, Any], expect_rows: int, timeout_s: flo
     body = storage.container(out["container"]).download_blob(out["blob"]).readall()
     lines = body.decode().splitlines()
     first, first_started = _first_done(ledger, job.job_id, row.window)
-    return {"job_id": job.job_id, "state": st["state"], "seconds": seconds,
+    timeline = _timeline(ledger, job.job_id, started, row.ended_at)
+    return {"timeline": timeline, "job_id": job.job_id, "state": st["state"], "seconds": seconds,
             "items": st["items"]["succeeded"], "rows": len(lines), "rows_ok": len(lines) == expect_rows,
             "mini_batches": st["mini_batches"]["total"], "stages": st["stages"],
             "first_batch_s": (first - started) if first else None,
@@ -111,6 +112,23 @@ def run_job(bench: Bench, spec: dict[str, Any], expect_rows: int, timeout_s: flo
                                  "first_try_started": (first_started - started) if first_started else None,
                                  "first_try_done": (first - started) if first else None},
             "output_lines": lines}
+
+
+def _timeline(ledger: Ledger, job_id: str, submitted: float, ended: float) -> dict[str, float]:
+    """Seconds from submit: first try started, first mini-batch settled, last settled, job done;
+    and the steady rate: items settled after the first one / time from the first to the last
+    settle (what the job runs at once its scoring processes are up, fixed costs excluded)."""
+    rows = [b for b in ledger.batches(job_id) if b.ended_at]
+    if not rows:
+        return {}
+    first = min(rows, key=lambda b: b.ended_at)
+    last_end = max(b.ended_at for b in rows)
+    after_first = sum(b.ok + b.failed for b in rows if b is not first)
+    span = last_end - first.ended_at
+    return {"first_try_started": min(b.started_at for b in rows) - submitted,
+            "first_settled": first.ended_at - submitted, "last_settled": last_end - submitted,
+            "done": (ended - submitted) if ended else None,
+            "steady_items_per_s": after_first / span if span > 0 else None}
 
 
 def _first_done(ledger: Ledger, job_id: str, window: int) -> tuple[float | None, float | None]:
@@ -198,6 +216,7 @@ def run_configuration(env: Env, spec_of, expect_rows: int, nodes: int, runs: int
             "runs": [round(r["seconds"], 2) for r in results], "rows_ok": all(r["rows_ok"] for r in results),
             "state": ",".join(sorted({r["state"] for r in results})), "stages": best["stages"],
             "mini_batches": best["mini_batches"], "cpu_ms_per_batch": best["cpu_ms_per_batch"], **peaks,
+            "timeline": best["timeline"],
             **({k: best[k] for k in ("accuracy",) if k in best})}
 
 

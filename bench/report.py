@@ -113,7 +113,33 @@ def tables_section(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                 extra = (f"mini_batch_size {r['batch']}, {r['processes']} processes x {r['nodes']} node(s)"
                          if r is ours else r.get("notes", ""))
                 rows.append([fmt, label, _rate(r), _pct(_ratio(r, compute)), extra])
-    return _table(["format", "tables (1,000,000 rows)", "rows/s", "of compute limit", "notes"], rows), figures
+    text = _table(["format", "tables (1,000,000 rows)", "rows/s", "of compute limit", "notes"], rows)
+    return text + timeline_section(res.get("tables", []), figures), figures
+
+
+def timeline_section(jobs: list[dict[str, Any]], figures: dict[str, Any]) -> str:
+    """Where a table job's seconds go: its fixed costs and its rate once running."""
+    rows = []
+    for r in jobs:
+        t = r.get("timeline") or {}
+        if not t.get("last_settled"):
+            continue
+        compute = (figures.get(r["format"]) or {}).get("compute")
+        steady = t.get("steady_items_per_s")
+        rows.append([f"{r['format']}, {r['batch']}, {r['processes']} x {r['nodes']}",
+                     f"{r['seconds']:.2f}", f"{t['first_try_started']:.2f}",
+                     f"{t['first_settled'] - t['first_try_started']:.2f}",
+                     f"{t['last_settled'] - t['first_settled']:.2f}",
+                     f"{(t['done'] or r['seconds']) - t['last_settled']:.2f}",
+                     f"{steady:,.0f}" if steady else "n/a",
+                     _pct(steady / compute["items_per_s"]) if steady and compute else "n/a"])
+    if not rows:
+        return ""
+    return ("\n\nWhere a table job's seconds go (s from submit; first try = scoring processes started, "
+            "init() and the first mini-batch; steady = rows settled after the first mini-batch / "
+            "time from the first to the last settle):\n\n"
+            + _table(["job", "total s", "to first try", "first try", "first to last settle",
+                      "last settle to done", "steady rows/s", "steady, of compute limit"], rows))
 
 
 def trips_section(res: dict[str, Any]) -> str:
