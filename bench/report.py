@@ -63,7 +63,7 @@ def images_section(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         rows.append([f"**ParallelRun**, tutorial's mini_batch_size 5 ({tutorial['processes']} x "
                      f"{tutorial['nodes']})", f"**{_rate(tutorial)}**",
                      f"**{_pct(_ratio(tutorial, io_limit))}**", ""])
-    text = _table(["images (10,000 PNGs in Azurite)", "images/s", "of I/O limit", "notes"], rows)
+    text = _table([f"images ({res.get('images', 10_000):,} PNGs in Azurite)", "images/s", "of I/O limit", "notes"], rows)
     figures = {"io_limit": io_limit, "best": best, "tutorial": tutorial, "ray": ray_any,
                "ray_azurite": ray_azurite, "compute": compute_best}
     if grid:
@@ -113,7 +113,7 @@ def tables_section(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                 extra = (f"mini_batch_size {r['batch']}, {r['processes']} processes x {r['nodes']} node(s)"
                          if r is ours else r.get("notes", ""))
                 rows.append([fmt, label, _rate(r), _pct(_ratio(r, compute)), extra])
-    text = _table(["format", "tables (1,000,000 rows)", "rows/s", "of compute limit", "notes"], rows)
+    text = _table(["format", f"tables ({res.get('rows', 1_000_000):,} rows)", "rows/s", "of compute limit", "notes"], rows)
     return text + timeline_section(res.get("tables", []), figures), figures
 
 

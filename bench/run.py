@@ -21,6 +21,7 @@ import json
 import signal
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -56,7 +57,9 @@ INSTANCE_GB = 2.048                     # Flex Consumption's default instance me
 def sub(script: str, *args: str, timeout: float = 3600) -> list[dict[str, Any]]:
     """Run ``bench/<script> args`` and collect the JSON objects it prints, one per line."""
     cmd = [sys.executable, str(ROOT / "bench" / script), *args]
-    console.log(f"$ {' '.join(shlex.quote(a) for a in cmd[1:])}"[:200])
+    shown = re.sub(r"(AccountKey|SharedAccessSignature)=[^;']*", r"\1=***",
+                   " ".join(shlex.quote(a) for a in cmd[1:]))
+    console.log(f"$ {shown}"[:200])
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     found = []
     for line in done.stdout.splitlines():

@@ -18,7 +18,7 @@ asks for the blob's properties.
 
 Everything else - listing, writes, the ledger - stays on the SDK. Transient faults (408, 429, 5xx,
 a dropped connection, a stalled answer past ``storage_timeout_s``) are retried with the same
-backoff as the SDK clients (:data:`shared.storage.BACKOFF`); 404 raises
+backoff as the SDK clients (:data:`BACKOFF`); 404 raises
 :class:`~azure.core.exceptions.ResourceNotFoundError`, like the SDK.
 """
 
@@ -37,11 +37,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, TypeVar
 
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-from azure.storage.blob import ContainerSasPermissions, generate_container_sas
-
-from .storage import BACKOFF
-
 if TYPE_CHECKING:
     from .storage import Storage
 
@@ -52,6 +47,11 @@ SAS_RENEW_BEFORE = dt.timedelta(minutes=10)
 TRANSIENT = {408, 429, 500, 502, 503, 504}
 CHUNK = 1 << 20
 T = TypeVar("T")
+# Blob and queue clients' backoff (the SDK retry policies use it too): first retry after ~0.5 s
+# (the SDK's default waits 15 s), then 2.5, 4.5, 8.5, 16.5 ... s: about two minutes in all, enough
+# to ride out a storage restart.
+BACKOFF = {"initial_backoff": 0.5, "increment_base": 2, "retry_total": 8, "retry_connect": 8,
+           "retry_read": 8, "retry_status": 8, "random_jitter_range": 1}
 
 
 @dataclass
@@ -60,35 +60,17 @@ class _Sas:
     expires: dt.datetime
 
 
-class BlobReader:
-    """Reads blobs, whole or by byte range, of one storage account; thread-safe, one connection
-    per thread."""
+class _StorageSas:
+    """Read-only container SAS tokens for a :class:`Storage`'s account."""
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
-        service = storage.blob_service
-        url = urllib.parse.urlsplit(service.url)
-        self._https = url.scheme == "https"
-        self._host = url.hostname or ""
-        self._port = url.port
-        self._base = url.path.rstrip("/")         # "/devstoreaccount1" on Azurite, "" on Azure
-        self._timeout = storage.settings.storage_timeout_s
-        self._sas: dict[str, _Sas] = {}
         self._delegation_key = None
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self._version = service.api_version
+        self._delegation_key_expiry = dt.datetime.min.replace(tzinfo=dt.UTC)
 
-    # -- authorisation ---------------------------------------------------------------------
-    def _token(self, container: str, renew: bool = False) -> str:
-        now = dt.datetime.now(dt.UTC)
-        with self._lock:
-            sas = self._sas.get(container)
-            if sas is None or renew or sas.expires - now < SAS_RENEW_BEFORE:
-                sas = self._sas[container] = _Sas(self._make_sas(container, now), now + SAS_LIFETIME)
-            return sas.token
+    def __call__(self, container: str, now: dt.datetime) -> str:
+        from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
-    def _make_sas(self, container: str, now: dt.datetime) -> str:
         service = self.storage.blob_service
         credential = service.credential
         key = getattr(credential, "account_key", None)
@@ -101,9 +83,72 @@ class BlobReader:
             return urllib.parse.urlsplit(service.url).query
         if self._delegation_key is None or self._delegation_key_expiry - now < SAS_RENEW_BEFORE:
             expiry = now + dt.timedelta(hours=2)
-            self._delegation_key = service.get_user_delegation_key(now - dt.timedelta(minutes=5), expiry)
+            self._delegation_key = service.get_user_delegation_key(now - dt.timedelta(minutes=5),
+                                                                   expiry)
             self._delegation_key_expiry = expiry
         return generate_container_sas(user_delegation_key=self._delegation_key, **common)
+
+
+class BlobReader:
+    """Reads blobs, whole or by byte range, of one storage account; thread-safe, one connection
+    per thread.
+
+    :meth:`for_storage` makes and renews its own SAS tokens; :meth:`with_tokens` uses tokens made
+    elsewhere, so a scoring process reads its tables with this module and ``http.client`` alone
+    (importing the storage SDKs would cost it ~0.4 s of CPU at every start)."""
+
+    def __init__(self, url: str, api_version: str, timeout_s: float,
+                 make_token: Callable[[str, dt.datetime], str]) -> None:
+        self.url = url
+        parts = urllib.parse.urlsplit(url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port
+        self._base = parts.path.rstrip("/")       # "/devstoreaccount1" on Azurite, "" on Azure
+        self._timeout = timeout_s
+        self._make_token = make_token
+        self._sas: dict[str, _Sas] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self.api_version = api_version
+        self._cache_tokens = True
+
+    @classmethod
+    def for_storage(cls, storage: Storage) -> BlobReader:
+        service = storage.blob_service
+        return cls(service.url, service.api_version, storage.settings.storage_timeout_s,
+                   _StorageSas(storage))
+
+    @classmethod
+    def with_tokens(cls, url: str, api_version: str, timeout_s: float,
+                    tokens: dict[str, str]) -> BlobReader:
+        """A reader of the containers in ``tokens`` (container -> SAS query string), which the
+        caller may update: each request uses the token there at that moment."""
+        def token(container: str, now: dt.datetime) -> str:
+            if container not in tokens:
+                raise PermissionError(f"no read token for container {container!r}")
+            return tokens[container]
+        reader = cls(url, api_version, timeout_s, token)
+        reader._cache_tokens = False
+        return reader
+
+    def read_grant(self, containers: list[str]) -> dict[str, object]:
+        """What :meth:`with_tokens` needs to read ``containers`` for the next ``SAS_RENEW_BEFORE``
+        (a plain dict, to pass to another process)."""
+        return {"url": self.url, "api_version": self.api_version, "timeout_s": self._timeout,
+                "tokens": {c: self._token(c) for c in containers}}
+
+    # -- authorisation ---------------------------------------------------------------------
+    def _token(self, container: str, renew: bool = False) -> str:
+        now = dt.datetime.now(dt.UTC)
+        if not self._cache_tokens:
+            return self._make_token(container, now)
+        with self._lock:
+            sas = self._sas.get(container)
+            if sas is None or renew or sas.expires - now < SAS_RENEW_BEFORE:
+                sas = self._sas[container] = _Sas(self._make_token(container, now),
+                                                  now + SAS_LIFETIME)
+            return sas.token
 
     # -- transport -------------------------------------------------------------------------
     def _connection(self, fresh: bool = False) -> http.client.HTTPConnection:
@@ -149,15 +194,16 @@ class BlobReader:
         short) is retried on a fresh connection with the SDK's backoff; the GET is idempotent.
         """
         path = f"{self._base}/{container}/{urllib.parse.quote(name, safe='/')}"
-        headers = {"x-ms-version": self._version, **headers}
+        headers = {"x-ms-version": self.api_version, **headers}
         renewed = False
         attempt = 0
         while True:
             if before_attempt is not None:
                 before_attempt()
+            token = self._token(container)     # outside the try: not a connection fault
             conn = self._connection()
             try:
-                conn.request("GET", f"{path}?{self._token(container)}", headers=headers)
+                conn.request("GET", f"{path}?{token}", headers=headers)
                 response = conn.getresponse()
                 status = response.status
                 if status in ok:
@@ -168,12 +214,14 @@ class BlobReader:
                 self._connection(fresh=True)
                 status, body = 0, str(exc).encode()
             if status == 404:
+                from azure.core.exceptions import ResourceNotFoundError
                 raise ResourceNotFoundError(f"blob {container}/{name} does not exist")
             if status == 403 and not renewed:   # a SAS revoked or expired early: one new one
                 self._token(container, renew=True)
                 renewed = True
                 continue
             if status not in TRANSIENT and status != 0 or attempt >= BACKOFF["retry_total"]:
+                from azure.core.exceptions import HttpResponseError
                 raise HttpResponseError(f"GET {container}/{name}: HTTP {status or 'no answer'}: "
                                         f"{body[:300].decode(errors='replace')}")
             time.sleep(_backoff(attempt))
@@ -226,6 +274,7 @@ def _ranged_body(response: http.client.HTTPResponse, offset: int, length: int) -
     content_range = response.getheader("Content-Range") or ""
     total = content_range.rpartition("/")[2].strip()
     if not content_range.startswith("bytes ") or not total.isdigit():
+        from azure.core.exceptions import HttpResponseError
         raise HttpResponseError(f"HTTP {response.status} with an unusable Content-Range "
                                 f"{content_range!r}")
     size = int(total)

@@ -83,22 +83,34 @@ class JobContexts:
         self.root = Path(storage.settings.scratch_dir) / node_id
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, JobContext]] = {}
+        self._refreshing: set[str] = set()
 
     def get(self, job_id: str, fresh: bool = False) -> JobContext:
+        """The job's context, its row at most ``job_cache_ttl_s`` old; ``fresh``: read it now.
+
+        One thread refreshes an expired row while the process's other threads go on with the
+        cached one (a row is then at most one read old), so a refresh costs one read per process,
+        not one per concurrent invocation."""
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(job_id)
-        if hit and not fresh and now - hit[0] < self.storage.settings.job_cache_ttl_s:
-            return hit[1]
-        job = self.ledger.get_job(job_id)
-        if hit and hit[1].job.spec == job.spec:
-            ctx = JobContext(job, *[getattr(hit[1], f) for f in
-                                    ("spec", "inputs", "scoring", "pool_key", "target", "processes")])
-        else:
-            ctx = self._build(job)
-        with self._lock:
-            self._cache[job_id] = (now, ctx)
-        return ctx
+            if hit and not fresh and (now - hit[0] < self.storage.settings.job_cache_ttl_s
+                                      or job_id in self._refreshing):
+                return hit[1]
+            self._refreshing.add(job_id)
+        try:
+            job = self.ledger.get_job(job_id)
+            if hit and hit[1].job.spec == job.spec:
+                ctx = JobContext(job, *[getattr(hit[1], f) for f in (
+                    "spec", "inputs", "scoring", "pool_key", "target", "processes")])
+            else:
+                ctx = self._build(job)
+            with self._lock:
+                self._cache[job_id] = (now, ctx)
+            return ctx
+        finally:
+            with self._lock:
+                self._refreshing.discard(job_id)
 
     def _build(self, job: JobRow) -> JobContext:
         spec = parse_spec(job.spec)

@@ -23,6 +23,7 @@ from azure.storage.queue import ExponentialRetry as QueueRetry
 from azure.storage.queue import (QueueClient, QueueServiceClient, TextBase64DecodePolicy,
                                  TextBase64EncodePolicy)
 
+from .blobreader import BACKOFF
 from .settings import Settings
 
 log = logging.getLogger("parallelrun.storage")
@@ -32,10 +33,6 @@ log = logging.getLogger("parallelrun.storage")
 RETRY = {"retry_total": 8, "retry_connect": 8, "retry_read": 8, "retry_status": 8,
          "retry_backoff_factor": 0.4, "retry_backoff_max": 20, "connection_timeout": 10,
          "read_timeout": 60}
-# Blob and queue clients: first retry after ~0.5 s (the SDK's default waits 15 s), then 2.5, 4.5,
-# 8.5, 16.5 ... s: about two minutes in all, enough to ride out a storage restart.
-BACKOFF = {"initial_backoff": 0.5, "increment_base": 2, "retry_total": 8, "retry_connect": 8,
-           "retry_read": 8, "retry_status": 8, "random_jitter_range": 1}
 # Connections kept per storage endpoint: enough for every concurrent invocation and download.
 POOL_SIZE = 64
 
@@ -141,7 +138,7 @@ class Storage:
     def blob_reader(self) -> Any:
         """Whole-blob GETs without the SDK's per-request cost (:mod:`shared.blobreader`)."""
         from .blobreader import BlobReader
-        return BlobReader(self)
+        return BlobReader.for_storage(self)
 
     # -- resource clients ------------------------------------------------------------------
     def container(self, name: str) -> ContainerClient:

@@ -129,7 +129,7 @@ class Worker:
             if isinstance(proc, RunOutcome):   # init() failed: ship what it printed
                 self._ship_logs(ctx, str(Path(ctx.scoring.work_dir) / proc.process), force=True)
                 return proc, ""
-            outcome = proc.run(ctx.payload(batch.items, files.paths), context,
+            outcome = proc.run(self._payload(ctx, batch.items, files.paths), context,
                                float(ctx.spec.run_invocation_timeout))
             config = proc.config
             clock.lap("run")
@@ -151,6 +151,14 @@ class Worker:
             prefix = ctx.job.output_prefix.strip("/")
             upload_folder_changes(self.storage, folder, ctx.job.output_container,
                                   f"{prefix}/" if prefix else "", seen)
+
+    def _payload(self, ctx: JobContext, items: list, paths: list[str]) -> list[str] | dict:
+        """The scoring process's request; a table's comes with read tokens for its containers."""
+        payload = ctx.payload(items, paths)
+        if isinstance(payload, dict):
+            containers = sorted({payload["inputs"][item[0]]["container"] for item in items})
+            payload["read"] = self.storage.blob_reader.read_grant(containers)
+        return payload
 
     def _ship_logs(self, ctx: JobContext, work_dir: str, force: bool) -> None:
         if work_dir:

@@ -29,7 +29,7 @@ def inputs(storage: Storage) -> str:
 
 
 def test_reads_every_blob_exactly(storage: Storage, inputs: str) -> None:
-    reader = BlobReader(storage)
+    reader = BlobReader.for_storage(storage)
     for name, body in NAMES.items():
         buf = io.BytesIO()
         assert reader.read_into(inputs, name, buf) == len(body)
@@ -38,7 +38,7 @@ def test_reads_every_blob_exactly(storage: Storage, inputs: str) -> None:
 
 def test_a_missing_blob_raises_not_found(storage: Storage, inputs: str) -> None:
     with pytest.raises(ResourceNotFoundError, match="reader-inputs/nope.png"):
-        BlobReader(storage).read_into(inputs, "nope.png", io.BytesIO())
+        BlobReader.for_storage(storage).read_into(inputs, "nope.png", io.BytesIO())
 
 
 def test_a_sas_from_a_connection_string_is_used_as_is(storage: Storage, inputs: str) -> None:
@@ -48,7 +48,7 @@ def test_a_sas_from_a_connection_string_is_used_as_is(storage: Storage, inputs: 
     conn = f"BlobEndpoint={blob};SharedAccessSignature={token}"
     sas_storage = Storage(dataclasses.replace(storage.settings, connection_string=conn))
     buf = io.BytesIO()
-    BlobReader(sas_storage).read_into(inputs, "plain.bin", buf)
+    BlobReader.for_storage(sas_storage).read_into(inputs, "plain.bin", buf)
     assert buf.getvalue() == NAMES["plain.bin"]
 
 
@@ -59,7 +59,7 @@ def test_throttling_lost_answers_and_stalls_are_retried(storage: Storage, inputs
         conn = azurite_connection_string(proxy.port, azurite.queue_port, azurite.table_port)
         faulty = Storage(dataclasses.replace(storage.settings, connection_string=conn,
                                              storage_timeout_s=1.0))
-        reader = BlobReader(faulty)
+        reader = BlobReader.for_storage(faulty)
         for _ in range(4):
             for name, body in NAMES.items():
                 buf = io.BytesIO()

@@ -115,7 +115,7 @@ def test_a_piece_costs_a_few_ranged_reads_and_no_sdk_request(
 
     monkeypatch.setattr(storage.blob_reader, "read_range", counting)
     loader = tables.TableLoader()
-    loader._storage = storage
+    loader._reader = storage
     frames = []
     for item in items:
         calls.clear()
@@ -126,3 +126,21 @@ def test_a_piece_costs_a_few_ranged_reads_and_no_sdk_request(
     got = pd.concat(frames, ignore_index=True)
     assert got["id"].tolist() == frame["id"].tolist()
     np.testing.assert_allclose(got["f3"].to_numpy(), frame["f3"].to_numpy())
+
+
+def test_a_scoring_process_reads_with_the_worker_s_tokens_alone(storage: Storage) -> None:
+    """The worker hands read tokens over with the request; the loader needs no credentials."""
+    frame = _frame(5_000)
+    put_files(storage, "tabreads-grant", {"g/t.csv": frame.to_csv(index=False).encode()})
+    spec = {"container": "tabreads-grant", "prefix": "g/", "type": "tabular"}
+    schema = tables.schema_for(storage, spec, "g/t.csv")
+    [item] = list(tables.pieces(storage, spec, 0, "g/t.csv", 1 << 20))
+    grant = storage.blob_reader.read_grant(["tabreads-grant"])
+    assert set(grant) == {"url", "api_version", "timeout_s", "tokens"}
+    loader = tables.TableLoader()
+    got = loader.load({"items": [item], "inputs": [spec], "schemas": {"0": schema}, "read": grant})
+    assert got["id"].tolist() == frame["id"].tolist()
+    other = {**spec, "container": "tabreads-other"}
+    with pytest.raises(PermissionError, match="tabreads-other"):
+        loader.load({"items": [item], "inputs": [other], "schemas": {"0": schema},
+                     "read": {**grant, "tokens": {}}})

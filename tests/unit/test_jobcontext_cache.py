@@ -1,0 +1,39 @@
+"""The job-row cache: an expired row is read again once per process, not once per invocation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+from shared.jobcontext import JobContexts
+
+
+def test_concurrent_invocations_share_one_refresh_of_an_expired_job_row(tmp_path) -> None:
+    release, reads = threading.Event(), []
+
+    def get_job(job_id: str) -> SimpleNamespace:
+        reads.append(job_id)
+        release.wait(5)
+        return SimpleNamespace(job_id=job_id, spec={"v": 1}, state="running")
+
+    storage = SimpleNamespace(settings=SimpleNamespace(job_cache_ttl_s=2.0, scratch_dir=str(tmp_path)))
+    contexts = JobContexts(storage, SimpleNamespace(get_job=get_job), "node0")  # type: ignore[arg-type]
+    old = SimpleNamespace(job=SimpleNamespace(spec={"v": 1}, state="old"), spec=None, inputs=[],
+                          scoring=None, pool_key="k", target=None, processes=1)
+    contexts._cache["j1"] = (time.monotonic() - 60, old)        # expired
+
+    got: list = []
+    refresher = threading.Thread(target=lambda: got.append(contexts.get("j1")))
+    refresher.start()
+    while not reads:
+        time.sleep(0.01)
+    others = [contexts.get("j1") for _ in range(5)]              # while the refresh is under way
+    release.set()
+    refresher.join()
+    assert reads == ["j1"]
+    assert all(o is old for o in others)
+    assert got[0].job.state == "running" and contexts.get("j1").job.state == "running"
+    assert len(reads) == 1                                        # fresh now: no further read
+    contexts.get("j1", fresh=True)
+    assert len(reads) == 2
