@@ -210,8 +210,11 @@ def targets_section(res: dict[str, Any], img: dict[str, Any], tab: dict[str, Any
 def render(res: dict[str, Any], prices: dict[str, float], instance_gb: float) -> str:
     images, img = images_section(res)
     tables, tab = tables_section(res)
+    grid_runs = res.get("grid_runs", 1)
+    grid_note = ("" if grid_runs == res["runs"] else
+                 f"; the other cells of the ParallelRun grid: {grid_runs} run(s) each")
     parts = [f"Measured {res['date']} with `{res['command'].strip()}` (median of {res['runs']} runs "
-             f"each; the whole harness took {res.get('seconds', 0) / 60:.0f} min).\n\n"
+             f"each{grid_note}; the whole harness took {res.get('seconds', 0) / 60:.0f} min).\n\n"
              f"Machine: {res['machine']}.",
              "### Targets\n\n" + targets_section(res, img, tab),
              "### Images\n\n" + images, "### Tables\n\n" + tables]
