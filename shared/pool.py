@@ -36,7 +36,7 @@ class RunOutcome:
     """The result of one ``run()`` try."""
 
     kind: str                 # "ok" | "error" | "timeout" | "crash" | "init"
-    text: str = ""            # the rows (kind == "ok")
+    text: str | bytes = ""    # the rows (kind == "ok")
     rows: int = 0
     loaded: int = -1          # rows of a tabular mini-batch, once read (-1: not a table, or unknown)
     header: str = ""          # output_format csv: the header line of a DataFrame result
