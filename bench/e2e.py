@@ -102,22 +102,21 @@ def run_job(bench: Bench, spec: dict[str, Any], expect_rows: int, timeout_s: flo
     out = st["output"]
     body = storage.container(out["container"]).download_blob(out["blob"]).readall()
     lines = body.decode().splitlines()
-    first, first_started = _first_done(ledger, job.job_id, row.window)
     timeline = _timeline(ledger, job.job_id, started, row.ended_at)
+    first, first_started = timeline.get("first_settled"), timeline.get("first_settled_started")
     return {"timeline": timeline, "job_id": job.job_id, "state": st["state"], "seconds": seconds,
             "items": st["items"]["succeeded"], "rows": len(lines), "rows_ok": len(lines) == expect_rows,
             "mini_batches": st["mini_batches"]["total"], "stages": st["stages"],
-            "first_batch_s": (first - started) if first else None,
+            "first_batch_s": first,
             "cold_start_parts": {"planning_started": row.started_at - started,
-                                 "first_try_started": (first_started - started) if first_started else None,
-                                 "first_try_done": (first - started) if first else None},
+                                 "first_try_started": first_started, "first_try_done": first},
             "output_lines": lines}
 
 
 def _timeline(ledger: Ledger, job_id: str, submitted: float, ended: float) -> dict[str, float]:
-    """Seconds from submit: first try started, first mini-batch settled, last settled, job done;
-    and the steady rate: items settled after the first one / time from the first to the last
-    settle (what the job runs at once its scoring processes are up, fixed costs excluded)."""
+    """Seconds from submit: first try started, first mini-batch settled (and when its try started),
+    last settled, job done; and the steady rate: items settled after the first one / time from the
+    first to the last settle (the job's rate once its scoring processes are up)."""
     rows = [b for b in ledger.batches(job_id) if b.ended_at]
     if not rows:
         return {}
@@ -126,16 +125,10 @@ def _timeline(ledger: Ledger, job_id: str, submitted: float, ended: float) -> di
     after_first = sum(b.ok + b.failed for b in rows if b is not first)
     span = last_end - first.ended_at
     return {"first_try_started": min(b.started_at for b in rows) - submitted,
-            "first_settled": first.ended_at - submitted, "last_settled": last_end - submitted,
+            "first_settled": first.ended_at - submitted,
+            "first_settled_started": first.started_at - submitted, "last_settled": last_end - submitted,
             "done": (ended - submitted) if ended else None,
             "steady_items_per_s": after_first / span if span > 0 else None}
-
-
-def _first_done(ledger: Ledger, job_id: str, window: int) -> tuple[float | None, float | None]:
-    """When the first mini-batch settled (the first window holds it), and when its try started."""
-    rows = [b for i in range(window) if (b := ledger.get_batch(job_id, i)) and b.ended_at]
-    first = min(rows, key=lambda b: b.ended_at, default=None)
-    return (first.ended_at, first.started_at) if first else (None, None)
 
 
 def cluster_peaks(c: LocalCluster) -> dict[str, float]:

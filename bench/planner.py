@@ -124,20 +124,12 @@ class Meter:
         return timed  # type: ignore[return-value]
 
     def install(self) -> None:
-        """Time the planner's storage calls, wherever the planner makes them. (Older planners,
-        without concurrent writes or listing ahead, are metered too, for comparisons.)"""
+        """Time the planner's storage calls, wherever the planner makes them."""
         from azure.storage.queue import QueueClient
         datasets.list_page = self.wrap(datasets.list_page, "listing", "listing")
-        if hasattr(planner, "list_page"):
-            planner.list_page = datasets.list_page
-        prefetcher = getattr(planner, "_prefetcher", None)
-        if prefetcher is not None:
-            prefetcher.take = self.wrap(prefetcher.take, wait="listing")
-        if hasattr(planner, "_put_rows"):
-            planner._put_rows = self.wrap(planner._put_rows, wait="ledger rows")
-            Ledger.put_batches = self.wrap(Ledger.put_batches, call="ledger rows")  # type: ignore[method-assign]
-        else:
-            Ledger.put_batches = self.wrap(Ledger.put_batches, "ledger rows", "ledger rows")  # type: ignore[method-assign]
+        planner._prefetcher.take = self.wrap(planner._prefetcher.take, wait="listing")
+        planner._put_rows = self.wrap(planner._put_rows, wait="ledger rows")
+        Ledger.put_batches = self.wrap(Ledger.put_batches, call="ledger rows")  # type: ignore[method-assign]
         for name in ("get_job", "update_job", "totals"):
             setattr(Ledger, name, self.wrap(getattr(Ledger, name), "job row", "job row"))
         Ledger.batches = self.wrap(Ledger.batches, "job row", "job row", generator=True)  # type: ignore[method-assign]

@@ -98,7 +98,7 @@ class BlobReader:
     (importing the storage SDKs would cost it ~0.4 s of CPU at every start)."""
 
     def __init__(self, url: str, api_version: str, timeout_s: float,
-                 make_token: Callable[[str, dt.datetime], str]) -> None:
+                 make_token: Callable[[str, dt.datetime], str], cache_tokens: bool = True) -> None:
         self.url = url
         parts = urllib.parse.urlsplit(url)
         self._https = parts.scheme == "https"
@@ -111,7 +111,7 @@ class BlobReader:
         self._lock = threading.Lock()
         self._local = threading.local()
         self.api_version = api_version
-        self._cache_tokens = True
+        self._cache_tokens = cache_tokens   # False: make_token is a cheap lookup of given tokens
 
     @classmethod
     def for_storage(cls, storage: Storage) -> BlobReader:
@@ -128,9 +128,7 @@ class BlobReader:
             if container not in tokens:
                 raise PermissionError(f"no read token for container {container!r}")
             return tokens[container]
-        reader = cls(url, api_version, timeout_s, token)
-        reader._cache_tokens = False
-        return reader
+        return cls(url, api_version, timeout_s, token, cache_tokens=False)
 
     def read_grant(self, containers: list[str]) -> dict[str, object]:
         """What :meth:`with_tokens` needs to read ``containers`` for the next ``SAS_RENEW_BEFORE``
