@@ -29,6 +29,8 @@ log = logging.getLogger("parallelrun.pool")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 INIT_TIMEOUT_S = 600.0
+WARM_CHECK_S = 0.25   # how often the pool looks at its spares
+WARM_QUIET_S = 1.0    # spares are replaced once no process has been leased for this long
 
 
 @dataclass(frozen=True)
@@ -52,14 +54,19 @@ class RunOutcome:
 
 
 class ScoringProcess:
-    """One child running ``shared.scoring`` over a private pair of pipes."""
+    """One child running ``shared.scoring`` over a private pair of pipes.
 
-    def __init__(self, config: ScoringConfig, env: dict[str, str]) -> None:
-        self.config = config
+    Started with a config it imports the entry script and runs ``init()`` at once. Started without
+    one (a warm spare) it imports the common libraries (``shared.scoring.WARM_IMPORTS``) and waits
+    for :meth:`assign`.
+    """
+
+    def __init__(self, config: ScoringConfig | None, env: dict[str, str]) -> None:
         cmd_r, cmd_w = os.pipe()
         res_r, res_w = os.pipe()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.scoring", str(cmd_r), str(res_w)],
+            [sys.executable, "-m", "shared.scoring", str(cmd_r), str(res_w),
+             *(() if config is not None else ("--warm",))],
             pass_fds=(cmd_r, res_w), env=env, cwd=str(PROJECT_ROOT),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
@@ -67,9 +74,19 @@ class ScoringProcess:
         os.close(res_w)
         self._to_child = Connection(cmd_w, readable=False)
         self._from_child = Connection(res_r, writable=False)
-        self._to_child.send(config)
         self.pid = self.proc.pid
         self.healthy = True
+        self.config = ScoringConfig(job_id="", entry_script="", source_dir="", work_dir="")
+        if config is not None:
+            self.assign(config)
+
+    def assign(self, config: ScoringConfig) -> None:
+        """Give the process its job: it prepares the environment, imports the script, runs init()."""
+        self.config = config
+        try:
+            self._to_child.send(config)
+        except OSError:   # a spare that died while waiting: wait_ready() reports it
+            self.healthy = False
 
     def wait_ready(self, timeout_s: float = INIT_TIMEOUT_S) -> RunOutcome | None:
         """None when ``init()`` succeeded, else an outcome of kind "init"."""
@@ -165,7 +182,15 @@ class _Slot:
 
 
 class ScoringPool:
-    """Processes per job key (code snapshot, models, environment); at most ``size`` per key."""
+    """Processes per job key (code snapshot, models, environment); at most ``size`` per key.
+
+    Besides them the pool keeps ``settings.warm_processes`` spares that have already imported the
+    common libraries: a job's new process is a spare when one is ready (unless the job sets
+    environment variables, which must be in place before those imports), so a job's first try pays
+    for its script's import and ``init()`` but not for starting Python, numpy, pandas, pyarrow and
+    onnxruntime. Spares are replaced only while no process is leased, so refilling them never takes
+    CPU from a running job.
+    """
 
     def __init__(self, settings: Settings, node_id: str = "node0", max_idle_keys: int = 2) -> None:
         self.settings = settings
@@ -174,8 +199,52 @@ class ScoringPool:
         self._lock = threading.Lock()
         self._slots: dict[str, _Slot] = {}
         self._serial = 0
+        self._spares: list[ScoringProcess] = []
+        self._leased = 0
+        self._quiet_since = float("-inf")
+        self._closed = threading.Event()
+        self._warmer: threading.Thread | None = None
 
-    def _env(self, config: ScoringConfig) -> dict[str, str]:
+    def warm_up(self) -> None:
+        """Start keeping ``settings.warm_processes`` spares (idempotent; 0 turns spares off)."""
+        with self._lock:
+            if self._warmer is not None or self.settings.warm_processes <= 0 or self._closed.is_set():
+                return
+            self._warmer = threading.Thread(target=self._keep_warm, name="pool-warmer", daemon=True)
+        self._warmer.start()
+
+    def _keep_warm(self) -> None:
+        while not self._closed.wait(WARM_CHECK_S):
+            with self._lock:
+                self._spares = [p for p in self._spares if p.healthy and p.proc.poll() is None]
+                quiet = (self._leased == 0
+                         and time.monotonic() - self._quiet_since >= WARM_QUIET_S)
+                if not quiet or len(self._spares) >= self.settings.warm_processes:
+                    continue
+            spare = ScoringProcess(None, self._env())
+            with self._lock:
+                if not self._closed.is_set():
+                    self._spares.append(spare)
+                    spare = None
+            if spare is not None:   # closed meanwhile
+                spare.kill()
+
+    @property
+    def spares(self) -> int:
+        """Warm spares alive right now."""
+        with self._lock:
+            return sum(1 for p in self._spares if p.healthy and p.proc.poll() is None)
+
+    def _take_spare(self) -> ScoringProcess | None:
+        with self._lock:
+            while self._spares:
+                spare = self._spares.pop(0)
+                if spare.healthy and spare.proc.poll() is None:
+                    return spare
+                spare.kill()
+        return None
+
+    def _env(self) -> dict[str, str]:
         env = {**os.environ, **self.settings.to_env()}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         return env
@@ -190,6 +259,8 @@ class ScoringPool:
                 self._evict_idle(keep=key)
         slot.free.acquire()
         proc: ScoringProcess | None = None
+        with self._lock:
+            self._leased += 1
         try:
             with self._lock:
                 proc = slot.idle.pop() if slot.idle else None
@@ -205,6 +276,8 @@ class ScoringPool:
             with self._lock:
                 if proc is not None and proc.healthy and proc.proc.poll() is None:
                     slot.idle.append(proc)
+                self._leased -= 1
+                self._quiet_since = time.monotonic()
             slot.free.release()
 
     def _start(self, config: ScoringConfig) -> ScoringProcess:
@@ -214,9 +287,12 @@ class ScoringPool:
         work_dir = str(Path(config.work_dir) / name)
         cfg = ScoringConfig(**{**config.__dict__, "work_dir": work_dir, "process_name": name,
                                "node_id": self.node_id})
-        proc = ScoringProcess(cfg, self._env(cfg))
-        log.info("scoring process started: job=%s node=%s process=%s pid=%d",
-                 config.job_id, self.node_id, name, proc.pid)
+        spare = None if cfg.environment else self._take_spare()
+        if spare is not None:
+            spare.assign(cfg)
+        proc = spare or ScoringProcess(cfg, self._env())
+        log.info("scoring process started: job=%s node=%s process=%s pid=%d%s", config.job_id,
+                 self.node_id, name, proc.pid, " (warm spare)" if spare is not None else "")
         return proc
 
     def _evict_idle(self, keep: str) -> None:
@@ -228,8 +304,12 @@ class ScoringPool:
                 threading.Thread(target=slot.idle.pop().close, daemon=True).start()
 
     def close(self) -> None:
+        self._closed.set()
         with self._lock:
             procs = [p for s in self._slots.values() for p in s.idle]
+            spares, self._spares = self._spares, []
             self._slots.clear()
         for p in procs:
             p.close()
+        for p in spares:
+            p.kill()

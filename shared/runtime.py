@@ -47,6 +47,10 @@ class Runtime:
         from .worker import Worker
         return Worker(self.storage, self.ledger, self.pool, self.node_id)
 
+    def warm_up(self) -> None:
+        """What a host does once it is up: start keeping warm scoring processes."""
+        self.pool.warm_up()
+
     def close(self) -> None:
         if "pool" in self.__dict__:
             self.pool.close()
@@ -68,4 +72,5 @@ def current() -> Runtime:
     with _lock:
         if _current is None:
             _current = Runtime(Settings.from_env())
+            _current.warm_up()
         return _current

@@ -73,6 +73,7 @@ class Settings:
     job_cache_ttl_s: float = 2.0    # how long a worker trusts its cached copy of a job row
     blocks_per_shard: int = 40_000  # output blocks staged per blob before a shard blob is used
     download_concurrency: int = 16  # parallel input downloads per mini-batch
+    warm_processes: int = 2         # spare scoring processes kept with the libraries imported
     plan_page_size: int = 5000      # blobs listed per planner invocation
     storage_timeout_s: float = 60.0 # a storage call without an answer by then is retried
     poison_suffix: str = "-poison"
@@ -96,7 +97,8 @@ class Settings:
             values["scratch_dir"] = env["PARALLELRUN_SCRATCH_DIR"]
         for name, field in (("PARALLELRUN_WINDOW_PER_SLOT", "window_per_slot"),
                             ("PARALLELRUN_BLOCKS_PER_SHARD", "blocks_per_shard"),
-                            ("PARALLELRUN_DOWNLOAD_CONCURRENCY", "download_concurrency")):
+                            ("PARALLELRUN_DOWNLOAD_CONCURRENCY", "download_concurrency"),
+                            ("PARALLELRUN_WARM_PROCESSES", "warm_processes")):
             if env.get(name):
                 values[field] = int(env[name])
         for name, field in (("PARALLELRUN_JOB_CACHE_TTL_S", "job_cache_ttl_s"),
@@ -121,6 +123,7 @@ class Settings:
         env["PARALLELRUN_WINDOW_PER_SLOT"] = str(self.window_per_slot)
         env["PARALLELRUN_BLOCKS_PER_SHARD"] = str(self.blocks_per_shard)
         env["PARALLELRUN_DOWNLOAD_CONCURRENCY"] = str(self.download_concurrency)
+        env["PARALLELRUN_WARM_PROCESSES"] = str(self.warm_processes)
         env["PARALLELRUN_JOB_CACHE_TTL_S"] = str(self.job_cache_ttl_s)
         env["PARALLELRUN_STORAGE_TIMEOUT_S"] = str(self.storage_timeout_s)
         return env

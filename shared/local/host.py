@@ -131,6 +131,7 @@ class LocalHost:
                 listener.start()
             if self._http is not None:
                 self._http.start()
+            self._runtime.warm_up()
         except BaseException:
             self.stop()
             raise

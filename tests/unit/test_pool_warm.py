@@ -1,0 +1,103 @@
+"""Warm spare scoring processes: a job's process is a spare with the libraries already imported,
+behaves exactly like a fresh one for the script, and is replaced once the pool is quiet."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.pool import ScoringPool
+from shared.scoring import ScoringConfig
+from shared.settings import Settings
+
+SCRIPT = '''
+import os, sys
+PRELOADED = "pandas" in sys.modules          # imported by the pool before this script
+FLAG_AT_IMPORT = os.environ.get("MY_FLAG", "-")
+
+def init():
+    global MODEL_DIR
+    MODEL_DIR = os.environ["AZUREML_MODEL_DIR"]
+
+def run(mini_batch):
+    return [f"{os.getpid()}|{PRELOADED}|{FLAG_AT_IMPORT}|{MODEL_DIR}|{' '.join(sys.argv[1:])}|{x}"
+            for x in mini_batch]
+'''
+
+
+def wait_for(condition, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    path = tmp_path / "src" / "score.py"
+    path.parent.mkdir()
+    path.write_text(SCRIPT)
+    return path
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> Iterator[ScoringPool]:
+    pool = ScoringPool(Settings(scratch_dir=str(tmp_path), warm_processes=1))
+    yield pool
+    pool.close()
+
+
+def config(script: Path, tmp_path: Path, job: str, **extra) -> ScoringConfig:
+    return ScoringConfig(job_id=job, entry_script=str(script), source_dir=str(script.parent),
+                         work_dir=str(tmp_path / job), arguments=("--alpha", "1"), **extra)
+
+
+def score(pool: ScoringPool, key: str, cfg: ScoringConfig) -> list[str]:
+    with pool.lease(key, cfg, 1) as proc:
+        outcome = proc.run(["a.png"], {"minibatch_index": 0}, 30)
+    assert outcome.ok, outcome.message + outcome.traceback
+    assert isinstance(outcome.text, str)
+    return outcome.text.splitlines()[0].split("|")
+
+
+def test_a_jobs_process_is_a_warm_spare_that_runs_the_script_as_a_fresh_one(
+        pool: ScoringPool, script: Path, tmp_path: Path) -> None:
+    pool.warm_up()
+    wait_for(lambda: pool.spares == 1)
+    spare_pid = pool._spares[0].pid
+    pid, preloaded, flag, model_dir, argv, item = score(pool, "k1", config(script, tmp_path, "job1"))
+    assert int(pid) == spare_pid and preloaded == "True"
+    assert model_dir == str(tmp_path / "job1" / "process001" / "azureml-models")
+    assert (flag, argv, item) == ("-", "--alpha 1", "a.png")
+    # the pool is quiet again: the spare it gave away is replaced
+    wait_for(lambda: pool.spares == 1)
+    assert pool._spares[0].pid != spare_pid
+
+
+def test_a_job_with_its_own_environment_gets_a_fresh_process(
+        pool: ScoringPool, script: Path, tmp_path: Path) -> None:
+    pool.warm_up()
+    wait_for(lambda: pool.spares == 1)
+    cfg = config(script, tmp_path, "job2", environment={"MY_FLAG": "on"})
+    pid, preloaded, flag, *_ = score(pool, "k2", cfg)
+    assert preloaded == "False" and flag == "on"       # set before anything was imported
+    assert pool.spares == 1 and int(pid) != pool._spares[0].pid
+
+
+def test_no_spares_when_turned_off_and_none_left_after_close(script: Path, tmp_path: Path) -> None:
+    off = ScoringPool(Settings(scratch_dir=str(tmp_path), warm_processes=0))
+    off.warm_up()
+    pid, preloaded, *_ = score(off, "k3", config(script, tmp_path, "job3"))
+    assert preloaded == "False" and off.spares == 0
+    off.close()
+
+    on = ScoringPool(Settings(scratch_dir=str(tmp_path), warm_processes=2))
+    on.warm_up()
+    wait_for(lambda: on.spares == 2)
+    procs = [p.proc for p in on._spares]
+    on.close()
+    assert all(p.poll() is not None for p in procs)
