@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import snapshots, tables
+from . import models, snapshots, tables
 from .datasets import FileInput
 from .errors import SubmitterError
 from .ledger import JobRow, Ledger
@@ -22,6 +23,8 @@ from .scoring import ScoringConfig
 from .settings import Settings
 from .spec import JobSpec, parse_spec
 from .storage import Storage
+
+log = logging.getLogger("parallelrun.jobcontext")
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,8 @@ class JobContexts:
             work_dir=str(self.root / "jobs" / job.job_id / "work"),
             arguments=tuple(spec.arguments or ()), environment=dict(spec.environment_variables or {}),
             logging_level=spec.logging_level, node_id=self.node_id, model_pins=dict(job.models),
-            output_format=spec.output_format)
+            output_format=spec.output_format, model_cache=str(self.root / "models"),
+            model_paths=self._models(job))
         key_material = json.dumps([job.job_id, job.snapshot, spec.entry_script, job.models,
                                    scoring.environment, scoring.arguments, scoring.logging_level])
         return JobContext(
@@ -132,6 +136,22 @@ class JobContexts:
             inputs=[FileInput.from_spec(i, n) for n, i in enumerate(job.spec["inputs"])],
             scoring=scoring, pool_key=hashlib.sha256(key_material.encode()).hexdigest()[:16],
             target=output_target(self.storage.settings, job), processes=process_count(spec))
+
+    def _models(self, job: JobRow) -> dict[str, str]:
+        """The job's pinned model versions, downloaded once per node: name -> path in the cache.
+
+        A version that cannot be fetched is left out; ``Model.get_model_path`` then asks storage
+        itself and ``init()`` fails with that error, naming the model."""
+        cache, paths = self.root / "models", {}
+        for name, version in job.models.items():
+            try:
+                path = models.download(self.storage, models.get_version(self.storage, name, version), cache)
+            except Exception as exc:  # noqa: BLE001 - reported by the script's own lookup
+                log.warning("job=%s model %s:%s not cached on node %s: %s", job.job_id, name,
+                            version, self.node_id, exc)
+                continue
+            paths[name] = path.relative_to(cache).as_posix()
+        return paths
 
     def forget(self, job_id: str) -> None:
         with self._lock:

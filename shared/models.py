@@ -1,9 +1,11 @@
 """The model registry: ``parallelrun model register NAME PATH`` and ``Model.get_model_path``.
 
 A model version is a file or a folder uploaded to ``<system container>/models/<name>/<version>/``
-with one row in the models table (partition = name, row = zero-padded version). Scoring processes
-download a version once into ``$AZUREML_MODEL_DIR/<name>/<version>/`` and return the path of the
-file (single-file models) or of the folder, as Azure ML does.
+with one row in the models table (partition = name, row = zero-padded version). A worker downloads
+the versions a job pins once per node (``<scratch>/models/<name>/<version>/``) and links them into
+each scoring process's ``$AZUREML_MODEL_DIR/<name>/<version>/``; ``Model.get_model_path`` returns
+the path of the file (single-file models) or of the folder, as Azure ML does, downloading versions
+the job did not pin on first use.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,17 +111,28 @@ _download_lock = threading.Lock()
 
 
 def download(storage: Storage, model: ModelVersion, root: str | os.PathLike[str]) -> Path:
-    """Download ``model`` under ``root/<name>/<version>/`` once; return the file or folder path."""
+    """Download ``model`` under ``root/<name>/<version>/`` once; return the file or folder path.
+
+    The files go to a private folder first, renamed into place when complete, so processes that share
+    ``root`` (a node's model cache) never see a half-written model."""
     target = Path(root) / model.name / str(model.version)
-    done = target / ".complete"
     with _download_lock:
-        if not done.exists():
-            for rel in model.files:
-                dest = (target / rel).resolve()
-                if not dest.is_relative_to(target.resolve()):
-                    raise SubmitterError(f"model file {rel!r} escapes its folder")
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with open(dest, "wb") as fh:
-                    storage.system.download_blob(model.prefix + rel).readinto(fh)
-            done.touch()
+        if not target.is_dir():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{model.version}-", dir=target.parent))
+            try:
+                for rel in model.files:
+                    dest = (staging / rel).resolve()
+                    if not dest.is_relative_to(staging.resolve()):
+                        raise SubmitterError(f"model file {rel!r} escapes its folder")
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    with open(dest, "wb") as fh:
+                        storage.system.download_blob(model.prefix + rel).readinto(fh)
+                try:
+                    staging.rename(target)
+                except OSError:      # another process put the same version in place first
+                    if not target.is_dir():
+                        raise
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
     return target / model.files[0] if model.single_file else target

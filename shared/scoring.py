@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
 import logging
 import os
 import sys
@@ -52,6 +53,8 @@ class ScoringConfig:
     node_id: str = "node0"
     process_name: str = "process000"
     model_pins: dict[str, int] = field(default_factory=dict)
+    model_cache: str = ""             # the node's model cache (shared.models.download)
+    model_paths: dict[str, str] = field(default_factory=dict)   # pinned model -> path in the cache
     output_format: str = "text"       # text (PRS's append_row rows) | csv | jsonl
 
     @property
@@ -83,8 +86,6 @@ def format_rows(result: Any, output_format: str = "text") -> tuple[str | bytes, 
     rows without header or index. ``csv``: comma-separated rows (the header line goes once at the top
     of the output). ``jsonl``: one JSON object per DataFrame row, or one JSON value per list element.
     """
-    import json
-
     import pandas as pd  # only scoring processes need pandas loaded
 
     if output_format == "parquet":   # one part file per mini-batch; a list becomes column "result"
@@ -127,6 +128,14 @@ def _prepare(config: ScoringConfig) -> None:
         os.dup2(target, fd)
         os.close(target)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    local_models = {}
+    for name, rel in config.model_paths.items():   # the node's copies, linked, not downloaded again
+        version_dir = Path(*Path(rel).parts[:2])
+        link = Path(config.model_dir) / version_dir
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(Path(config.model_cache) / version_dir, target_is_directory=True)
+        local_models[name] = str(Path(config.model_dir) / rel)
     os.environ.update(config.environment)
     os.environ.update({
         "AZUREML_MODEL_DIR": config.model_dir,
@@ -137,6 +146,7 @@ def _prepare(config: ScoringConfig) -> None:
         "PARALLELRUN_LOG_DIR": config.log_dir,
         "PARALLELRUN_WORK_DIR": config.work_dir,
         "PARALLELRUN_MODEL_PINS": ",".join(f"{k}:{v}" for k, v in config.model_pins.items()),
+        "PARALLELRUN_MODEL_PATHS": json.dumps(local_models),
     })
     logging.basicConfig(level=config.logging_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -101,3 +101,39 @@ def test_no_spares_when_turned_off_and_none_left_after_close(script: Path, tmp_p
     procs = [p.proc for p in on._spares]
     on.close()
     assert all(p.poll() is not None for p in procs)
+
+
+MODEL_SCRIPT = '''
+import os
+from azureml.core import Model
+
+def init():
+    global PATH
+    PATH = Model.get_model_path("m")
+
+def run(mini_batch):
+    return [f"{PATH}|{os.path.realpath(PATH)}|{open(PATH).read()}" for _ in mini_batch]
+'''
+
+
+def test_pinned_models_come_from_the_nodes_copy_without_storage(tmp_path: Path) -> None:
+    """The worker downloads a pinned version once per node; each process links it into
+    $AZUREML_MODEL_DIR and Model.get_model_path returns it (no storage account is configured)."""
+    cache = tmp_path / "models"
+    (cache / "m" / "3").mkdir(parents=True)
+    (cache / "m" / "3" / "weights.txt").write_text("w3")
+    script = tmp_path / "src" / "score.py"
+    script.parent.mkdir()
+    script.write_text(MODEL_SCRIPT)
+    pool = ScoringPool(Settings(scratch_dir=str(tmp_path), warm_processes=0))
+    try:
+        seen = []
+        for job in ("j1", "j2"):
+            cfg = config(script, tmp_path, job, model_pins={"m": 3}, model_cache=str(cache),
+                         model_paths={"m": "m/3/weights.txt"})
+            seen.append(score(pool, job, cfg))
+    finally:
+        pool.close()
+    for (job, process), (path, real, content) in zip((("j1", "process001"), ("j2", "process002")), seen):
+        assert path == str(tmp_path / job / process / "azureml-models" / "m" / "3" / "weights.txt")
+        assert real == str((cache / "m" / "3" / "weights.txt").resolve()) and content == "w3"

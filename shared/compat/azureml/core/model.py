@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from typing import Any
@@ -16,6 +17,11 @@ def _pins() -> dict[str, int]:
         name, _, version = item.rpartition(":")
         pins[name] = int(version)
     return pins
+
+
+def _local_paths() -> dict[str, str]:
+    """The job's pinned versions, already on this node (shared.scoring links them in)."""
+    return json.loads(os.environ.get("PARALLELRUN_MODEL_PATHS") or "{}")
 
 
 def _get_storage() -> Any:
@@ -36,10 +42,15 @@ class Model:
         """Local path of the model: the file of a single-file model, else its folder.
 
         The version is, in order: the one given, the one the job pins in ``models``, the latest."""
+        pins = _pins()
+        chosen = version if version is not None else pins.get(model_name)
+        local = _local_paths().get(model_name)
+        if local is not None and chosen is not None and chosen == pins.get(model_name):
+            return local
+
         from shared import models
 
         storage = _get_storage()
-        chosen = version if version is not None else _pins().get(model_name)
         model = models.get_version(storage, model_name, chosen)
         root = os.environ.get("AZUREML_MODEL_DIR") or os.path.join(os.getcwd(), "azureml-models")
         return str(models.download(storage, model, root))
