@@ -8,8 +8,9 @@ Each measurement prints one JSON object per line on stdout (progress goes to std
                     protocol, SAS token made once, no per-request signing): the I/O limit
     compute-images  decode + preprocess the PNGs (held in memory) as the MNIST entry script does and
                     score them with onnxruntime on all cores, for several batch sizes
-    compute-tables  parse the CSV / Parquet bytes (in memory) with shared.tabular, in 1 MB pieces as
-                    ParallelRun reads them, and score them as the tabular entry script does
+    compute-tables  parse the CSV / Parquet bytes (in memory) with shared.tabular, in the pieces
+                    ParallelRun reads (1 MB and 10 MB mini-batches: the faster one is the limit), and
+                    score them as the tabular entry script does
     naive           one process, one file at a time with the sync SDK: list, download, decode, score
 
 Keys of every object: name, workload, items, seconds (median), items_per_s (median), runs (seconds
@@ -942,17 +943,17 @@ def plan_table(tables: TableSet, target_bytes: int) -> tuple[dict[str, Any], lis
     return schema.to_dict(), pieces
 
 
-def measure_compute_tables(tables: TableSet, runs: int, target_bytes: int | None = None,
-                           min_accuracy: float = MIN_ACCURACY) -> dict[str, Any]:
-    from shared.spec import DEFAULT_TABULAR_BATCH
+TABLE_PIECES = (1024 * 1024, 10 * 1024 * 1024)   # the harness's table grid: 1MB (PRS default), 10MB
 
-    target = target_bytes or DEFAULT_TABULAR_BATCH
-    schema, pieces = plan_table(tables, target)
+
+def measure_compute_tables(tables: TableSet, runs: int, piece_sizes: Sequence[int] = TABLE_PIECES,
+                           min_accuracy: float = MIN_ACCURACY) -> dict[str, Any]:
+    """Parse + score the table in memory, in pieces of each of ``piece_sizes`` (the mini-batch sizes
+    ParallelRun is run with), each way of using the cores; the limit is the fastest combination."""
     files = dict(zip(tables.names, tables.data))
     variants = compute_variants(os.cpu_count() or 1)
-    log(f"compute-tables {tables.fmt}: {tables.rows} rows in {len(tables.names)} files, "
-        f"{len(pieces)} pieces of <= {target} bytes")
     timings: dict[str, dict[str, list[Timed]]] = {"parse_score": {}, "score": {}, "parse": {}}
+    ways: dict[str, tuple[Parallel, int, int]] = {}   # label -> (variant, piece size, pieces)
     accuracy = 0.0
 
     def check_rows(timed: Timed) -> None:
@@ -965,37 +966,45 @@ def measure_compute_tables(tables: TableSet, runs: int, target_bytes: int | None
         if accuracy < min_accuracy:
             raise RuntimeError(f"accuracy {accuracy:.3f} < {min_accuracy}: the model did not score")
 
-    for variant in variants:
-        args = []
-        for share in split(pieces, variant.processes):
-            needed = {p["file"] for p in share}
-            args.append(({n: d for n, d in files.items() if n in needed}, share, schema,
-                         variant.threads))
-        with Workers(TableScorer, args) as pool:
-            pool.run("parse_score")                      # warm-up, untimed
-            for kind in timings:
-                timings[kind][variant.label] = _median_run(
-                    pool, kind, (), runs, check_accuracy if kind == "parse_score" else check_rows)
-            log(f"  {variant.label}: " + ", ".join(
-                f"{k} {_rate(timings[k][variant.label], tables.rows):.0f} rows/s" for k in timings))
+    for size in piece_sizes:
+        schema, pieces = plan_table(tables, size)
+        log(f"compute-tables {tables.fmt}: {tables.rows} rows in {len(tables.names)} files, "
+            f"{len(pieces)} pieces of <= {size} bytes")
+        for variant in variants:
+            label = f"{variant.label}, pieces of {size // (1024 * 1024)}MB"
+            ways[label] = (variant, size, len(pieces))
+            args = []
+            for share in split(pieces, variant.processes):
+                needed = {p["file"] for p in share}
+                args.append(({n: d for n, d in files.items() if n in needed}, share, schema,
+                             variant.threads))
+            with Workers(TableScorer, args) as pool:
+                pool.run("parse_score")                      # warm-up, untimed
+                for kind in timings:
+                    timings[kind][label] = _median_run(
+                        pool, kind, (), runs, check_accuracy if kind == "parse_score" else check_rows)
+                log(f"  {label}: " + ", ".join(
+                    f"{k} {_rate(timings[k][label], tables.rows):.0f} rows/s" for k in timings))
 
     best = _best(timings["parse_score"])
     score_best = _best(timings["score"])
     parse_best = _best(timings["parse"])
+    variant, size, n_pieces = ways[best]
     out = result("compute-tables", f"tables-{tables.fmt}", tables.rows, timings["parse_score"][best],
                  f"compute limit: {tables.fmt} bytes in memory -> shared.tabular.read_piece (as the "
                  f"scoring process reads a mini-batch; pyarrow parser, default threads) -> the entry "
                  f"script's scoring (onnxruntime, 1 intra-op thread; result DataFrame built, not "
-                 f"written) for {len(pieces)} pieces of <= {target} bytes; best of {len(variants)} "
-                 f"ways to use the cores: {best}",
-                 unit="rows", variant=best, accuracy=round(accuracy, 4), pieces=len(pieces),
-                 bytes=sum(tables.sizes), by_variant=_medians(timings["parse_score"], tables.rows),
+                 f"written) for {n_pieces} pieces of <= {size} bytes; best of {len(ways)} "
+                 f"ways ({len(variants)} uses of the cores x {len(piece_sizes)} piece sizes): {best}",
+                 unit="rows", variant=best, accuracy=round(accuracy, 4), pieces=n_pieces,
+                 piece_bytes=size, bytes=sum(tables.sizes),
+                 by_variant=_medians(timings["parse_score"], tables.rows),
                  score_only_items_per_s=_rate(timings["score"][score_best], tables.rows),
                  score_only_variant=score_best,
                  parse_only_items_per_s=_rate(timings["parse"][parse_best], tables.rows),
                  parse_only_variant=parse_best)
     out["mb_per_s"] = round(sum(tables.sizes) / out["seconds"] / 1e6, 1)
-    _add_projection(out, _variant(variants, best).cores, uses_storage=False)
+    _add_projection(out, variant.cores, uses_storage=False)
     return out
 
 
