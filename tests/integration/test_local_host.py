@@ -77,7 +77,7 @@ def test_host_json_values_are_read_case_insensitively_and_validated() -> None:
 
 def test_the_repos_host_json_parses() -> None:
     config = load_host_config(DEFAULT_HOST_JSON)
-    assert config.queues.max_polling_interval_s == 1 and config.route_prefix == "api"
+    assert config.queues.max_polling_interval_s == 0.5 and config.route_prefix == "api"
 
 
 # -- pure: routes and blob receipts ------------------------------------------------------------
