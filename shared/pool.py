@@ -290,6 +290,9 @@ class ScoringPool:
         spare = None if cfg.environment else self._take_spare()
         if spare is not None:
             spare.assign(cfg)
+            if not spare.healthy:      # it died after it was taken: not the job's failure
+                spare.kill()
+                spare = None
         proc = spare or ScoringProcess(cfg, self._env())
         log.info("scoring process started: job=%s node=%s process=%s pid=%d%s", config.job_id,
                  self.node_id, name, proc.pid, " (warm spare)" if spare is not None else "")

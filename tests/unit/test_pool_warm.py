@@ -137,3 +137,14 @@ def test_pinned_models_come_from_the_nodes_copy_without_storage(tmp_path: Path) 
     for (job, process), (path, real, content) in zip((("j1", "process001"), ("j2", "process002")), seen):
         assert path == str(tmp_path / job / process / "azureml-models" / "m" / "3" / "weights.txt")
         assert real == str((cache / "m" / "3" / "weights.txt").resolve()) and content == "w3"
+
+
+def test_a_spare_that_died_waiting_is_not_the_jobs_failure(
+        pool: ScoringPool, script: Path, tmp_path: Path) -> None:
+    pool.warm_up()
+    wait_for(lambda: pool.spares == 1)
+    dead = pool._spares[0]
+    dead.proc.kill()
+    dead.proc.wait(10)
+    pid, preloaded, *_ = score(pool, "k4", config(script, tmp_path, "job4"))
+    assert int(pid) != dead.pid and preloaded == "False"
