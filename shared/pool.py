@@ -30,7 +30,6 @@ log = logging.getLogger("parallelrun.pool")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 INIT_TIMEOUT_S = 600.0
 WARM_CHECK_S = 0.25   # how often the pool looks at its spares
-WARM_QUIET_S = 1.0    # spares are replaced once no process has been leased for this long
 
 
 @dataclass(frozen=True)
@@ -77,8 +76,18 @@ class ScoringProcess:
         self.pid = self.proc.pid
         self.healthy = True
         self.config = ScoringConfig(job_id="", entry_script="", source_dir="", work_dir="")
+        self.warm: bool | None = None      # a spare: None until it reports its imports done
         if config is not None:
             self.assign(config)
+
+    def is_warm(self) -> bool:
+        """A spare that has imported its libraries (and may run at normal priority again)."""
+        if self.warm is None and self.healthy and self.proc.poll() is None:
+            with contextlib.suppress(EOFError, OSError):
+                if self._from_child.poll(0):
+                    reply = self._from_child.recv()
+                    self.warm = reply[0] == "warm" and bool(reply[1])
+        return bool(self.warm)
 
     def assign(self, config: ScoringConfig) -> None:
         """Give the process its job: it prepares the environment, imports the script, runs init()."""
@@ -188,8 +197,10 @@ class ScoringPool:
     common libraries: a job's new process is a spare when one is ready (unless the job sets
     environment variables, which must be in place before those imports), so a job's first try pays
     for its script's import and ``init()`` but not for starting Python, numpy, pandas, pyarrow and
-    onnxruntime. Spares are replaced only while no process is leased, so refilling them never takes
-    CPU from a running job.
+    onnxruntime. A spare imports under ``SCHED_IDLE`` (it gets CPU only when nothing else wants it)
+    and is handed out only once it reports its imports done, so it is replaced at once and never
+    takes CPU from a running job. Where a spare cannot return to normal priority, spares are turned
+    off.
     """
 
     def __init__(self, settings: Settings, node_id: str = "node0", max_idle_keys: int = 2) -> None:
@@ -200,8 +211,6 @@ class ScoringPool:
         self._slots: dict[str, _Slot] = {}
         self._serial = 0
         self._spares: list[ScoringProcess] = []
-        self._leased = 0
-        self._quiet_since = float("-inf")
         self._closed = threading.Event()
         self._warmer: threading.Thread | None = None
 
@@ -217,9 +226,16 @@ class ScoringPool:
         while not self._closed.wait(WARM_CHECK_S):
             with self._lock:
                 self._spares = [p for p in self._spares if p.healthy and p.proc.poll() is None]
-                quiet = (self._leased == 0
-                         and time.monotonic() - self._quiet_since >= WARM_QUIET_S)
-                if not quiet or len(self._spares) >= self.settings.warm_processes:
+                for spare in self._spares:
+                    spare.is_warm()                # collects the reports that have come in
+                if any(spare.warm is False for spare in self._spares):
+                    log.warning("node=%s: warm scoring processes turned off: a spare could not "
+                                "return to normal priority after its imports", self.node_id)
+                    for spare in self._spares:
+                        spare.kill()
+                    self._spares = []
+                    return
+                if len(self._spares) >= self.settings.warm_processes:
                     continue
             spare = ScoringProcess(None, self._env())
             with self._lock:
@@ -231,17 +247,17 @@ class ScoringPool:
 
     @property
     def spares(self) -> int:
-        """Warm spares alive right now."""
+        """Spares alive and warm right now."""
         with self._lock:
-            return sum(1 for p in self._spares if p.healthy and p.proc.poll() is None)
+            return sum(1 for p in self._spares if p.proc.poll() is None and p.is_warm())
 
     def _take_spare(self) -> ScoringProcess | None:
+        """A warm spare, if one is ready (one still importing is left to finish)."""
         with self._lock:
-            while self._spares:
-                spare = self._spares.pop(0)
-                if spare.healthy and spare.proc.poll() is None:
+            for spare in self._spares:
+                if spare.proc.poll() is None and spare.is_warm():
+                    self._spares.remove(spare)
                     return spare
-                spare.kill()
         return None
 
     def _env(self) -> dict[str, str]:
@@ -259,8 +275,6 @@ class ScoringPool:
                 self._evict_idle(keep=key)
         slot.free.acquire()
         proc: ScoringProcess | None = None
-        with self._lock:
-            self._leased += 1
         try:
             with self._lock:
                 proc = slot.idle.pop() if slot.idle else None
@@ -276,8 +290,6 @@ class ScoringPool:
             with self._lock:
                 if proc is not None and proc.healthy and proc.proc.poll() is None:
                     slot.idle.append(proc)
-                self._leased -= 1
-                self._quiet_since = time.monotonic()
             slot.free.release()
 
     def _start(self, config: ScoringConfig) -> ScoringProcess:
@@ -290,6 +302,9 @@ class ScoringPool:
         spare = None if cfg.environment else self._take_spare()
         if spare is not None:
             spare.assign(cfg)
+            if not spare.healthy:      # it died after it was taken: not the job's failure
+                spare.kill()
+                spare = None
         proc = spare or ScoringProcess(cfg, self._env())
         log.info("scoring process started: job=%s node=%s process=%s pid=%d%s", config.job_id,
                  self.node_id, name, proc.pid, " (warm spare)" if spare is not None else "")

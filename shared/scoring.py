@@ -210,7 +210,7 @@ def _serve(conn_in: Connection, conn_out: Connection, script: ModuleType, config
 
 
 def _warm_imports() -> None:
-    """A spare's head start: import what most scripts and the table reader use, then wait."""
+    """A spare's head start: import what most scripts and the table reader use."""
     for name in WARM_IMPORTS:
         try:
             importlib.import_module(name)
@@ -218,11 +218,28 @@ def _warm_imports() -> None:
             pass
 
 
+def _warm_quietly() -> bool:
+    """:func:`_warm_imports` under ``SCHED_IDLE``, so a spare never slows a running job; True once
+    back at normal priority (False if the system does not allow that: the spare must not be used)."""
+    idle = getattr(os, "SCHED_IDLE", None)
+    try:
+        os.sched_setscheduler(0, idle, os.sched_param(0))   # type: ignore[arg-type]
+    except (AttributeError, TypeError, OSError):           # not Linux: import at normal priority
+        _warm_imports()
+        return True
+    _warm_imports()
+    try:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except OSError:
+        return False
+    return True
+
+
 def main(argv: list[str]) -> int:
     conn_in = Connection(int(argv[0]), writable=False)
     conn_out = Connection(int(argv[1]), readable=False)
     if "--warm" in argv[2:]:
-        _warm_imports()
+        conn_out.send(("warm", _warm_quietly()))
     try:
         config: ScoringConfig = conn_in.recv()
     except EOFError:   # a spare the pool let go of

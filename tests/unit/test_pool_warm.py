@@ -1,5 +1,5 @@
 """Warm spare scoring processes: a job's process is a spare with the libraries already imported,
-behaves exactly like a fresh one for the script, and is replaced once the pool is quiet."""
+behaves exactly like a fresh one for the script (at normal priority), and is replaced.
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def init():
 
 def run(mini_batch):
     return [f"{os.getpid()}|{PRELOADED}|{FLAG_AT_IMPORT}|{MODEL_DIR}|{' '.join(sys.argv[1:])}|{x}"
-            for x in mini_batch]
+            f"|{os.sched_getscheduler(0) == os.SCHED_OTHER}" for x in mini_batch]
 '''
 
 
@@ -69,11 +69,12 @@ def test_a_jobs_process_is_a_warm_spare_that_runs_the_script_as_a_fresh_one(
     pool.warm_up()
     wait_for(lambda: pool.spares == 1)
     spare_pid = pool._spares[0].pid
-    pid, preloaded, flag, model_dir, argv, item = score(pool, "k1", config(script, tmp_path, "job1"))
+    pid, preloaded, flag, model_dir, argv, item, normal = score(pool, "k1", config(script, tmp_path, "job1"))
     assert int(pid) == spare_pid and preloaded == "True"
+    assert normal == "True"       # imported at idle priority, runs the job at normal priority
     assert model_dir == str(tmp_path / "job1" / "process001" / "azureml-models")
     assert (flag, argv, item) == ("-", "--alpha 1", "a.png")
-    # the pool is quiet again: the spare it gave away is replaced
+    # the spare it gave away is replaced
     wait_for(lambda: pool.spares == 1)
     assert pool._spares[0].pid != spare_pid
 
@@ -137,3 +138,14 @@ def test_pinned_models_come_from_the_nodes_copy_without_storage(tmp_path: Path) 
     for (job, process), (path, real, content) in zip((("j1", "process001"), ("j2", "process002")), seen):
         assert path == str(tmp_path / job / process / "azureml-models" / "m" / "3" / "weights.txt")
         assert real == str((cache / "m" / "3" / "weights.txt").resolve()) and content == "w3"
+
+
+def test_a_spare_that_died_waiting_is_not_the_jobs_failure(
+        pool: ScoringPool, script: Path, tmp_path: Path) -> None:
+    pool.warm_up()
+    wait_for(lambda: pool.spares == 1)
+    dead = pool._spares[0]
+    dead.proc.kill()
+    dead.proc.wait(10)
+    pid, *_ = score(pool, "k4", config(script, tmp_path, "job4"))   # ran, in another process
+    assert int(pid) != dead.pid
