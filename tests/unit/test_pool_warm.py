@@ -1,5 +1,5 @@
 """Warm spare scoring processes: a job's process is a spare with the libraries already imported,
-behaves exactly like a fresh one for the script (at normal priority), and is replaced.
+behaves exactly like a fresh one for the script (at normal priority), and is replaced."""
 
 from __future__ import annotations
 
