@@ -84,6 +84,7 @@ class JobContexts:
         self.ledger = ledger
         self.node_id = node_id
         self.root = Path(storage.settings.scratch_dir) / node_id
+        self.model_cache = self.root / "models"    # the pinned models, once per node
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, JobContext]] = {}
         self._refreshing: set[str] = set()
@@ -127,7 +128,7 @@ class JobContexts:
             work_dir=str(self.root / "jobs" / job.job_id / "work"),
             arguments=tuple(spec.arguments or ()), environment=dict(spec.environment_variables or {}),
             logging_level=spec.logging_level, node_id=self.node_id, model_pins=dict(job.models),
-            output_format=spec.output_format, model_cache=str(self.root / "models"),
+            output_format=spec.output_format, model_cache=str(self.model_cache),
             model_paths=self._models(job))
         key_material = json.dumps([job.job_id, job.snapshot, spec.entry_script, job.models,
                                    scoring.environment, scoring.arguments, scoring.logging_level])
@@ -142,15 +143,16 @@ class JobContexts:
 
         A version that cannot be fetched is left out; ``Model.get_model_path`` then asks storage
         itself and ``init()`` fails with that error, naming the model."""
-        cache, paths = self.root / "models", {}
+        paths = {}
         for name, version in job.models.items():
             try:
-                path = models.download(self.storage, models.get_version(self.storage, name, version), cache)
+                path = models.download(self.storage, models.get_version(self.storage, name, version),
+                                       self.model_cache)
             except Exception as exc:  # noqa: BLE001 - reported by the script's own lookup
                 log.warning("job=%s model %s:%s not cached on node %s: %s", job.job_id, name,
                             version, self.node_id, exc)
                 continue
-            paths[name] = path.relative_to(cache).as_posix()
+            paths[name] = path.relative_to(self.model_cache).as_posix()
         return paths
 
     def forget(self, job_id: str) -> None:

@@ -221,17 +221,17 @@ def _warm_imports() -> None:
 def _warm_quietly() -> bool:
     """:func:`_warm_imports` under ``SCHED_IDLE``, so a spare never slows a running job; True once
     back at normal priority (False if the system does not allow that: the spare must not be used)."""
-    idle = getattr(os, "SCHED_IDLE", None)
     try:
-        os.sched_setscheduler(0, idle, os.sched_param(0))   # type: ignore[arg-type]
-    except (AttributeError, TypeError, OSError):           # not Linux: import at normal priority
-        _warm_imports()
-        return True
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        idle = True
+    except (AttributeError, OSError):       # not Linux: import at normal priority
+        idle = False
     _warm_imports()
-    try:
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-    except OSError:
-        return False
+    if idle:
+        try:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        except OSError:
+            return False
     return True
 
 

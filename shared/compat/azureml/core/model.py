@@ -44,8 +44,8 @@ class Model:
         The version is, in order: the one given, the one the job pins in ``models``, the latest."""
         pins = _pins()
         chosen = version if version is not None else pins.get(model_name)
-        local = _local_paths().get(model_name)
-        if local is not None and chosen is not None and chosen == pins.get(model_name):
+        local = _local_paths().get(model_name)     # only pinned models have one
+        if local is not None and chosen == pins[model_name]:
             return local
 
         from shared import models
