@@ -197,7 +197,7 @@ class ErrorRecord:
 
     batch: int
     attempt: int
-    kind: str            # "error" | "timeout" | "crash" | "init" | "item"
+    kind: str            # "error" | "timeout" | "crash" | "init" | "item" | "poison" | "job"
     message: str
     traceback: str = ""
     file: str = ""
@@ -362,6 +362,10 @@ class Ledger:
         for e in self.table.query_entities(query, parameters={"pk": job_id}):
             total = total + Totals(**{f.name: int(e.get(f.name, 0)) for f in fields(Totals)})
         return total
+
+    def record_error(self, job_id: str, error: ErrorRecord) -> None:
+        """An error that belongs to no try's commit (the job cannot run at all)."""
+        self.table.upsert_entity(error.to_entity(job_id), mode=UpdateMode.REPLACE)
 
     def count_batches(self, job_id: str, state: str) -> int:
         query = "PartitionKey eq @pk and RowKey ge 'b' and RowKey lt 'c' and state eq @state"

@@ -98,11 +98,12 @@ def _settle(batch: BatchRow, outcome: RunOutcome, files: Downloaded, *, run_max_
     return Settlement(row, Totals(batches_failed=1, items_failed=n, tries_failed=1), error, "failed")
 
 
-def poisoned(batch: BatchRow, deliveries: int, node: str, now: float) -> Settlement:
-    """A mini-batch whose message reached the poison queue: failed, all items failed, never lost."""
+def poisoned(batch: BatchRow, deliveries: int, node: str, now: float, cause: str = "") -> Settlement:
+    """A mini-batch whose message reached the poison queue: failed, all items failed, never lost.
+    ``cause``: what the poison handler itself met (its job's context could not be built)."""
     message = (f"the message of mini-batch {batch.index} reached the poison queue after "
                f"{deliveries} deliveries without settling: each time its worker died or failed "
-               "outside run() (see the host's logs)")
+               "outside run() (see the host's logs)" + (f"; {cause}" if cause else ""))
     n = batch.size if batch.size >= 0 else len(batch.items)
     error = ErrorRecord(batch.index, batch.tries + 1, "poison", message,
                         file=str(batch.items[0][1]) if batch.items else "", node=node, at=now)
