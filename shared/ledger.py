@@ -64,7 +64,8 @@ class JobRow:
     spec: dict[str, Any]
     state: str = JobState.QUEUED
     planned: int = 0
-    items_total: int = 0
+    items_total: int = 0             # files; for tables, the rows known at planning (Parquet)
+    text_bytes: int = 0              # tables: bytes of the text pieces planned (rows not known)
     planning_done: bool = False
     plan_step: int = 0
     plan_cursor: dict[str, Any] = field(default_factory=dict)
@@ -180,6 +181,9 @@ class Totals:
     ms_run: int = 0         # run() (for tables: reading the pieces, then run())
     ms_write: int = 0       # staging rows, uploading outputs and logs
     calls: int = 0          # storage round trips of the worker, besides downloading inputs
+    items_bounded: int = 0  # failed items counted as an upper bound (lines of unparsable pieces)
+    text_bytes_read: int = 0   # bytes of settled text pieces (tables), and their rows:
+    text_rows_read: int = 0    # what estimates the rows of the pieces not read yet
 
     STAGES = ("queue", "download", "wait", "run", "write")
 

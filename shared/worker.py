@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from . import decisions, finalizer, settlement
+from . import decisions, finalizer, settlement, tables
 from .datasets import Downloaded, download_batch
 from .decisions import Delivery
 from .jobcontext import JobContext, JobContexts, JobUnrunnable
@@ -105,10 +105,14 @@ class Worker:
         queued = (batch.started_at - enqueued_at) if enqueued_at else 0.0
         # +1: the commit below, whose own requests this try cannot count before making them
         calls = requests_sent_by_this_thread() - calls_before + 1
+        last_try = decisions.after_failed_try(batch.tries + 1, ctx.spec.run_max_try) \
+            is decisions.AfterFailure.FAIL
+        unread = (self._rows_unread(ctx.job.spec, batch) if ctx.tabular and last_try
+                  and outcome.kind not in ("ok", "init") and outcome.loaded < 0 else None)
         result = settlement.settle(batch, outcome, files, run_max_try=ctx.spec.run_max_try,
                                    block_id=block, shard=ctx.target.shard_of(batch.index),
                                    node=self.node_id, now=time.time(), tabular=ctx.tabular,
-                                   stages=replace(clock.totals(queued), calls=calls))
+                                   unread=unread, stages=replace(clock.totals(queued), calls=calls))
         return self._apply(ctx, batch, result, outcome.seconds)
 
     def record_poison(self, msg: BatchMessage, dequeue_count: int) -> str:
@@ -125,7 +129,8 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - recorded with the mini-batch, never re-raised
             log.error("poison: job=%s batch=%d: no job context: %s", msg.job_id, msg.batch, exc)
             return self._record_poison_bare(batch, deliveries, exc)
-        result = settlement.poisoned(batch, deliveries, self.node_id, time.time())
+        result = settlement.poisoned(batch, deliveries, self.node_id, time.time(),
+                                     unread=self._rows_unread(ctx.job.spec, batch))
         log.error("poisoned: job=%s batch=%d: %s", msg.job_id, msg.batch, result.error.message)
         return self._apply(ctx, batch, result, 0.0)
 
@@ -133,7 +138,9 @@ class Worker:
         """:meth:`record_poison` without a job context: fail the mini-batch with ``exc`` as the
         cause, then stop the job (unrunnable, or over a budget), finalize it, or go on."""
         cause = f"its job's context could not be built: {type(exc).__name__}: {exc}"
-        result = settlement.poisoned(batch, deliveries, self.node_id, time.time(), cause=cause)
+        job = self.ledger.get_job(batch.job_id)
+        result = settlement.poisoned(batch, deliveries, self.node_id, time.time(), cause=cause,
+                                     unread=self._rows_unread(job.spec, batch))
         if not self._commit(batch, result):
             return Delivery.DROP_DONE.value
         job = self.ledger.get_job(batch.job_id)
@@ -150,6 +157,18 @@ class Worker:
             elif job.planning_done and decisions.complete(job, self.ledger.totals(job.job_id)):
                 self._finalize(job.job_id)
         return result.verdict
+
+    def _rows_unread(self, spec: dict, batch: BatchRow) -> tuple[int, bool] | None:
+        """A table mini-batch's rows, counted from its pieces, when no try could read them
+        (None: not a table, or its rows are known)."""
+        if not spec["inputs"] or spec["inputs"][0].get("type") != "tabular" or batch.size >= 0:
+            return None
+        try:
+            return tables.rows_unread(self.storage, spec["inputs"], batch.items)
+        except Exception as exc:  # noqa: BLE001 - counted as one item per piece, said so
+            log.warning("job=%s batch=%d: rows of its pieces not counted: %s", batch.job_id,
+                        batch.index, exc)
+            return len(batch.items), False
 
     def _unrunnable(self, msg: BatchMessage, exc: JobUnrunnable) -> str:
         """The job's context cannot be built and never will be: record why (an error of kind

@@ -4,7 +4,6 @@ nothing ends in a poison queue of a poison queue."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,24 +11,12 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared import jobs, planner, snapshots
 from shared.ledger import Ledger
-from shared.local.azurite import free_port
-from shared.local.host import LocalHost, load_app
+from shared.local.host import LocalHost
 from shared.messages import BatchMessage, PlanMessage
-from shared.settings import Settings
 from shared.storage import Storage
 from shared.worker import Worker
 
 from .conftest import put_files, register_text_model
-
-
-@pytest.fixture
-def idle_host(settings: Settings, storage: Storage) -> Iterator[LocalHost]:
-    """A local host that consumes nothing until the test drains it."""
-    h = LocalHost(load_app(), settings, http_port=free_port(), lease_s=10)
-    try:
-        yield h
-    finally:
-        h.stop()
 
 
 def spec(code: str, container: str, **extra) -> dict:
