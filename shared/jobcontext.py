@@ -172,8 +172,8 @@ class JobContexts:
                 path = models.download(self.storage, models.get_version(self.storage, name, version),
                                        self.model_cache)
             except (SubmitterError, ResourceNotFoundError) as exc:
-                what = ("one of its files was deleted" if isinstance(exc, ResourceNotFoundError)
-                        else f"{type(exc).__name__}: {exc}")
+                what = (f"it is gone from storage ({getattr(exc, 'error_code', None) or 'not found'})"
+                        if isinstance(exc, ResourceNotFoundError) else f"{type(exc).__name__}: {exc}")
                 raise JobUnrunnable(f"model {name} version {version} cannot be used: {what}",
                                     job_id=job.job_id) from exc
             paths[name] = path.relative_to(self.model_cache).as_posix()

@@ -63,14 +63,17 @@ def test_a_snapshot_that_cannot_be_extracted_fails_the_job_with_the_reason(
     assert poison_poison_messages(storage) == 0
 
 
+@pytest.mark.parametrize("deleted", ["registry row and files", "files"])
 def test_a_model_deleted_after_submit_fails_the_job_naming_the_model(
-        idle_host: LocalHost, storage: Storage, code: str, tmp_path: Path) -> None:
-    put_files(storage, "model-gone", {f"{i}.txt": b"x" for i in range(3)})
+        idle_host: LocalHost, storage: Storage, code: str, tmp_path: Path, deleted: str) -> None:
+    container = "model-gone-" + deleted.split()[0]
+    put_files(storage, container, {f"{i}.txt": b"x" for i in range(3)})
     version = register_text_model(storage, tmp_path, "gone", "weights")
     ledger = Ledger(storage.ledger)
-    job = jobs.submit(storage, ledger, spec(code, "model-gone", models=["gone"]))
+    job = jobs.submit(storage, ledger, spec(code, container, models=["gone"]))
     assert job.models == {"gone": version}
-    storage.table(storage.settings.models_table).delete_entity("gone", f"{version:06d}")
+    if deleted != "files":
+        storage.table(storage.settings.models_table).delete_entity("gone", f"{version:06d}")
     for blob in storage.system.list_blobs(name_starts_with=f"models/gone/{version}/"):
         storage.system.delete_blob(blob.name)
     idle_host.drain(timeout_s=60)
