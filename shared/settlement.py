@@ -150,7 +150,7 @@ def bound_note(n: int) -> str:
 
 
 def poisoned(batch: BatchRow, deliveries: int, node: str, now: float, cause: str = "",
-             unread: tuple[int, bool] | None = None) -> Settlement:
+             tabular: bool = False, unread: tuple[int, bool] | None = None) -> Settlement:
     """A mini-batch whose message reached the poison queue: failed, all items failed, never lost.
     ``cause``: what the poison handler itself met (its job's context could not be built);
     ``unread``: a table's rows counted from its pieces (see :func:`settle`)."""
@@ -165,6 +165,6 @@ def poisoned(batch: BatchRow, deliveries: int, node: str, now: float, cause: str
                         file=str(batch.items[0][1]) if batch.items else "", node=node, at=now)
     row = replace(batch, state=BatchState.FAILED, ok=0, failed=n, size=n, error=message, ended_at=now)
     delta = Totals(batches_failed=1, items_failed=n, items_bounded=0 if exact else n)
-    if unread is not None:     # a table
+    if tabular:
         delta = delta + _text_read(batch, n)
     return Settlement(row, delta, error, "failed")

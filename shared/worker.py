@@ -39,6 +39,11 @@ log = logging.getLogger("parallelrun.worker")
 INIT_RESTARTS_PER_PROCESS = 3   # PRS: init() may fail 3 x process_count_per_node times per node
 
 
+def _is_table(spec: dict) -> bool:
+    """A job spec (as stored in its row) with tabular inputs."""
+    return bool(spec.get("inputs")) and spec["inputs"][0].get("type") == "tabular"
+
+
 class _Clock:
     """Times the stages of one try (milliseconds per stage, for the job's counters)."""
 
@@ -130,7 +135,7 @@ class Worker:
             log.error("poison: job=%s batch=%d: no job context: %s", msg.job_id, msg.batch, exc)
             return self._record_poison_bare(batch, deliveries, exc)
         result = settlement.poisoned(batch, deliveries, self.node_id, time.time(),
-                                     unread=self._rows_unread(ctx.job.spec, batch))
+                                     tabular=ctx.tabular, unread=self._rows_unread(ctx.job.spec, batch))
         log.error("poisoned: job=%s batch=%d: %s", msg.job_id, msg.batch, result.error.message)
         return self._apply(ctx, batch, result, 0.0)
 
@@ -140,6 +145,7 @@ class Worker:
         cause = f"its job's context could not be built: {type(exc).__name__}: {exc}"
         job = self.ledger.get_job(batch.job_id)
         result = settlement.poisoned(batch, deliveries, self.node_id, time.time(), cause=cause,
+                                     tabular=_is_table(job.spec),
                                      unread=self._rows_unread(job.spec, batch))
         if not self._commit(batch, result):
             return Delivery.DROP_DONE.value
@@ -161,7 +167,7 @@ class Worker:
     def _rows_unread(self, spec: dict, batch: BatchRow) -> tuple[int, bool] | None:
         """A table mini-batch's rows, counted from its pieces, when no try could read them
         (None: not a table, or its rows are known)."""
-        if not spec["inputs"] or spec["inputs"][0].get("type") != "tabular" or batch.size >= 0:
+        if not _is_table(spec) or batch.size >= 0:
             return None
         try:
             return tables.rows_unread(self.storage, spec["inputs"], batch.items)

@@ -54,9 +54,14 @@ def test_a_failed_try_of_an_unread_table_leaves_its_size_unknown() -> None:
 
 def test_a_poisoned_table_counts_the_rows_of_its_pieces() -> None:
     batch = BatchRow("j", 0, [[0, "t.csv", TEXT_PIECE]])
-    result = settlement.poisoned(batch, 5, "n", 1.0, unread=(50, False))
+    result = settlement.poisoned(batch, 5, "n", 1.0, tabular=True, unread=(50, False))
     assert result.delta.items_failed == result.delta.items_bounded == 50
     assert "upper bound" in result.error.message
+    assert (result.delta.text_bytes_read, result.delta.text_rows_read) == (1000, 50)
+    known = settlement.poisoned(BatchRow("j", 0, [[0, "t.csv", TEXT_PIECE]], size=40), 5, "n", 1.0,
+                                tabular=True)
+    assert known.delta.items_failed == known.delta.text_rows_read == 40
+    assert known.delta.items_bounded == 0 and "upper bound" not in known.error.message
 
 
 def test_success_with_failed_items_is_said_loudly() -> None:
