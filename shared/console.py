@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
                            TimeElapsedColumn)
 from rich.table import Table
+from rich.text import Text
 
 from .states import JobState
 
@@ -48,12 +49,16 @@ def watch(fetch: Callable[[], dict[str, Any]], interval_s: float = 0.5,
 def status_table(st: dict[str, Any]) -> Table:
     table = Table(title=f"job {st['job_id']}", show_header=False, title_justify="left")
     mb, items = st["mini_batches"], st["items"]
-    table.add_row("state", st["state"] + (f" — {st['reason']}" if st.get("reason") else ""))
+    table.add_row("state", _state_line(st))
     table.add_row("mini-batches", f"{mb['total']} planned{'' if mb['planning_done'] else ' so far'}: "
                   f"{mb['queued']} queued, {mb['running']} running, {mb['succeeded']} succeeded, "
                   f"{mb['failed']} failed ({mb['failed_tries']} failed tries)")
-    table.add_row("items", f"{items['total']} total: {items['succeeded']} succeeded, "
-                  f"{items['failed']} failed")
+    counted = st.get("items_counted") or {}
+    estimated = counted.get("total_estimated")
+    table.add_row("items", f"{'~' if estimated else ''}{items['total']} total"
+                  f"{' (estimate)' if estimated else ''}: {items['succeeded']} succeeded, "
+                  f"{items['failed']} failed" + (f" ({counted['failed_bounded']} an upper bound)"
+                                                 if counted.get("failed_bounded") else ""))
     table.add_row("rows", str(st["rows"]))
     table.add_row("elapsed", f"{st['timings']['elapsed_s']:.1f} s "
                   f"({st['throughput']['items_per_s']:.1f} items/s)")
@@ -63,6 +68,19 @@ def status_table(st: dict[str, Any]) -> Table:
         table.add_row(f"error x{err['count']}", f"[{err['kind']}] {err['message']} "
                       f"(e.g. mini-batch {ex['mini_batch']}, file {ex['file']})")
     return table
+
+
+def _state_line(st: dict[str, Any]) -> Text:
+    """The state and its reason; a job that succeeded although items failed, in bold colour
+    (red when no item succeeded): "succeeded with 0 of 300 items" must not pass unseen."""
+    line = Text(st["state"])
+    if st.get("reason"):
+        items = st["items"]
+        style = ("" if st["state"] != "succeeded" or not items["failed"]
+                 else "bold red" if not items["succeeded"] else "bold yellow")
+        line.append(" — ")
+        line.append(str(st["reason"]), style=style)
+    return line
 
 
 def rows_table(rows: list[str], title: str) -> Table:

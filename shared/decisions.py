@@ -84,6 +84,22 @@ def budget_exceeded(spec: Mapping[str, Any], totals: Totals, planned: int,
     return None
 
 
+def items_total(job: JobRow, totals: Totals) -> tuple[int, bool]:
+    """The job's items and whether that is an estimate.
+
+    Files: those planned so far. Tables: the rows of Parquet pieces (from their metadata, at
+    planning), plus the rows of the text pieces read so far, plus, for the text bytes not read yet,
+    an estimate at the rows per byte of those read (nothing until one has been read). Exact once
+    planning is done and every text piece has been read (not counting the lines of pieces that
+    could not be parsed, an upper bound)."""
+    known = job.items_total + totals.text_rows_read
+    unread = max(0, job.text_bytes - totals.text_bytes_read)
+    if not unread:
+        return known, bool(totals.items_bounded) or (bool(job.text_bytes) and not job.planning_done)
+    guess = round(unread * totals.text_rows_read / totals.text_bytes_read) if totals.text_bytes_read else 0
+    return known + guess, True
+
+
 def complete(job: JobRow, totals: Totals) -> bool:
     """Every planned mini-batch has settled and nothing more will be planned."""
     return job.planning_done and totals.batches_done >= job.planned
@@ -98,7 +114,23 @@ def final_state(job: JobRow, totals: Totals) -> tuple[JobState, str]:
     reason = budget_exceeded(job.spec, totals, job.planned, True)
     if reason:
         return JobState.FAILED, reason
-    return JobState.SUCCEEDED, ""
+    return JobState.SUCCEEDED, success_note(job.spec, totals)
+
+
+def success_note(spec: Mapping[str, Any], totals: Totals) -> str:
+    """What a job that succeeded although items failed says, loudly ("" if none failed).
+
+    ``error_threshold: -1`` (PRS's default, kept) lets any number of failed items pass, so a job
+    whose every item failed still succeeds: its reason then says "succeeded with 0 of N items"."""
+    if not totals.items_failed:
+        return ""
+    total = totals.items_succeeded + totals.items_failed
+    threshold = spec.get("error_threshold", -1)
+    why = ("error_threshold -1 lets any number of failed items pass; set error_threshold to fail "
+           "the job instead" if threshold is None or threshold < 0
+           else f"within error_threshold {threshold}")
+    return (f"succeeded with {totals.items_succeeded} of {total} items: "
+            f"{totals.items_failed} failed ({why})")
 
 
 def settled(state: str) -> bool:

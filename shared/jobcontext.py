@@ -10,9 +10,13 @@ import logging
 import os
 import threading
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
 
 from . import models, snapshots, tables
 from .datasets import FileInput
@@ -25,6 +29,16 @@ from .spec import JobSpec, parse_spec
 from .storage import Storage
 
 log = logging.getLogger("parallelrun.jobcontext")
+
+# what extracting a snapshot raises when its blob is gone or is not a sound zip: retrying cannot help
+_BROKEN_ZIP = (SubmitterError, zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)
+
+
+class JobUnrunnable(SubmitterError):
+    """The job's context cannot be built, and retrying will not help: its code snapshot is missing
+    or cannot be extracted, its entry script is not in it, or a pinned model version is gone. The
+    worker stops the job with this reason instead of failing every delivery. Transient storage
+    errors are not this: they raise as they are, and the host retries."""
 
 
 @dataclass(frozen=True)
@@ -117,12 +131,19 @@ class JobContexts:
                 self._refreshing.discard(job_id)
 
     def _build(self, job: JobRow) -> JobContext:
-        spec = parse_spec(job.spec)
-        source = snapshots.extract(self.storage, job.snapshot, self.root / "snapshots")
+        try:
+            spec = parse_spec(job.spec)
+        except SubmitterError as exc:
+            raise JobUnrunnable(f"the job's spec no longer parses: {exc}", job_id=job.job_id) from exc
+        try:
+            source = snapshots.extract(self.storage, job.snapshot, self.root / "snapshots")
+        except _BROKEN_ZIP as exc:
+            raise JobUnrunnable(f"code snapshot {job.snapshot} cannot be used: "
+                                f"{type(exc).__name__}: {exc}", job_id=job.job_id) from exc
         entry = (source / spec.entry_script).resolve()
         if not entry.is_relative_to(source.resolve()) or not entry.is_file():
-            raise SubmitterError(f"entry_script {spec.entry_script} is not in the code snapshot",
-                                 job_id=job.job_id)
+            raise JobUnrunnable(f"entry_script {spec.entry_script} is not in code snapshot "
+                                f"{job.snapshot}", job_id=job.job_id)
         scoring = ScoringConfig(
             job_id=job.job_id, entry_script=str(entry), source_dir=str(source),
             work_dir=str(self.root / "jobs" / job.job_id / "work"),
@@ -141,17 +162,20 @@ class JobContexts:
     def _models(self, job: JobRow) -> dict[str, str]:
         """The job's pinned model versions, downloaded once per node: name -> path in the cache.
 
-        A version that cannot be fetched is left out; ``Model.get_model_path`` then asks storage
-        itself and ``init()`` fails with that error, naming the model."""
+        A version that no longer exists (its registry row or one of its files deleted, or refused
+        by the download's own checks) makes the job unrunnable: :class:`JobUnrunnable` naming the
+        model. Any other error (storage unavailable) raises as it is, and the delivery is retried;
+        scoring processes never fetch a pinned model themselves."""
         paths = {}
         for name, version in job.models.items():
             try:
                 path = models.download(self.storage, models.get_version(self.storage, name, version),
                                        self.model_cache)
-            except Exception as exc:  # noqa: BLE001 - reported by the script's own lookup
-                log.warning("job=%s model %s:%s not cached on node %s: %s", job.job_id, name,
-                            version, self.node_id, exc)
-                continue
+            except (SubmitterError, ResourceNotFoundError) as exc:
+                what = (f"it is gone from storage ({getattr(exc, 'error_code', None) or 'not found'})"
+                        if isinstance(exc, ResourceNotFoundError) else f"{type(exc).__name__}: {exc}")
+                raise JobUnrunnable(f"model {name} version {version} cannot be used: {what}",
+                                    job_id=job.job_id) from exc
             paths[name] = path.relative_to(self.model_cache).as_posix()
         return paths
 

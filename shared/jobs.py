@@ -121,8 +121,9 @@ def status(storage: Storage, ledger: Ledger, job_id: str, error_limit: int = 10)
                          "queued": max(0, job.planned - settled - running), "running": running,
                          "succeeded": totals.batches_succeeded, "failed": totals.batches_failed,
                          "failed_tries": totals.tries_failed},
-        "items": {"total": job.items_total, "succeeded": totals.items_succeeded,
-                  "failed": totals.items_failed},
+        "items": {"total": decisions.items_total(job, totals)[0],
+                  "succeeded": totals.items_succeeded, "failed": totals.items_failed},
+        "items_counted": _items_counted(job, totals),
         "rows": totals.rows,
         "timings": {"created_at": job.created_at, "started_at": job.started_at,
                     "ended_at": job.ended_at, "elapsed_s": round(elapsed, 3)},
@@ -138,6 +139,21 @@ def status(storage: Storage, ledger: Ledger, job_id: str, error_limit: int = 10)
                    for i, g in enumerate(errors[:error_limit])],
         "spec": job.spec,
     }
+
+
+def _items_counted(job: JobRow, totals: Totals) -> dict[str, Any]:
+    """How ``items`` was counted: ``total_estimated`` while a table's text pieces are not all read;
+    ``failed_bounded``: failed items counted as the lines of pieces that could not be parsed (an
+    upper bound on their rows), included in ``items.failed``; ``notes`` says both in words."""
+    estimated = decisions.items_total(job, totals)[1]
+    notes = []
+    if estimated:
+        notes.append("items.total is an estimate: the rows of text pieces not read yet are "
+                     "estimated from the rows per byte of those read")
+    if totals.items_bounded:
+        notes.append(f"{totals.items_bounded} of the failed items are an upper bound: the lines "
+                     "of pieces that could not be parsed")
+    return {"total_estimated": estimated, "failed_bounded": totals.items_bounded, "notes": notes}
 
 
 def _stages(totals: Totals) -> dict[str, Any]:

@@ -64,7 +64,8 @@ class JobRow:
     spec: dict[str, Any]
     state: str = JobState.QUEUED
     planned: int = 0
-    items_total: int = 0
+    items_total: int = 0             # files; for tables, the rows known at planning (Parquet)
+    text_bytes: int = 0              # tables: bytes of the text pieces planned (rows not known)
     planning_done: bool = False
     plan_step: int = 0
     plan_cursor: dict[str, Any] = field(default_factory=dict)
@@ -180,6 +181,9 @@ class Totals:
     ms_run: int = 0         # run() (for tables: reading the pieces, then run())
     ms_write: int = 0       # staging rows, uploading outputs and logs
     calls: int = 0          # storage round trips of the worker, besides downloading inputs
+    items_bounded: int = 0  # failed items counted as an upper bound (lines of unparsable pieces)
+    text_bytes_read: int = 0   # bytes of settled text pieces (tables), and their rows:
+    text_rows_read: int = 0    # what estimates the rows of the pieces not read yet
 
     STAGES = ("queue", "download", "wait", "run", "write")
 
@@ -197,7 +201,7 @@ class ErrorRecord:
 
     batch: int
     attempt: int
-    kind: str            # "error" | "timeout" | "crash" | "init" | "item"
+    kind: str            # "error" | "timeout" | "crash" | "init" | "item" | "poison" | "job"
     message: str
     traceback: str = ""
     file: str = ""
@@ -362,6 +366,10 @@ class Ledger:
         for e in self.table.query_entities(query, parameters={"pk": job_id}):
             total = total + Totals(**{f.name: int(e.get(f.name, 0)) for f in fields(Totals)})
         return total
+
+    def record_error(self, job_id: str, error: ErrorRecord) -> None:
+        """An error that belongs to no try's commit (the job cannot run at all)."""
+        self.table.upsert_entity(error.to_entity(job_id), mode=UpdateMode.REPLACE)
 
     def count_batches(self, job_id: str, state: str) -> int:
         query = "PartitionKey eq @pk and RowKey ge 'b' and RowKey lt 'c' and state eq @state"

@@ -126,12 +126,16 @@ def plan_step(storage: Storage, ledger: Ledger, msg: PlanMessage) -> None:
         return
     _put_rows(ledger, new_rows)
     planned = job.planned + len(new_rows)
+    # items: files; for tables the rows of Parquet pieces (metadata) and the bytes of text pieces,
+    # whose rows are known once read (estimated meanwhile: shared.decisions.items_total)
+    rows, text_bytes = (tables.planned_counts(it for r in new_rows for it in r.items)
+                        if spec.input_type == "tabular" else
+                        (sum(len(r.items) for r in new_rows), 0))
     try:
         job = ledger.update_job(
             job, planned=planned, plan_cursor=cursor, plan_step=job.plan_step + 1,
-            planning_done=done, schemas=schemas,
-            items_total=job.items_total + (0 if spec.input_type == "tabular"   # rows: known when read
-                                           else sum(len(r.items) for r in new_rows)),
+            planning_done=done, schemas=schemas, items_total=job.items_total + rows,
+            text_bytes=job.text_bytes + text_bytes,
             state=JobState.RUNNING, started_at=job.started_at or time.time())
     except Conflict:
         job = ledger.get_job(msg.job_id)

@@ -50,6 +50,16 @@ def _error(batch: BatchRow, attempt: int, outcome: RunOutcome, files: Downloaded
                        process=outcome.process, at=now)
 
 
+def lines_written(outcome: RunOutcome) -> int:
+    """The output lines a successful try wrote: what the ``rows`` counter counts, so that it equals
+    the lines of the output file even when a ``str(x)`` holds newlines (a Parquet part: its rows).
+    Items are counted apart, as PRS does: ``min(len(result), len(mini_batch))``."""
+    text = outcome.text
+    if isinstance(text, str):
+        return text.count("\n") + (1 if text and not text.endswith("\n") else 0)
+    return outcome.rows
+
+
 def missing_note(files: Downloaded) -> str:
     if not files.missing:
         return ""
@@ -58,26 +68,58 @@ def missing_note(files: Downloaded) -> str:
 
 def settle(batch: BatchRow, outcome: RunOutcome, files: Downloaded, *, run_max_try: int,
            block_id: str, shard: int, node: str, now: float, tabular: bool = False,
-           stages: Totals = Totals()) -> Settlement:
-    """The settlement of one try; ``stages`` (its timings) is added to the counters."""
+           unread: tuple[int, bool] | None = None, stages: Totals = Totals()) -> Settlement:
+    """The settlement of one try; ``stages`` (its timings) is added to the counters.
+
+    ``unread``: for a table whose rows this try could not read, the rows of its pieces and whether
+    that is exact (:func:`shared.tables.rows_unread`); the failed items then count those rows
+    (an upper bound, said so in the error, unless exact)."""
     result = _settle(batch, outcome, files, run_max_try=run_max_try, block_id=block_id, shard=shard,
-                     node=node, now=now, tabular=tabular)
+                     node=node, now=now, tabular=tabular, unread=unread)
+    if tabular and result.settled:
+        result = replace(result, delta=result.delta + _text_read(batch, result.row.size))
     return replace(result, delta=result.delta + stages)
 
 
+def _text_read(batch: BatchRow, rows: int) -> Totals:
+    """A settled table mini-batch's text pieces: their bytes and rows, for the job's estimate of
+    the rows it has not read yet."""
+    from .tables import planned_counts
+
+    parquet_rows, text_bytes = planned_counts(batch.items)
+    if not text_bytes:
+        return Totals()
+    return Totals(text_bytes_read=text_bytes, text_rows_read=max(0, rows - parquet_rows))
+
+
+def table_rows(batch: BatchRow, outcome: RunOutcome, unread: tuple[int, bool] | None
+               ) -> tuple[int, bool]:
+    """A table mini-batch's rows and whether the count is exact: read by this try, known from an
+    earlier one, or counted from its pieces (``unread``); else 0, unknown."""
+    if outcome.loaded >= 0:
+        return outcome.loaded, True
+    if batch.size >= 0:
+        return batch.size, True
+    if unread is not None:
+        return unread
+    return 0, True
+
+
 def _settle(batch: BatchRow, outcome: RunOutcome, files: Downloaded, *, run_max_try: int,
-            block_id: str, shard: int, node: str, now: float, tabular: bool) -> Settlement:
-    # items: files, or a table's rows (known once a try has read them; unknown counts as 0)
-    n = (outcome.loaded if outcome.loaded >= 0 else max(batch.size, 0)) if tabular else len(batch.items)
+            block_id: str, shard: int, node: str, now: float, tabular: bool,
+            unread: tuple[int, bool] | None) -> Settlement:
+    # items: files, or a table's rows (read by a try, or counted from its pieces)
+    n, exact = table_rows(batch, outcome, unread) if tabular else (len(batch.items), True)
     present = n if tabular else len(files.paths)
     common = {"ended_at": now, "pid": outcome.pid, "node": node, "size": n}
     if outcome.ok:
         ok = min(outcome.rows, present)
-        row = replace(batch, state=BatchState.SUCCEEDED, ok=ok, failed=n - ok, rows=outcome.rows,
+        lines = lines_written(outcome)
+        row = replace(batch, state=BatchState.SUCCEEDED, ok=ok, failed=n - ok, rows=lines,
                       block_id=block_id, shard=shard, header=outcome.header,
                       error=missing_note(files), **common)
         delta = Totals(batches_succeeded=1, items_succeeded=ok, items_failed=n - ok,
-                       rows=outcome.rows if block_id else 0)
+                       rows=lines if block_id else 0)
         error = None
         if files.missing:
             error = ErrorRecord(batch.index, batch.tries + 1, "item", missing_note(files),
@@ -91,20 +133,38 @@ def _settle(batch: BatchRow, outcome: RunOutcome, files: Downloaded, *, run_max_
     tries = batch.tries + 1
     error = _error(batch, tries, outcome, files, node, now)
     if decisions.after_failed_try(tries, run_max_try) is AfterFailure.RETRY:
-        row = replace(batch, state=BatchState.PENDING, tries=tries, error=error.message, **common)
+        row = replace(batch, state=BatchState.PENDING, tries=tries, error=error.message,
+                      **{**common, "size": n if not tabular or outcome.loaded >= 0 else batch.size})
         return Settlement(row, Totals(tries_failed=1), error, "retry")
+    if not exact:
+        error = replace(error, message=f"{error.message} [{bound_note(n)}]")
     row = replace(batch, state=BatchState.FAILED, tries=tries, ok=0, failed=n, error=error.message,
                   **common)
-    return Settlement(row, Totals(batches_failed=1, items_failed=n, tries_failed=1), error, "failed")
+    return Settlement(row, Totals(batches_failed=1, items_failed=n, tries_failed=1,
+                                  items_bounded=0 if exact else n), error, "failed")
 
 
-def poisoned(batch: BatchRow, deliveries: int, node: str, now: float) -> Settlement:
-    """A mini-batch whose message reached the poison queue: failed, all items failed, never lost."""
+def bound_note(n: int) -> str:
+    return (f"its pieces could not be read: its {n} failed items are the lines of its pieces, "
+            "an upper bound on its rows")
+
+
+def poisoned(batch: BatchRow, deliveries: int, node: str, now: float, cause: str = "",
+             tabular: bool = False, unread: tuple[int, bool] | None = None) -> Settlement:
+    """A mini-batch whose message reached the poison queue: failed, all items failed, never lost.
+    ``cause``: what the poison handler itself met (its job's context could not be built);
+    ``unread``: a table's rows counted from its pieces (see :func:`settle`)."""
     message = (f"the message of mini-batch {batch.index} reached the poison queue after "
                f"{deliveries} deliveries without settling: each time its worker died or failed "
-               "outside run() (see the host's logs)")
-    n = batch.size if batch.size >= 0 else len(batch.items)
+               "outside run() (see the host's logs)" + (f"; {cause}" if cause else ""))
+    n, exact = ((batch.size, True) if batch.size >= 0 else unread if unread is not None
+                else (len(batch.items), True))
+    if not exact:
+        message = f"{message} [{bound_note(n)}]"
     error = ErrorRecord(batch.index, batch.tries + 1, "poison", message,
                         file=str(batch.items[0][1]) if batch.items else "", node=node, at=now)
-    row = replace(batch, state=BatchState.FAILED, ok=0, failed=n, error=message, ended_at=now)
-    return Settlement(row, Totals(batches_failed=1, items_failed=n), error, "failed")
+    row = replace(batch, state=BatchState.FAILED, ok=0, failed=n, size=n, error=message, ended_at=now)
+    delta = Totals(batches_failed=1, items_failed=n, items_bounded=0 if exact else n)
+    if tabular:
+        delta = delta + _text_read(batch, n)
+    return Settlement(row, delta, error, "failed")

@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from .decisions import items_total
 from .ledger import BatchRow, ErrorRecord, JobRow, Totals
 from .states import JobState
 
@@ -45,11 +46,12 @@ def job_result_text(job: JobRow, totals: Totals, state: JobState, reason: str, u
     partial = state is not JobState.SUCCEEDED or totals.batches_succeeded < job.planned
     lines = [
         f"Job {job.job_id} ({job.spec.get('name', '')}): {state.value}",
-        f"  reason: {reason}" if reason else "",
+        (f"  WARNING: {reason}" if state is JobState.SUCCEEDED else f"  reason: {reason}")
+        if reason else "",
         f"  mini-batches: {job.planned} planned, {totals.batches_succeeded} succeeded, "
         f"{totals.batches_failed} failed, {max(0, job.planned - totals.batches_done)} not run "
         f"({totals.tries_failed} failed tries)",
-        f"  items: {job.items_total} total, {totals.items_succeeded} succeeded, {totals.items_failed} failed",
+        _items_line(job, totals),
         f"  output: {totals.rows} rows" + (f" in {url}" if url else "") + (" (partial)" if partial and url else ""),
         f"  started {_when(job.started_at)}, finished {_when(job.ended_at or dt.datetime.now(dt.UTC).timestamp())}",
     ]
@@ -67,6 +69,16 @@ def job_result_text(job: JobRow, totals: Totals, state: JobState, reason: str, u
                   "  logs/user/error/<node>/<process>.txt   tracebacks of failed tries",
                   "  logs/user/stdout|stderr|entry_script_log/<node>/<process>.txt   what the script printed and logged"]
     return "\n".join(line for line in lines if line is not None) + "\n"
+
+
+def _items_line(job: JobRow, totals: Totals) -> str:
+    total, estimated = items_total(job, totals)
+    line = (f"  items: {'~' if estimated else ''}{total} total{' (estimated)' if estimated else ''}, "
+            f"{totals.items_succeeded} succeeded, {totals.items_failed} failed")
+    if totals.items_bounded:
+        line += (f" ({totals.items_bounded} of them an upper bound: the lines of pieces that could "
+                 "not be parsed)")
+    return line
 
 
 def processed_csv(batches: Iterable[BatchRow]) -> str:

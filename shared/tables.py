@@ -71,6 +71,47 @@ def pieces(storage: Storage, input_spec: dict[str, Any], input_index: int, blob_
         yield [input_index, blob_name, piece.to_dict()]
 
 
+READ_CHUNK = 8 * 1024 * 1024     # bytes read at a time when counting a piece's lines
+
+
+def planned_counts(items: Iterable[list[Any]]) -> tuple[int, int]:
+    """What planning knows of items ``[input, blob, piece]``: the rows of their Parquet pieces
+    (exact, from the files' metadata) and the bytes of their text pieces (rows unknown until read).
+    """
+    rows = text_bytes = 0
+    for _, _, piece in items:
+        if piece["kind"] == "parquet":
+            rows += int(piece["rows"][1])
+        else:
+            start, end = piece["range"]
+            text_bytes += int(end) - int(start)
+    return rows, text_bytes
+
+
+def rows_unread(storage: Storage, inputs: list[dict[str, Any]], items: list[list[Any]]
+                ) -> tuple[int, bool]:
+    """The rows of a mini-batch that could not be read, and whether that count is exact.
+
+    Parquet pieces: their rows, from the metadata (exact). Text pieces: the lines of their bytes,
+    read again here: an upper bound on their records (blank lines, and newlines inside quoted
+    fields, count too)."""
+    rows, exact = 0, True
+    for input_index, blob_name, piece in items:
+        if piece["kind"] == "parquet":
+            rows += int(piece["rows"][1])
+            continue
+        exact = False
+        src = source(storage, inputs[input_index]["container"], blob_name)
+        start, end = (int(x) for x in piece["range"])
+        last = b""
+        for offset in range(start, end, READ_CHUNK):
+            data = src.read(offset, min(READ_CHUNK, end - offset))
+            rows += data.count(b"\n")
+            last = data[-1:] or last
+        rows += 1 if last and last != b"\n" else 0   # the file's last record, without a newline
+    return rows, exact
+
+
 def partition_of(input_spec: dict[str, Any], blob_name: str, keys: list[str]) -> dict[str, str]:
     """The values of ``keys`` for a file, from its path relative to the input's prefix."""
     relative = blob_name[len(input_spec.get("prefix") or ""):]

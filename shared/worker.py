@@ -21,11 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from . import decisions, finalizer, settlement
+from . import decisions, finalizer, settlement, tables
 from .datasets import Downloaded, download_batch
 from .decisions import Delivery
-from .jobcontext import JobContext, JobContexts
-from .ledger import BatchRow, Conflict, Ledger, Totals
+from .jobcontext import JobContext, JobContexts, JobUnrunnable
+from .ledger import BatchRow, Conflict, ErrorRecord, Ledger, Totals
 from .messages import BatchMessage, FinalizeMessage
 from .output import stage_rows, upload_folder_changes
 from .pool import RunOutcome, ScoringPool
@@ -37,6 +37,11 @@ from .userlogs import LogShipper
 log = logging.getLogger("parallelrun.worker")
 
 INIT_RESTARTS_PER_PROCESS = 3   # PRS: init() may fail 3 x process_count_per_node times per node
+
+
+def _is_table(spec: dict) -> bool:
+    """A job spec (as stored in its row) with tabular inputs."""
+    return bool(spec.get("inputs")) and spec["inputs"][0].get("type") == "tabular"
 
 
 class _Clock:
@@ -74,7 +79,10 @@ class Worker:
     def handle(self, msg: BatchMessage, dequeue_count: int = 1, enqueued_at: float | None = None) -> str:
         """Process one delivery; returns what happened (for logs and tests)."""
         calls_before = requests_sent_by_this_thread()
-        ctx = self.jobs.get(msg.job_id)
+        try:
+            ctx = self.jobs.get(msg.job_id)
+        except JobUnrunnable as exc:      # retrying cannot help: stop the job, with the reason
+            return self._unrunnable(msg, exc)
         batch = self.ledger.get_batch(msg.job_id, msg.batch)
         verdict = decisions.on_delivery(ctx.job, batch)
         if verdict is Delivery.DROP_DONE and batch is not None:
@@ -102,21 +110,85 @@ class Worker:
         queued = (batch.started_at - enqueued_at) if enqueued_at else 0.0
         # +1: the commit below, whose own requests this try cannot count before making them
         calls = requests_sent_by_this_thread() - calls_before + 1
+        last_try = decisions.after_failed_try(batch.tries + 1, ctx.spec.run_max_try) \
+            is decisions.AfterFailure.FAIL
+        unread = (self._rows_unread(ctx.job.spec, batch) if ctx.tabular and last_try
+                  and outcome.kind not in ("ok", "init") and outcome.loaded < 0 else None)
         result = settlement.settle(batch, outcome, files, run_max_try=ctx.spec.run_max_try,
                                    block_id=block, shard=ctx.target.shard_of(batch.index),
                                    node=self.node_id, now=time.time(), tabular=ctx.tabular,
-                                   stages=replace(clock.totals(queued), calls=calls))
+                                   unread=unread, stages=replace(clock.totals(queued), calls=calls))
         return self._apply(ctx, batch, result, outcome.seconds)
 
     def record_poison(self, msg: BatchMessage, dequeue_count: int) -> str:
-        """A mini-batch message reached the poison queue: fail the mini-batch, never lose it."""
-        ctx = self.jobs.get(msg.job_id, fresh=True)
+        """A mini-batch message reached the poison queue: fail the mini-batch, never lose it.
+
+        Needs only the ledger: if the job's context cannot be built (which may be why the message
+        was poisoned), the mini-batch is still failed, with that reason, and counted."""
         batch = self.ledger.get_batch(msg.job_id, msg.batch)
         if batch is None or batch.terminal:
             return Delivery.DROP_DONE.value
-        result = settlement.poisoned(batch, max(dequeue_count, batch.deliveries), self.node_id, time.time())
+        deliveries = max(dequeue_count, batch.deliveries)
+        try:
+            ctx = self.jobs.get(msg.job_id, fresh=True)
+        except Exception as exc:  # noqa: BLE001 - recorded with the mini-batch, never re-raised
+            log.error("poison: job=%s batch=%d: no job context: %s", msg.job_id, msg.batch, exc)
+            return self._record_poison_bare(batch, deliveries, exc)
+        result = settlement.poisoned(batch, deliveries, self.node_id, time.time(),
+                                     tabular=ctx.tabular, unread=self._rows_unread(ctx.job.spec, batch))
         log.error("poisoned: job=%s batch=%d: %s", msg.job_id, msg.batch, result.error.message)
         return self._apply(ctx, batch, result, 0.0)
+
+    def _record_poison_bare(self, batch: BatchRow, deliveries: int, exc: Exception) -> str:
+        """:meth:`record_poison` without a job context: fail the mini-batch with ``exc`` as the
+        cause, then stop the job (unrunnable, or over a budget), finalize it, or go on."""
+        cause = f"its job's context could not be built: {type(exc).__name__}: {exc}"
+        job = self.ledger.get_job(batch.job_id)
+        result = settlement.poisoned(batch, deliveries, self.node_id, time.time(), cause=cause,
+                                     tabular=_is_table(job.spec),
+                                     unread=self._rows_unread(job.spec, batch))
+        if not self._commit(batch, result):
+            return Delivery.DROP_DONE.value
+        job = self.ledger.get_job(batch.job_id)
+        reason = (str(exc) if isinstance(exc, JobUnrunnable) else decisions.budget_exceeded(
+            job.spec, self.ledger.totals(job.job_id), job.planned, job.planning_done))
+        if reason and job.active:
+            self._stop_job(job.job_id, reason)
+        elif not job.active:
+            self._finalize(job.job_id)
+        else:
+            nxt = decisions.successor(batch.index, job.window, job.planned)
+            if nxt is not None:
+                self._enqueue(job.job_id, nxt)
+            elif job.planning_done and decisions.complete(job, self.ledger.totals(job.job_id)):
+                self._finalize(job.job_id)
+        return result.verdict
+
+    def _rows_unread(self, spec: dict, batch: BatchRow) -> tuple[int, bool] | None:
+        """A table mini-batch's rows, counted from its pieces, when no try could read them
+        (None: not a table, or its rows are known)."""
+        if not _is_table(spec) or batch.size >= 0:
+            return None
+        try:
+            return tables.rows_unread(self.storage, spec["inputs"], batch.items)
+        except Exception as exc:  # noqa: BLE001 - counted as one item per piece, said so
+            log.warning("job=%s batch=%d: rows of its pieces not counted: %s", batch.job_id,
+                        batch.index, exc)
+            return len(batch.items), False
+
+    def _unrunnable(self, msg: BatchMessage, exc: JobUnrunnable) -> str:
+        """The job's context cannot be built and never will be: record why (an error of kind
+        "job", visible in its status) and stop it, so it is finalized as failed with the reason
+        instead of every delivery raising until its message is poisoned."""
+        job = self.ledger.get_job(msg.job_id)
+        if job.active:
+            self.ledger.record_error(job.job_id, ErrorRecord(
+                msg.batch, 0, "job", str(exc), node=self.node_id, at=time.time()))
+            self._stop_job(job.job_id, str(exc))
+        elif job.stop_reason:
+            self._finalize(job.job_id)   # in case the stopper died before it could
+        log.error("job cannot run: job=%s batch=%d: %s", msg.job_id, msg.batch, exc)
+        return "job cannot run: stopped"
 
     # -- scoring ---------------------------------------------------------------------------
     def _score(self, ctx: JobContext, batch: BatchRow, files: Downloaded,
@@ -248,7 +320,10 @@ class Worker:
         return True
 
     def _stop(self, ctx: JobContext, reason: str) -> None:
-        job = self.ledger.get_job(ctx.job.job_id)
+        self._stop_job(ctx.job.job_id, reason)
+
+    def _stop_job(self, job_id: str, reason: str) -> None:
+        job = self.ledger.get_job(job_id)
         while job.active:
             try:
                 job = self.ledger.update_job(job, stop_reason=reason, error=reason,

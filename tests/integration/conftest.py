@@ -29,6 +29,17 @@ def host(settings: Settings, storage: Storage) -> Iterator[LocalHost]:
 
 
 @pytest.fixture
+def idle_host(settings: Settings, storage: Storage) -> Iterator[LocalHost]:
+    """A local host that consumes nothing until the test drains it (jobs are then submitted with
+    ``shared.jobs.submit``, and storage can be changed between submit and run)."""
+    h = LocalHost(load_app(), settings, http_port=free_port(), lease_s=10)
+    try:
+        yield h
+    finally:
+        h.stop()
+
+
+@pytest.fixture
 def api(host: LocalHost) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=host.http_url, timeout=30) as client:
         yield client

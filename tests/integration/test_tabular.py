@@ -50,7 +50,7 @@ def test_a_100000_row_csv_is_split_by_size_and_every_row_comes_back_once_in_orde
     status = api.get(f"/api/jobs/{job_id}").json()
     assert status["state"] == "succeeded", status
     assert status["mini_batches"]["total"] > 5          # one file, several mini-batches
-    assert status["items"] == {"total": 0, "succeeded": 100_000, "failed": 0}
+    assert status["items"] == {"total": 100_000, "succeeded": 100_000, "failed": 0}
     assert len(check_ids_in_order(output_rows(storage, status), 100_000)) == 1   # same dtypes
 
 

@@ -86,6 +86,8 @@ def test_complete_needs_planning_done_and_every_batch_settled() -> None:
 
 def test_final_state() -> None:
     assert decisions.final_state(job(), Totals()) == (JobState.SUCCEEDED, "")
+    state, reason = decisions.final_state(job(), Totals(items_failed=300))
+    assert state is JobState.SUCCEEDED and reason.startswith("succeeded with 0 of 300 items")
     assert decisions.final_state(job(stop_reason="cancelled by user"), Totals())[0] is JobState.CANCELLED
     state, reason = decisions.final_state(job(stop_reason="error_threshold exceeded: 3 > 2"), Totals())
     assert state is JobState.FAILED and "error_threshold" in reason
