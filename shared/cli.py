@@ -82,7 +82,7 @@ def upload_path(storage: Storage, local: Path, target: str) -> int:
     files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
     base = local.parent if local.is_file() else local
     err_console.print(f"uploading {local}: {len(files)} file(s), "
-                      f"{_size(sum(p.stat().st_size for p in files))} to {target}")
+                      f"{_size(sum(p.stat().st_size for p in files))} to {target}", soft_wrap=True)
     client = storage.ensure_container(container)
 
     def put(path: Path) -> None:
@@ -121,7 +121,7 @@ def _with_local_key(settings: Settings) -> Settings:
     key, generated = ensure_key(Path("local.settings.json"))
     err_console.print(f"local key required: {'generated ' + key + ' and saved' if generated else 'read'}"
                       f" as {LOCAL_KEY_SETTING} in local.settings.json; send it as the "
-                      "x-functions-key header or ?code=")
+                      "x-functions-key header or ?code=", soft_wrap=True)
     return replace(settings, local_key=key)
 
 
@@ -222,7 +222,7 @@ def _upload_source(storage: Storage, data: dict[str, Any]) -> dict[str, Any]:
         raise SpecError([{"field": "entry_script", "message": f"{spec.entry_script} is not in "
                           f"source_directory {src}"}])
     err_console.print(f"uploading source_directory {src}: {size.files} file(s), "
-                      f"{_size(size.expanded_bytes)}")
+                      f"{_size(size.expanded_bytes)}", soft_wrap=True)
     return {**data, "source_directory": snapshots.upload(storage, src)}
 
 

@@ -129,7 +129,9 @@ class FunctionsAsgiApp:
                 body = await self._read_body(request)
                 if body is None:
                     return JSONResponse({"error": f"the body is larger than {self._max_body:,} "
-                                         "bytes"}, status_code=413)
+                                         "bytes, the most any route accepts (app settings "
+                                         "PARALLELRUN_MAX_BODY_BYTES, PARALLELRUN_MAX_SNAPSHOT_BYTES)"},
+                                        status_code=413)
                 return await self._invoke(route, params, request, body)
         return JSONResponse({"error": f"no function serves {method} {path}"}, status_code=404)
 
