@@ -60,7 +60,11 @@ def scan(folder: str | os.PathLike[str], limits: Limits) -> SnapshotSize:
     if not root.is_dir():
         raise SubmitterError(f"source_directory {folder} is not a folder")
     files = size = 0
+    inside = root.resolve()
     for path in _files(root):
+        if path.is_symlink() and not path.resolve().is_relative_to(inside):
+            raise SubmitterError(f"source_directory {folder}: {path.relative_to(root)} is a link to "
+                                 "a file outside the folder; copy the file in instead")
         files += 1
         size += path.stat().st_size
         if files > limits.max_snapshot_members:

@@ -196,3 +196,26 @@ def test_the_limits_and_the_local_key_survive_the_settings_round_trip() -> None:
 def test_a_bad_limit_setting_is_named(value: str) -> None:
     with pytest.raises(ValueError, match="PARALLELRUN_MAX_FILES"):
         Settings.from_env({"PARALLELRUN_MAX_FILES": value})
+
+
+# -- folders -----------------------------------------------------------------------------------
+def test_a_folder_over_the_limits_is_refused_before_it_is_zipped(tmp_path: Any) -> None:
+    for i in range(5):
+        (tmp_path / f"m{i}.py").write_bytes(b"x" * 100)
+    with pytest.raises(snapshots.SnapshotLimitError, match="PARALLELRUN_MAX_SNAPSHOT_MEMBERS"):
+        snapshots.build_zip(tmp_path, Limits(max_snapshot_members=4))
+    with pytest.raises(snapshots.SnapshotLimitError,
+                       match="PARALLELRUN_MAX_SNAPSHOT_EXPANDED_BYTES"):
+        snapshots.build_zip(tmp_path, Limits(max_snapshot_expanded_bytes=450))
+    assert snapshots.scan(tmp_path, Limits()) == snapshots.SnapshotSize(5, 500)
+
+
+def test_a_link_out_of_the_folder_is_refused(tmp_path: Any) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private")
+    folder = tmp_path / "code"
+    folder.mkdir()
+    (folder / "score.py").write_text("")
+    (folder / "key.txt").symlink_to(secret)
+    with pytest.raises(SubmitterError, match="key.txt is a link to a file outside the folder"):
+        snapshots.build_zip(folder)
