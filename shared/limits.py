@@ -87,8 +87,8 @@ class Limits:
 
 
 # -- a spec as text: size, depth pre-scan, integer length, then parse ---------------------------
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKET = re.compile(r"[\[\]{}]")
+# a string (its closing quote optional, so a match never fails and never backtracks) or a bracket
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]', re.DOTALL)
 
 
 def _refuse(field: str, message: str) -> SpecError:
@@ -141,10 +141,14 @@ def _too_deep(limits: Limits, field: str = "(spec)") -> SpecError:
 def _check_json_depth(text: str, limits: Limits) -> None:
     """Refuse JSON text whose brackets nest deeper than the limit (strings are skipped)."""
     depth = 0
-    for match in _BRACKET.finditer(_JSON_STRING.sub('""', text)):
-        depth += 1 if match.group() in "[{" else -1
-        if depth > limits.max_spec_depth:
-            raise _too_deep(limits)
+    for match in _JSON_TOKEN.finditer(text):   # linear: each character is read once
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > limits.max_spec_depth:
+                raise _too_deep(limits)
+        elif token in ("]", "}"):
+            depth -= 1
 
 
 def _int(text: str, limits: Limits) -> int:

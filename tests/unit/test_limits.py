@@ -61,6 +61,12 @@ def test_deep_nesting_is_refused_naming_the_depth_limit(text: str) -> None:
     assert "PARALLELRUN_MAX_SPEC_DEPTH" in " ".join(errors.values()), errors
 
 
+@pytest.mark.parametrize("text", ['["' + '\\"' * 300_000, '"' * 1_000_000, "{" + "'[" * 300_000],
+                         ids=["escaped-quotes", "quotes", "single-quoted-brackets"])
+def test_text_built_to_make_the_scan_backtrack_costs_little(text: str) -> None:
+    assert refusal(text)
+
+
 @FORMATS
 def test_a_huge_integer_is_refused_naming_the_digit_limit(dump: Callable[[Any], str]) -> None:
     text = dump(spec(node_count=7)).replace("7", "7" * 100_000)
