@@ -22,7 +22,7 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 from azure.core.exceptions import ResourceExistsError
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -118,7 +118,7 @@ async def submit_job(request: Request) -> JSONResponse:
 
 
 @app.get("/api/jobs")
-def list_jobs(limit: int = 50) -> dict[str, Any]:
+def list_jobs(limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
     return {"jobs": jobs.list_jobs(runtime.current().storage, limit)}
 
 
@@ -148,7 +148,7 @@ async def resubmit_job(job_id: str, request: Request) -> JSONResponse:
 
 
 @app.get("/api/jobs/{job_id}/results")
-def results(job_id: str, head: int = 10) -> dict[str, Any]:
+def results(job_id: str, head: int = Query(10, ge=0, le=10_000)) -> dict[str, Any]:
     rt = runtime.current()
     st = jobs.status(rt.storage, rt.ledger, job_id, error_limit=0)
     out = st["output"]

@@ -222,3 +222,11 @@ def test_with_a_local_key_every_route_but_health_needs_it(keyed: LocalHost) -> N
         assert anonymous.get("/api/jobs", headers={"x-functions-key": "wrong"}).status_code == 401
         assert anonymous.get("/api/jobs", headers={"x-functions-key": "k-123"}).status_code == 200
         assert anonymous.get("/api/jobs", params={"code": "k-123"}).status_code == 200
+
+
+@pytest.mark.parametrize("path,name", [("/api/jobs?limit=100000000", "limit"),
+                                       ("/api/jobs/x-1/results?head=100000000", "head")])
+def test_a_query_parameter_out_of_range_is_refused_naming_it(
+        host: LocalHost, api: httpx.Client, path: str, name: str) -> None:
+    response = api.get(path)
+    assert response.status_code == 422 and name in response.text, response.text
