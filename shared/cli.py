@@ -41,7 +41,10 @@ def load_settings() -> Settings:
     env = dict(os.environ)
     local = Path("local.settings.json")
     if local.exists():
-        values = json.loads(local.read_text()).get("Values", {})
+        try:
+            values = json.loads(local.read_text()).get("Values", {})
+        except (ValueError, AttributeError):
+            raise SubmitterError(f"{local.resolve()} must be JSON with a Values object") from None
         if not any(k.startswith("AzureWebJobsStorage") for k in env):
             env = {**values, **env}
         elif values.get(LOCAL_KEY_SETTING):
