@@ -14,4 +14,6 @@ log = logging.getLogger("parallelrun.functions.requests")
                  connection="AzureWebJobsStorage", source=func.BlobSource.EVENT_GRID)
 def submit_from_blob(blob: func.InputStream) -> None:
     rt = runtime.current()
-    requests.submit_blob(rt.storage, rt.ledger, blob.name or "", blob.read())
+    limit = rt.settings.limits.max_body_bytes   # read no more than one byte past the limit
+    requests.submit_blob(rt.storage, rt.ledger, blob.name or "", blob.read(limit + 1),
+                         size=blob.length)

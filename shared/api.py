@@ -9,26 +9,26 @@
     GET  /api/jobs/{id}/results?head=N    first rows of the output
     POST /api/snapshots                   upload a zipped source_directory -> snapshot reference
 
-Errors: 422 names every invalid field; 404 for unknown jobs; 503 when storage is unavailable.
+Errors: 422 names every invalid field; 404 for unknown jobs; 413 for a body over its limit;
+503 when storage is unavailable. Bodies are bounded (:mod:`shared.limits`) and read, parsed,
+validated and stored off the event loop, so one large request never stalls the others.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import logging
-import zipfile
 from typing import Any
 
-import yaml
 from azure.core.exceptions import AzureError
 from azure.core.exceptions import ResourceExistsError
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
-from . import jobs, output, runtime
-from .errors import NotFoundError, OperatorError, SpecError, SubmitterError
+from . import jobs, output, runtime, snapshots
+from .errors import NotFoundError, OperatorError, PayloadTooLarge, SpecError, SubmitterError
+from .limits import Limits, load_text
 
 log = logging.getLogger("parallelrun.api")
 
@@ -46,6 +46,11 @@ async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=404)
 
 
+@app.exception_handler(PayloadTooLarge)
+async def _too_large(_: Request, exc: PayloadTooLarge) -> JSONResponse:
+    return JSONResponse({"error": str(exc), "limit": exc.setting}, status_code=413)
+
+
 @app.exception_handler(SubmitterError)
 async def _bad_request(_: Request, exc: SubmitterError) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=400)
@@ -58,16 +63,37 @@ async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": f"storage unavailable: {type(exc).__name__}"}, status_code=503)
 
 
-async def _body(request: Request) -> Any:
-    raw = await request.body()
+async def read_body(request: Request, limit: int, setting: str) -> bytes:
+    """The request body, refused (413) as soon as it is known to be over ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is {int(declared):,} bytes; at most {limit:,} are "
+                              f"accepted ({setting})", setting=setting)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is more than {limit:,} bytes ({setting})",
+                                  setting=setting)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_body(raw: bytes, limits: Limits) -> Any:
+    """A JSON or YAML body as data, within the limits (CPU-bound: call it off the event loop)."""
     if not raw.strip():
         return {}
     try:
-        if "yaml" in request.headers.get("content-type", ""):
-            return yaml.safe_load(raw)
-        return json.loads(raw)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise SpecError([{"field": "(body)", "message": f"not valid JSON or YAML: {exc}"}]) from None
+        return load_text(raw, limits)
+    except SpecError as exc:
+        raise SpecError([{**e, "field": "(body)"} if e["field"] == "(spec)" else e
+                         for e in exc.errors]) from None
+
+
+async def _body(request: Request) -> Any:
+    limits = runtime.current().settings.limits
+    raw = await read_body(request, limits.max_body_bytes, limits.setting("max_body_bytes"))
+    return await run_in_threadpool(parse_body, raw, limits)
 
 
 def _status_url(request: Request, job_id: str) -> str:
@@ -84,14 +110,15 @@ def health() -> dict[str, str]:
 @app.post("/api/jobs", status_code=202)
 async def submit_job(request: Request) -> JSONResponse:
     rt = runtime.current()
-    job = jobs.submit(rt.storage, rt.ledger, await _body(request))
+    data = await _body(request)
+    job = await run_in_threadpool(jobs.submit, rt.storage, rt.ledger, data)
     url = _status_url(request, job.job_id)
     return JSONResponse({"job_id": job.job_id, "state": job.state, "status_url": url},
                         status_code=202, headers={"Location": url})
 
 
 @app.get("/api/jobs")
-def list_jobs(limit: int = 50) -> dict[str, Any]:
+def list_jobs(limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
     return {"jobs": jobs.list_jobs(runtime.current().storage, limit)}
 
 
@@ -114,14 +141,14 @@ async def resubmit_job(job_id: str, request: Request) -> JSONResponse:
     overrides = await _body(request)
     if not isinstance(overrides, dict):
         raise SpecError([{"field": "(body)", "message": "overrides must be an object of spec fields"}])
-    job = jobs.resubmit(rt.storage, rt.ledger, job_id, overrides)
+    job = await run_in_threadpool(jobs.resubmit, rt.storage, rt.ledger, job_id, overrides)
     url = _status_url(request, job.job_id)
     return JSONResponse({"job_id": job.job_id, "state": job.state, "status_url": url,
                          "resubmitted_from": job_id}, status_code=202, headers={"Location": url})
 
 
 @app.get("/api/jobs/{job_id}/results")
-def results(job_id: str, head: int = 10) -> dict[str, Any]:
+def results(job_id: str, head: int = Query(10, ge=0, le=10_000)) -> dict[str, Any]:
     rt = runtime.current()
     st = jobs.status(rt.storage, rt.ledger, job_id, error_limit=0)
     out = st["output"]
@@ -133,15 +160,20 @@ def results(job_id: str, head: int = 10) -> dict[str, Any]:
 
 @app.post("/api/snapshots", status_code=201)
 async def upload_snapshot(request: Request) -> dict[str, str]:
-    data = await request.body()
-    try:
-        zipfile.ZipFile(io.BytesIO(data)).testzip()
-    except zipfile.BadZipFile:
-        raise SubmitterError("the body must be a zip of the source directory") from None
-    sha = hashlib.sha256(data).hexdigest()
     rt = runtime.current()
+    limits = rt.settings.limits
+    data = await read_body(request, limits.max_snapshot_bytes, limits.setting("max_snapshot_bytes"))
+    return {"source_directory": await run_in_threadpool(_store_snapshot, rt, data)}
+
+
+def _store_snapshot(rt: runtime.Runtime, data: bytes) -> str:
+    """Check the zip against the limits (before anything expands past them), then store it."""
+    if not data:
+        raise SubmitterError("the body must be a zip of the source directory")
+    snapshots.check_zip(data, rt.settings.limits)
+    sha = hashlib.sha256(data).hexdigest()
     try:
         rt.storage.system.upload_blob(f"snapshots/{sha}.zip", data, overwrite=False)
     except ResourceExistsError:
         pass
-    return {"source_directory": f"snapshot:{sha}"}
+    return f"{snapshots.PREFIX}{sha}"

@@ -1,7 +1,10 @@
 """The ``parallelrun`` command: parse, call ``shared``, render.
 
 Storage comes from ``AzureWebJobsStorage`` (or the identity-based settings), else from
-``local.settings.json``'s Values, else the local Azurite that ``parallelrun up`` starts.
+``local.settings.json``'s Values, else the local Azurite that ``parallelrun up`` starts. The local
+key (``PARALLELRUN_LOCAL_KEY``) comes from the environment, else from ``local.settings.json``.
+A spec file's relative ``source_directory`` must stay inside the spec file's folder (a folder
+elsewhere is given with ``--source-dir``); the spec is validated before anything is uploaded.
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-import yaml
+from azure.core.exceptions import AzureError
 
 from . import jobs, models, output, snapshots
 from .console import console, err_console, rows_table, status_table, watch
-from .errors import ParallelRunError, SpecError
+from .errors import ParallelRunError, SpecError, SubmitterError
 from .ledger import Ledger
-from .settings import Settings
+from .limits import Limits, check_spec_bytes, load_text
+from .settings import LOCAL_KEY_SETTING, Settings
+from .spec import ContainerName, parse_spec
 from .storage import Storage
 
 app = typer.Typer(help="ParallelRunStep-style batch inference on Azure Functions and Azure Storage.",
@@ -35,8 +40,15 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")
 def load_settings() -> Settings:
     env = dict(os.environ)
     local = Path("local.settings.json")
-    if not any(k.startswith("AzureWebJobsStorage") for k in env) and local.exists():
-        env = {**json.loads(local.read_text()).get("Values", {}), **env}
+    if local.exists():
+        try:
+            values = json.loads(local.read_text()).get("Values", {})
+        except (ValueError, AttributeError):
+            raise SubmitterError(f"{local.resolve()} must be JSON with a Values object") from None
+        if not any(k.startswith("AzureWebJobsStorage") for k in env):
+            env = {**values, **env}
+        elif values.get(LOCAL_KEY_SETTING):
+            env.setdefault(LOCAL_KEY_SETTING, values[LOCAL_KEY_SETTING])
     env.setdefault("AzureWebJobsStorage", "UseDevelopmentStorage=true")
     return Settings.from_env(env)
 
@@ -60,16 +72,21 @@ def _overrides(sets: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep:
             raise typer.BadParameter(f"--set takes FIELD=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value) if value else ""
+        out[key.strip()] = load_text(value, Limits()) if value else ""
     return out
 
 
 def upload_path(storage: Storage, local: Path, target: str) -> int:
     """Upload a file or a folder to ``CONTAINER[/PREFIX]``; returns the number of files."""
     container, _, prefix = target.partition("/")
-    client = storage.ensure_container(container)
+    _check_container(container)
+    if not local.exists():
+        raise SubmitterError(f"{local} does not exist")
     files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
     base = local.parent if local.is_file() else local
+    err_console.print(f"uploading {local}: {len(files)} file(s), "
+                      f"{_size(sum(p.stat().st_size for p in files))} to {target}", soft_wrap=True)
+    client = storage.ensure_container(container)
 
     def put(path: Path) -> None:
         name = output.join(prefix, path.relative_to(base).as_posix())
@@ -84,16 +101,46 @@ def upload_path(storage: Storage, local: Path, target: str) -> int:
     return len(files)
 
 
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MB" if n >= 1 << 20 else f"{n:,} bytes"
+
+
+def _check_container(name: str) -> str:
+    from pydantic import TypeAdapter, ValidationError
+    try:
+        return TypeAdapter(ContainerName).validate_python(name)
+    except ValidationError as exc:
+        raise SubmitterError(str(exc.errors()[0]["msg"]).removeprefix("Value error, ")) from None
+
+
+def _with_local_key(settings: Settings) -> Settings:
+    """``settings`` with the local key: the configured one, or one saved in local.settings.json."""
+    from dataclasses import replace
+
+    from .local.keys import ensure_key
+    if settings.local_key:
+        err_console.print(f"local key required (from {LOCAL_KEY_SETTING})")
+        return settings
+    key, generated = ensure_key(Path("local.settings.json"))
+    err_console.print(f"local key required: {'generated ' + key + ' and saved' if generated else 'read'}"
+                      f" as {LOCAL_KEY_SETTING} in local.settings.json; send it as the "
+                      "x-functions-key header or ?code=", soft_wrap=True)
+    return replace(settings, local_key=key)
+
+
 @app.command()
 def up(nodes: Annotated[int, typer.Option(help="host processes (stand-ins for instances)")] = 1,
        port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1")] = 7071,
        data: Annotated[Path, typer.Option(help="Azurite data folder")] = Path(".parallelrun/azurite"),
-       in_memory: Annotated[bool, typer.Option(help="keep Azurite's data in memory")] = False) -> None:
+       in_memory: Annotated[bool, typer.Option(help="keep Azurite's data in memory")] = False,
+       require_key: Annotated[bool, typer.Option(
+           "--require-key", help="answer 401 without the local key (PARALLELRUN_LOCAL_KEY)")] = False
+       ) -> None:
     """Azurite plus the local host, in the foreground (Ctrl-C stops both)."""
     from .local.azurite import Azurite, port_open
     from .local.cluster import LocalCluster
 
-    settings = load_settings()
+    settings = _with_local_key(load_settings()) if require_key else load_settings()
     signal.signal(signal.SIGTERM, signal.default_int_handler)   # stop cleanly on SIGTERM too
     signal.signal(signal.SIGINT, signal.default_int_handler)
     azurite = None
@@ -136,15 +183,50 @@ def model_list(as_json: JsonOpt = False) -> None:
     _print(rows, as_json)
 
 
-def load_spec_file(path: Path, source_dir: Path | None) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text())
+def load_spec_file(path: Path, source_dir: Path | None, limits: Limits | None = None) -> dict[str, Any]:
+    """A spec file as data, within the limits; a local ``source_directory`` as an absolute folder."""
+    limits = limits or Limits()
+    try:
+        check_spec_bytes(path.stat().st_size, limits)
+        text = path.read_bytes()
+    except OSError as exc:
+        raise SubmitterError(f"cannot read the spec file {path}: {exc.strerror}") from None
+    data = load_text(text, limits)
     if not isinstance(data, dict):
         raise SpecError([{"field": "(spec)", "message": f"{path} does not hold a mapping"}])
-    folder = source_dir or (path.parent / data["source_directory"] if data.get("source_directory")
-                            and not str(data["source_directory"]).startswith(snapshots.PREFIX) else None)
-    if folder is not None:
-        data["source_directory"] = str(folder)
+    src = data.get("source_directory")
+    if source_dir is not None:
+        data["source_directory"] = str(source_dir.resolve())   # given explicitly: anywhere
+    elif src is not None and not str(src).startswith(snapshots.PREFIX):
+        data["source_directory"] = str(spec_folder(path, str(src)))
     return data
+
+
+def spec_folder(spec_path: Path, value: str) -> Path:
+    """A spec file's ``source_directory``: relative to the spec's folder, and inside it."""
+    base = spec_path.resolve().parent
+    folder = (base / value).resolve()
+    if Path(value).is_absolute() or not folder.is_relative_to(base):
+        raise SpecError([{"field": "source_directory", "message":
+                          f"{value!r} is outside the spec file's folder {base}: a spec file may only "
+                          "name a folder inside its own; give another with --source-dir"}])
+    return folder
+
+
+def _upload_source(storage: Storage, data: dict[str, Any]) -> dict[str, Any]:
+    """Validate the spec, then upload its local source_directory (saying what and how big first)."""
+    src = data.get("source_directory")
+    if not src or str(src).startswith(snapshots.PREFIX):
+        return data
+    limits = storage.settings.limits
+    spec = parse_spec({**data, "source_directory": snapshots.PREFIX + "0" * 64}, limits)
+    size = snapshots.scan(src, limits)
+    if not (Path(src) / spec.entry_script).is_file():
+        raise SpecError([{"field": "entry_script", "message": f"{spec.entry_script} is not in "
+                          f"source_directory {src}"}])
+    err_console.print(f"uploading source_directory {src}: {size.files} file(s), "
+                      f"{_size(size.expanded_bytes)}", soft_wrap=True)
+    return {**data, "source_directory": snapshots.upload(storage, src)}
 
 
 def _wait_or_print(storage: Storage, ledger: Ledger, job_id: str, wait: bool, as_json: bool) -> None:
@@ -165,11 +247,8 @@ def submit(spec: Path,
            as_json: JsonOpt = False) -> None:
     """Submit SPEC.json|SPEC.yaml; uploads source_directory as a content-addressed snapshot."""
     storage, ledger = _connect()
-    data = {**load_spec_file(spec, source_dir), **_overrides(set_)}
-    src = data.get("source_directory")
-    if src and not str(src).startswith(snapshots.PREFIX):
-        data["source_directory"] = snapshots.upload(storage, src)
-    job = jobs.submit(storage, ledger, data)
+    data = {**load_spec_file(spec, source_dir, storage.settings.limits), **_overrides(set_)}
+    job = jobs.submit(storage, ledger, _upload_source(storage, data))
     _wait_or_print(storage, ledger, job.job_id, wait, as_json)
 
 
@@ -243,4 +322,8 @@ def main() -> None:
         raise SystemExit(2) from None
     except ParallelRunError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(1) from None
+    except AzureError as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        err_console.print(f"[red]storage error:[/red] {message}")
         raise SystemExit(1) from None

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import importlib.util
+import secrets
 import tempfile
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +25,7 @@ from . import models, snapshots
 from .cli import upload_path
 from .console import console, rows_table, watch
 from .local.azurite import Azurite, free_port, port_open
+from .local import keys
 from .local.cluster import LocalCluster
 from .settings import Settings
 from .storage import Storage
@@ -62,7 +64,8 @@ def run_demo(nodes: int = 2, port: int = 7071) -> dict[str, Any]:
     http_port = port if not port_open(port) else free_port()
     with tempfile.TemporaryDirectory(prefix="parallelrun-demo-") as tmp, Azurite() as azurite:
         settings = Settings(connection_string=azurite.connection_string,
-                            scratch_dir=str(Path(tmp) / "scratch"))
+                            scratch_dir=str(Path(tmp) / "scratch"),
+                            local_key=secrets.token_urlsafe(32))   # the API takes only this client
         storage = Storage(settings)
         storage.ensure()
         console.rule("ParallelRun demo: the PRS MNIST tutorial on a local Azurite")
@@ -79,7 +82,8 @@ def run_demo(nodes: int = 2, port: int = 7071) -> dict[str, Any]:
 
         with LocalCluster(settings, nodes=nodes, http_port=http_port,
                           log_dir=Path(tmp) / "logs") as cluster, \
-                httpx.Client(base_url=cluster.http_url, timeout=60) as http:
+                httpx.Client(base_url=cluster.http_url, timeout=60,
+                             headers=keys.headers(settings.local_key)) as http:
             console.print(f"local host: {nodes} node(s), API on {cluster.http_url}/api")
             first = _run_job(http, "/api/jobs", spec)
             single = f"digits/{Path(labelled[0][0]).name}"

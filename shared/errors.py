@@ -44,6 +44,14 @@ class SpecError(SubmitterError):
         super().__init__(f"invalid job spec: {summary}", job_id=job_id)
 
 
+class PayloadTooLarge(SubmitterError):
+    """A body, spec or snapshot is larger than its limit; ``setting`` names the app setting."""
+
+    def __init__(self, message: str, *, setting: str) -> None:
+        self.setting = setting
+        super().__init__(message)
+
+
 class NotFoundError(SubmitterError):
     """A job, model, snapshot or input named by the submitter does not exist."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import secrets
 import time
 from typing import Any
@@ -27,10 +28,18 @@ from .states import BatchState, JobState
 from .storage import Storage
 
 log = logging.getLogger("parallelrun.jobs")
+_JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")   # no '/', '\\', '#', '?': table keys
 
 
 def new_job_id(name: str) -> str:
     return f"{name}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def check_job_id(job_id: str) -> str:
+    """A job id that can be a table key; anything else (``../../x``) is no job of ours."""
+    if not _JOB_ID_RE.match(job_id):
+        raise NotFoundError(f"{job_id[:80]!r} is not a job id (such as name-20260101-120000-a1b2c3)")
+    return job_id
 
 
 def _check_references(storage: Storage, spec: JobSpec) -> tuple[dict[str, int], list[dict[str, str]]]:
@@ -61,7 +70,7 @@ def _check_references(storage: Storage, spec: JobSpec) -> tuple[dict[str, int], 
 
 def submit(storage: Storage, ledger: Ledger, data: Any) -> JobRow:
     """Validate and accept a job; returns its ledger row. Raises SpecError (nothing written)."""
-    spec = data if isinstance(data, JobSpec) else parse_spec(data)
+    spec = data if isinstance(data, JobSpec) else parse_spec(data, storage.settings.limits)
     pins, errors = _check_references(storage, spec)
     if errors:
         raise SpecError(errors)
@@ -84,14 +93,14 @@ def submit(storage: Storage, ledger: Ledger, data: Any) -> JobRow:
 
 def resubmit(storage: Storage, ledger: Ledger, job_id: str, overrides: dict[str, Any]) -> JobRow:
     """Submit a job again with some fields replaced (new data, batch size, processes...)."""
-    old = ledger.get_job(job_id)
-    spec = parse_spec(old.spec).with_overrides(overrides)
+    old = ledger.get_job(check_job_id(job_id))
+    spec = parse_spec(old.spec).with_overrides(overrides, storage.settings.limits)
     return submit(storage, ledger, spec)
 
 
 def cancel(storage: Storage, ledger: Ledger, job_id: str) -> JobRow:
     """Stop a job: unrun mini-batches are dropped; the output of finished ones is still assembled."""
-    job = ledger.get_job(job_id)
+    job = ledger.get_job(check_job_id(job_id))
     while job.active:
         try:
             job = ledger.update_job(job, stop_reason="cancelled by user", error="cancelled by user",
@@ -106,7 +115,7 @@ def cancel(storage: Storage, ledger: Ledger, job_id: str) -> JobRow:
 
 def status(storage: Storage, ledger: Ledger, job_id: str, error_limit: int = 10) -> dict[str, Any]:
     """Everything a user asks about a job, as one JSON-able dict."""
-    job = ledger.get_job(job_id)
+    job = ledger.get_job(check_job_id(job_id))
     totals = ledger.totals(job_id)
     running = ledger.count_batches(job_id, BatchState.RUNNING) if not JobState(job.state).terminal else 0
     settled = totals.batches_done

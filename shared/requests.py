@@ -2,6 +2,7 @@
 
 A blob trigger has nobody to answer, so the outcome is written next to the system's records:
 ``<system container>/request-receipts/<blob name>.json`` holds the job id, or the spec errors.
+The same limits as for the HTTP API apply (:mod:`shared.limits`); a refusal's receipt names them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 from . import jobs
 from .errors import SubmitterError, SpecError
 from .ledger import Ledger
+from .limits import check_spec_bytes
 from .storage import Storage
 
 log = logging.getLogger("parallelrun.requests")
@@ -21,9 +23,12 @@ def receipt_name(blob_name: str) -> str:
     return f"request-receipts/{blob_name.split('/', 1)[-1]}.json"
 
 
-def submit_blob(storage: Storage, ledger: Ledger, blob_name: str, data: bytes) -> dict:
-    """Submit the spec in ``data``; write and return the receipt. Invalid specs are not retried."""
+def submit_blob(storage: Storage, ledger: Ledger, blob_name: str, data: bytes,
+                size: int | None = None) -> dict:
+    """Submit the spec in ``data`` (the blob's first bytes; ``size``: the whole blob's, if known);
+    write and return the receipt. Invalid specs are not retried."""
     try:
+        check_spec_bytes(max(size or 0, len(data)), storage.settings.limits)
         job = jobs.submit(storage, ledger, data)
         receipt = {"request": blob_name, "job_id": job.job_id, "state": job.state}
         log.info("request submitted: %s -> job %s", blob_name, job.job_id)

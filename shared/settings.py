@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .limits import Limits
+
 # The Azurite emulator's well-known development account (public, documented; not a secret).
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -36,6 +38,8 @@ RESOURCE_SETTINGS: dict[str, str] = {
     "PARALLELRUN_INDEX_TABLE": "index_table",
     "PARALLELRUN_MODELS_TABLE": "models_table",
 }
+
+LOCAL_KEY_SETTING = "PARALLELRUN_LOCAL_KEY"
 
 
 def azurite_connection_string(blob_port: int, queue_port: int, table_port: int,
@@ -77,6 +81,10 @@ class Settings:
     plan_page_size: int = 5000      # blobs listed per planner invocation
     storage_timeout_s: float = 60.0 # a storage call without an answer by then is retried
     poison_suffix: str = "-poison"
+    limits: Limits = dataclasses.field(default_factory=Limits)  # see shared/limits.py
+    # PARALLELRUN_LOCAL_KEY: when set, the local host answers 401 to every route but health
+    # without it (header x-functions-key or ?code=); see docs/security.md, "Local key"
+    local_key: str | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -105,6 +113,8 @@ class Settings:
                             ("PARALLELRUN_STORAGE_TIMEOUT_S", "storage_timeout_s")):
             if env.get(name):
                 values[field] = float(env[name])
+        values["limits"] = Limits.from_env(env)
+        values["local_key"] = env.get(LOCAL_KEY_SETTING) or None
         return cls(**values)  # type: ignore[arg-type]
 
     def to_env(self) -> dict[str, str]:
@@ -126,6 +136,9 @@ class Settings:
         env["PARALLELRUN_WARM_PROCESSES"] = str(self.warm_processes)
         env["PARALLELRUN_JOB_CACHE_TTL_S"] = str(self.job_cache_ttl_s)
         env["PARALLELRUN_STORAGE_TIMEOUT_S"] = str(self.storage_timeout_s)
+        env.update(self.limits.to_env())
+        if self.local_key:
+            env[LOCAL_KEY_SETTING] = self.local_key
         return env
 
     def resolve(self, expression: str) -> str:

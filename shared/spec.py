@@ -11,18 +11,18 @@ spec can never leave their container: no leading ``/``, no ``.``/``..`` segments
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
                       ValidationInfo, field_validator, model_validator)
 
 from shared.errors import SpecError
+from shared.limits import Limits, check_spec_size, check_value, load_text
 
 # What PRS has and we do not honour yet: field -> reason. A milestone that honours one deletes its entry.
 NOT_SUPPORTED_YET: dict[str, str] = {
@@ -155,7 +155,7 @@ def _check_files(files: list[str]) -> list[str]:
         if not name or name.endswith("/"):
             raise ValueError(f"files entry {name!r} is not a blob name")
         _check_blob_path(name, "files entry")
-    duplicates = sorted({n for n in files if files.count(n) > 1})
+    duplicates = sorted(n for n, count in Counter(files).items() if count > 1)   # linear
     if duplicates:
         raise ValueError(f"files lists {', '.join(map(repr, duplicates))} more than once")
     return files
@@ -412,7 +412,7 @@ class JobSpec(BaseModel):
         """The normalised spec as JSON-able data, None fields left out; it parses back to an equal spec."""
         return self.model_dump(mode="json", exclude_none=True)
 
-    def with_overrides(self, overrides: Mapping[str, Any]) -> JobSpec:
+    def with_overrides(self, overrides: Mapping[str, Any], limits: Limits | None = None) -> JobSpec:
         """A re-validated copy with top-level fields replaced; a None value restores the default."""
         data = self.to_dict()
         for key, value in overrides.items():
@@ -420,37 +420,35 @@ class JobSpec(BaseModel):
                 data.pop(key, None)
             else:
                 data[key] = value
-        return parse_spec(data)
+        return parse_spec(data, limits)
 
 
-def parse_spec(data: Mapping[str, Any] | str | bytes) -> JobSpec:
-    """Validate a spec given as a dict or as JSON/YAML text; raise one SpecError naming every bad field."""
-    raw = _load(data)
+def parse_spec(data: Mapping[str, Any] | str | bytes, limits: Limits | None = None) -> JobSpec:
+    """Validate a spec given as a dict or as JSON/YAML text; raise one SpecError naming every bad field.
+
+    A submission passes ``limits`` (:mod:`shared.limits`): the text's size and depth, then every
+    string, list and mapping are bounded before validation, and the normalised spec after it. A
+    spec read back from the ledger was accepted under them and is trusted (``None``); text is
+    always parsed within the default limits at least.
+    """
+    raw = _load(data, limits or Limits())
+    if limits is not None:
+        check_value(raw, limits)
     try:
-        return JobSpec.model_validate(raw)
+        spec = JobSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(_errors(exc)) from None
+    if limits is not None:
+        check_spec_size(spec.to_dict(), limits)
+    return spec
 
 
-def _load(data: Mapping[str, Any] | str | bytes) -> dict[str, Any]:
-    def fail(message: str) -> SpecError:
-        return SpecError([{"field": "(spec)", "message": message}])
-
-    if isinstance(data, (bytes, bytearray)):
-        try:
-            data = bytes(data).decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise fail("the job spec is not UTF-8 text") from None
-    if isinstance(data, str):
-        try:
-            data = json.loads(data)
-        except ValueError:
-            try:
-                data = yaml.safe_load(data)
-            except yaml.YAMLError as exc:
-                raise fail(f"not valid JSON or YAML: {' '.join(str(exc).split())}") from None
+def _load(data: Mapping[str, Any] | str | bytes, limits: Limits) -> dict[str, Any]:
+    if isinstance(data, (str, bytes, bytearray)):
+        data = load_text(data, limits)
     if not isinstance(data, Mapping):
-        raise fail(f"a job spec must be a mapping of field names to values, not {type(data).__name__}")
+        raise SpecError([{"field": "(spec)", "message": "a job spec must be a mapping of field "
+                          f"names to values, not {type(data).__name__}"}])
     return dict(data)
 
 

@@ -92,7 +92,9 @@ class LocalHost:
         http_specs: list[FunctionSpec] = []
         for spec in self.functions:
             self._add_listener(spec, http_specs)
-        self.asgi_app = FunctionsAsgiApp(http_specs, self.config.route_prefix, self._stats)
+        self.asgi_app = FunctionsAsgiApp(http_specs, self.config.route_prefix, self._stats,
+                                         local_key=settings.local_key,
+                                         max_body_bytes=settings.limits.max_request_bytes)
         self._http: HttpServer | None = (HttpServer(self.asgi_app, http_port)
                                          if http_port is not None else None)
         self._state = "new"

@@ -7,12 +7,16 @@ more specific templates win (literals before parameters before optionals before 
 function without a ``methods`` list accepts every method. A path or method no function declares
 gets a 404 JSON answer, as from the Functions host.
 
-Authorization levels (function / admin keys) are NOT enforced locally, exactly like the Functions
-Core Tools: every route is anonymous on 127.0.0.1. Keys are only checked once deployed to Azure.
+Authorization levels: by default every route is anonymous on 127.0.0.1, as with the Functions Core
+Tools. With a local key (app setting ``PARALLELRUN_LOCAL_KEY``, ``parallelrun up --require-key``),
+every route whose ``authLevel`` is not ``anonymous`` answers 401 unless the request carries the key,
+as Azure's function keys are sent: the ``x-functions-key`` header or the ``code`` query parameter.
+A body larger than ``max_body_bytes`` is refused (413) before it is read past that size.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 import socket
@@ -97,11 +101,14 @@ def build_routes(specs: Iterable[FunctionSpec], route_prefix: str) -> list[Route
 
 
 class FunctionsAsgiApp:
-    """ASGI callable dispatching requests to HTTP-triggered functions (no auth keys, see module)."""
+    """ASGI callable dispatching requests to HTTP-triggered functions (keys: see the module)."""
 
-    def __init__(self, specs: Iterable[FunctionSpec], route_prefix: str, stats: StatsBook) -> None:
+    def __init__(self, specs: Iterable[FunctionSpec], route_prefix: str, stats: StatsBook, *,
+                 local_key: str | None = None, max_body_bytes: int | None = None) -> None:
         self.routes = build_routes(specs, route_prefix)
         self._stats = stats
+        self._key = local_key
+        self._max_body = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -115,16 +122,48 @@ class FunctionsAsgiApp:
         for route in self.routes:
             params = route.match(path)
             if params is not None and (route.methods is None or method in route.methods):
-                return await self._invoke(route, params, request)
+                if not self._authorized(route, request):
+                    return JSONResponse({"error": "this route needs the local key: send it as the "
+                                         "x-functions-key header or the code query parameter "
+                                         "(app setting PARALLELRUN_LOCAL_KEY)"}, status_code=401)
+                body = await self._read_body(request)
+                if body is None:
+                    return JSONResponse({"error": f"the body is larger than {self._max_body:,} "
+                                         "bytes, the most any route accepts (app settings "
+                                         "PARALLELRUN_MAX_BODY_BYTES, PARALLELRUN_MAX_SNAPSHOT_BYTES)"},
+                                        status_code=413)
+                return await self._invoke(route, params, request, body)
         return JSONResponse({"error": f"no function serves {method} {path}"}, status_code=404)
 
-    async def _invoke(self, route: Route, params: dict[str, str], request: Request) -> Response:
+    def _authorized(self, route: Route, request: Request) -> bool:
+        level = route.spec.trigger.get("authLevel", "function")
+        if not self._key or str(getattr(level, "value", level)).lower() == "anonymous":
+            return True
+        given = request.headers.get("x-functions-key") or request.query_params.get("code") or ""
+        return hmac.compare_digest(given.encode(), self._key.encode())
+
+    async def _read_body(self, request: Request) -> bytes | None:
+        """The body, or None as soon as it is known to be over the limit."""
+        limit = self._max_body
+        declared = request.headers.get("content-length", "")
+        if limit is not None and declared.isdigit() and int(declared) > limit:
+            return None
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if limit is not None and size > limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _invoke(self, route: Route, params: dict[str, str], request: Request,
+                      body: bytes) -> Response:
         headers: dict[str, str] = {}
         for key, value in request.headers.items():
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
         req = func.HttpRequest(request.method.upper(), str(request.url), headers=headers,
                                params=dict(request.query_params), route_params=params,
-                               body=await request.body())
+                               body=body)
         spec = route.spec
         self._stats.add(spec.name, invocations=1)
         started = time.monotonic()
