@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import models, snapshots, tables
+from . import models, scratch, snapshots, tables
 from .datasets import FileInput
 from .errors import SubmitterError
 from .ledger import JobRow, Ledger
@@ -83,7 +83,8 @@ class JobContexts:
         self.storage = storage
         self.ledger = ledger
         self.node_id = node_id
-        self.root = Path(storage.settings.scratch_dir) / node_id
+        # private to this host: see shared.scratch; caches keyed by storage account + content hash
+        self.root, self._private_root = scratch.host_root(storage.settings.scratch_dir, node_id)
         self.model_cache = self.root / "models"    # the pinned models, once per node
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, JobContext]] = {}
@@ -118,7 +119,8 @@ class JobContexts:
 
     def _build(self, job: JobRow) -> JobContext:
         spec = parse_spec(job.spec)
-        source = snapshots.extract(self.storage, job.snapshot, self.root / "snapshots")
+        source = snapshots.extract(self.storage, job.snapshot, self.root / "snapshots",
+                                   in_use=self._snapshots_in_use())
         entry = (source / spec.entry_script).resolve()
         if not entry.is_relative_to(source.resolve()) or not entry.is_file():
             raise SubmitterError(f"entry_script {spec.entry_script} is not in the code snapshot",
@@ -146,14 +148,26 @@ class JobContexts:
         paths = {}
         for name, version in job.models.items():
             try:
-                path = models.download(self.storage, models.get_version(self.storage, name, version),
-                                       self.model_cache)
+                path = models.cache_download(
+                    self.storage, models.get_version(self.storage, name, version), self.model_cache)
             except Exception as exc:  # noqa: BLE001 - reported by the script's own lookup
                 log.warning("job=%s model %s:%s not cached on node %s: %s", job.job_id, name,
                             version, self.node_id, exc)
                 continue
             paths[name] = path.relative_to(self.model_cache).as_posix()
         return paths
+
+    def _snapshots_in_use(self) -> frozenset[str]:
+        """The snapshots of the jobs this process holds contexts of (their scoring processes may
+        run from them): never evicted."""
+        with self._lock:
+            return frozenset(snapshots.sha_of(ctx.job.snapshot) for _, ctx in self._cache.values()
+                             if ctx.job.snapshot.startswith(snapshots.PREFIX))
+
+    def close(self) -> None:
+        """Remove a private scratch folder (after the scoring processes stopped)."""
+        if self._private_root:
+            scratch.remove_tree(self.root)
 
     def forget(self, job_id: str) -> None:
         with self._lock:

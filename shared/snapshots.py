@@ -1,23 +1,31 @@
 """Content-addressed code snapshots: a ``source_directory`` becomes ``snapshot:<sha256>``.
 
 The folder is zipped deterministically (sorted names, fixed timestamps, no caches), uploaded once
-to ``<system container>/snapshots/<sha256>.zip`` and extracted once per worker process.
+to ``<system container>/snapshots/<sha256>.zip`` and extracted once per worker process. Every
+download is checked against the sha256 in its name (a replaced blob is refused with
+:class:`~shared.errors.IntegrityError`); extraction refuses a zip with more members or expanded
+bytes than the settings allow, checking the central directory first and the bytes really written
+as it goes; extracted files are read-only, and the least recently used extractions are evicted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
-import shutil
 import threading
+import time
 import zipfile
 from pathlib import Path
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
-from .errors import NotFoundError, SubmitterError
+from . import scratch
+from .errors import IntegrityError, NotFoundError, SubmitterError
 from .storage import Storage
+
+log = logging.getLogger("parallelrun.snapshots")
 
 PREFIX = "snapshot:"
 SKIP_DIRS = {"__pycache__", ".git", ".venv", "node_modules", ".pytest_cache", ".mypy_cache"}
@@ -65,7 +73,8 @@ def sha_of(reference: str) -> str:
 
 def names(storage: Storage, reference: str) -> list[str]:
     """The file names inside a snapshot (raises NotFoundError if it does not exist)."""
-    with zipfile.ZipFile(io.BytesIO(_download(storage, sha_of(reference)))) as zf:
+    sha = sha_of(reference)
+    with zipfile.ZipFile(io.BytesIO(_verified(sha, _download(storage, sha)))) as zf:
         return zf.namelist()
 
 
@@ -78,24 +87,120 @@ def _download(storage: Storage, sha: str) -> bytes:
 
 
 _lock = threading.Lock()
+USED = ".used"            # touched at every use; its mtime orders eviction
+RECENT_S = 600.0          # an extraction used this recently is never evicted (other processes)
 
 
-def extract(storage: Storage, reference: str, root: str | os.PathLike[str]) -> Path:
-    """Extract the snapshot under ``root/<sha>/`` once per process; returns that folder."""
+def _verified(sha: str, data: bytes) -> bytes:
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha:
+        raise IntegrityError(f"code snapshot {sha} does not match its content hash: expected sha256 "
+                             f"{sha}, got {actual} (the snapshot blob was replaced; submit the "
+                             "code again)")
+    return data
+
+
+def check_limits(zf: zipfile.ZipFile, sha: str, max_files: int, max_bytes: int) -> None:
+    """Refuse a zip whose central directory declares too many members or too many bytes (pure)."""
+    infos = zf.infolist()
+    if len(infos) > max_files:
+        raise SubmitterError(f"code snapshot {sha} has {len(infos)} members, more than the "
+                             f"{max_files} allowed (PARALLELRUN_SNAPSHOT_MAX_FILES)")
+    declared = sum(i.file_size for i in infos)
+    if declared > max_bytes:
+        raise SubmitterError(f"code snapshot {sha} expands to {declared} bytes, more than the "
+                             f"{max_bytes} allowed (PARALLELRUN_SNAPSHOT_MAX_BYTES)")
+
+
+def _extract_bounded(zf: zipfile.ZipFile, sha: str, tmp: Path, max_bytes: int) -> None:
+    """Extract member by member, counting the bytes really written (headers can lie)."""
+    base = tmp.resolve()
+    written = 0
+    for info in zf.infolist():
+        dest = (tmp / info.filename).resolve()
+        if not dest.is_relative_to(base):
+            raise SubmitterError(f"snapshot {sha} holds a path that escapes its folder: {info.filename}")
+        if info.is_dir():
+            dest.mkdir(parents=True, exist_ok=True)
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(info) as src, open(dest, "wb") as out:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                written += len(chunk)
+                if written > max_bytes:
+                    raise SubmitterError(f"code snapshot {sha} expands to more than the {max_bytes} "
+                                         "bytes allowed (PARALLELRUN_SNAPSHOT_MAX_BYTES)")
+                out.write(chunk)
+
+
+def extract(storage: Storage, reference: str, root: str | os.PathLike[str],
+            in_use: frozenset[str] = frozenset()) -> Path:
+    """Extract the snapshot under ``root/<account>/<sha>/`` once, verified and read-only; returns
+    that folder. Then evicts the least recently used extractions beyond the settings' count and
+    size, never one in ``in_use`` (shas of live jobs) or used in the last ``RECENT_S``."""
+    settings = storage.settings
     sha = sha_of(reference)
-    target = Path(root) / sha
+    base = Path(root) / scratch.account_key(storage)
+    target = base / sha
     with _lock:
-        if (target / ".complete").exists():
-            return target
-        tmp = Path(root) / f".{sha}.{os.getpid()}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        with zipfile.ZipFile(io.BytesIO(_download(storage, sha))) as zf:
-            for member in zf.namelist():
-                dest = (tmp / member).resolve()
-                if not dest.is_relative_to(tmp.resolve()):
-                    raise SubmitterError(f"snapshot {sha} holds a path that escapes its folder: {member}")
-            zf.extractall(tmp)
-        (tmp / ".complete").touch()
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
+        if not (target / ".complete").exists():
+            base.mkdir(parents=True, exist_ok=True)
+            tmp = base / f".{sha}.{os.getpid()}.tmp"
+            scratch.remove_tree(tmp)
+            try:
+                with zipfile.ZipFile(io.BytesIO(_verified(sha, _download(storage, sha)))) as zf:
+                    check_limits(zf, sha, settings.snapshot_max_files, settings.snapshot_max_bytes)
+                    _extract_bounded(zf, sha, tmp, settings.snapshot_max_bytes)
+                (tmp / ".complete").touch()
+                scratch.make_read_only(tmp)
+                scratch.remove_tree(target)
+                tmp.rename(target)
+            finally:
+                scratch.remove_tree(tmp)
+        _touch(base, sha)
+        evict(base, settings.snapshot_cache_count, settings.snapshot_cache_bytes, in_use | {sha})
         return target
+
+
+def _touch(base: Path, sha: str) -> None:
+    (base / f".{sha}{USED}").touch()
+
+
+def _size(path: Path) -> int:
+    return sum(p.lstat().st_size for p in path.rglob("*"))
+
+
+def eviction_order(entries: list[tuple[str, float, int]], max_count: int, max_bytes: int,
+                   keep: set[str]) -> list[str]:
+    """Which extractions to remove: least recently used first, until at most ``max_count`` and
+    ``max_bytes`` remain, never one in ``keep`` (pure). ``entries``: (sha, last used, bytes)."""
+    count, total = len(entries), sum(e[2] for e in entries)
+    doomed = []
+    for sha, _, size in sorted(entries, key=lambda e: e[1]):
+        if count <= max_count and total <= max_bytes:
+            break
+        if sha in keep:
+            continue
+        doomed.append(sha)
+        count, total = count - 1, total - size
+    return doomed
+
+
+def evict(base: Path, max_count: int, max_bytes: int, in_use: set[str] | frozenset[str]) -> list[str]:
+    """Remove least recently used extractions under ``base`` beyond the limits; returns their shas."""
+    now = time.time()
+    entries, keep = [], set(in_use)
+    for path in base.iterdir():
+        if path.name.startswith(".") or not (path / ".complete").exists():
+            continue
+        mark = base / f".{path.name}{USED}"
+        used = mark.stat().st_mtime if mark.exists() else (path / ".complete").stat().st_mtime
+        if now - used < RECENT_S:      # maybe in use by another process sharing the folder
+            keep.add(path.name)
+        entries.append((path.name, used, _size(path)))
+    doomed = eviction_order(entries, max_count, max_bytes, keep)
+    for sha in doomed:
+        scratch.remove_tree(base / sha)
+        (base / f".{sha}{USED}").unlink(missing_ok=True)
+        log.info("evicted code snapshot %s from %s", sha, base)
+    return doomed
