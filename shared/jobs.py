@@ -18,7 +18,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from . import decisions, index, models, output, snapshots, summary
-from .errors import NotFoundError, SpecError
+from .errors import IntegrityError, NotFoundError, SpecError
 from .jobcontext import output_target, process_count
 from .ledger import Conflict, JobRow, Ledger, Totals
 from .messages import FinalizeMessage, PlanMessage
@@ -91,7 +91,7 @@ def _check_references(storage: Storage, spec: JobSpec) -> tuple[dict[str, int], 
             if spec.entry_script not in snapshots.names(storage, spec.source_directory):
                 errors.append({"field": "entry_script", "message":
                                f"{spec.entry_script} is not in source_directory {spec.source_directory}"})
-        except NotFoundError as exc:
+        except (NotFoundError, IntegrityError) as exc:
             errors.append({"field": "source_directory", "message": str(exc)})
     pins: dict[str, int] = {}
     for n, (name, version) in enumerate(spec.effective_models()):
