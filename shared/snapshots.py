@@ -17,6 +17,7 @@ import os
 import threading
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
@@ -148,9 +149,13 @@ def extract(storage: Storage, reference: str, root: str | os.PathLike[str],
             tmp = base / f".{sha}.{os.getpid()}.tmp"
             scratch.remove_tree(tmp)
             try:
-                with zipfile.ZipFile(io.BytesIO(_verified(sha, _download(storage, sha)))) as zf:
-                    check_limits(zf, sha, settings.snapshot_max_files, settings.snapshot_max_bytes)
-                    _extract_bounded(zf, sha, tmp, settings.snapshot_max_bytes)
+                data = _verified(sha, _download(storage, sha))
+                try:
+                    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                        check_limits(zf, sha, settings.snapshot_max_files, settings.snapshot_max_bytes)
+                        _extract_bounded(zf, sha, tmp, settings.snapshot_max_bytes)
+                except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                    raise SubmitterError(f"code snapshot {sha} is not a valid zip: {exc}") from None
                 (tmp / ".complete").touch()
                 scratch.make_read_only(tmp)
                 scratch.remove_tree(target)
