@@ -35,7 +35,7 @@ def mode(path: Path) -> int:
 
 def test_two_hosts_on_one_machine_never_share_a_cached_model(azurite: Azurite, tmp_path: Path) -> None:
     node = f"node-{uuid.uuid4().hex[:6]}"        # the same node name on both hosts
-    rows, roots = {}, {}
+    rows, roots, modes = {}, {}, {}
     for host_name, weights in (("a", "weights-of-a"), ("b", "weights-of-b")):
         settings = default_scratch(azurite, f"scr{uuid.uuid4().hex[:6]}{host_name}")
         storage = Storage(settings)
@@ -51,14 +51,14 @@ def test_two_hosts_on_one_machine_never_share_a_cached_model(azurite: Azurite, t
             "process_count_per_node": 1})
         with LocalHost(load_app(), settings, node_id=node, lease_s=5) as host:
             host.drain(timeout_s=60)
-            root = host._runtime.worker.jobs.root
-            assert mode(root) == 0o700, f"host {host_name}'s scratch is private"
-            roots[host_name] = root
+            roots[host_name] = host._runtime.worker.jobs.root
+            modes[host_name] = mode(roots[host_name])
         final = ledger.get_job(job.job_id)
         assert final.state == "succeeded", final
         rows[host_name] = storage.container(final.output_container).download_blob(
             f"{final.output_prefix}/parallel_run_step.txt").readall().decode().split()
     assert rows["a"][2] == "weights-of-a" and rows["b"][2] == "weights-of-b", rows
+    assert modes == {"a": 0o700, "b": 0o700}, "each host's scratch is private"
     assert roots["a"] != roots["b"]
     assert not roots["a"].exists() and not roots["b"].exists(), "a private scratch goes with its host"
 
@@ -99,7 +99,7 @@ def test_a_script_cannot_change_its_code_or_the_model_cache(
     with LocalHost(load_app(), settings, lease_s=5) as host:
         host.drain(timeout_s=60)
         root = host._runtime.worker.jobs.root
-        source = next((root / "snapshots").glob(f"*/{snapshots.sha_of(code)}"))
+        source = next(p for p in (root / "snapshots").rglob(snapshots.sha_of(code)) if p.is_dir())
         unchanged = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()}
         cached = list((root / "models").rglob("echo.txt"))
     results = {}
