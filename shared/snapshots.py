@@ -59,11 +59,21 @@ def build_zip(folder: str | os.PathLike[str]) -> tuple[bytes, str]:
 def upload(storage: Storage, folder: str | os.PathLike[str]) -> str:
     """Upload ``folder`` as a snapshot (skipped if it exists); returns ``snapshot:<sha256>``."""
     data, sha = build_zip(folder)
-    try:
-        storage.system.upload_blob(f"snapshots/{sha}.zip", data, overwrite=False)
-    except ResourceExistsError:
-        pass
+    put(storage, data, sha)
     return PREFIX + sha
+
+
+def put(storage: Storage, data: bytes, sha: str) -> None:
+    """Store ``data`` as snapshot ``sha`` unless an intact copy is there; a blob of that name whose
+    content does not match (it was replaced) is overwritten with the real one."""
+    blob = f"snapshots/{sha}.zip"
+    try:
+        storage.system.upload_blob(blob, data, overwrite=False)
+    except ResourceExistsError:
+        stored = storage.system.download_blob(blob).readall()
+        if hashlib.sha256(stored).hexdigest() != sha:
+            log.warning("code snapshot %s did not match its content hash: stored again", sha)
+            storage.system.upload_blob(blob, data, overwrite=True)
 
 
 def sha_of(reference: str) -> str:

@@ -135,7 +135,11 @@ def test_a_version_registered_without_a_content_hash_is_refused(
         models.download(storage, models.get_version(storage, "echo"), tmp_path / "m")
 
 
-def test_snapshot_names_match_their_content(storage: Storage) -> None:
-    code = snapshots.upload(storage, SCRIPTS)
+def test_uploading_the_code_again_repairs_a_replaced_snapshot(
+        storage: Storage, code: str, inputs: None, tmp_path: Path) -> None:
+    register_text_model(storage, tmp_path, "echo", "v1")
+    replace_snapshot(storage, code)
+    assert snapshots.upload(storage, SCRIPTS) == code
     data = storage.system.download_blob(f"snapshots/{snapshots.sha_of(code)}.zip").readall()
     assert hashlib.sha256(data).hexdigest() == snapshots.sha_of(code)
+    assert jobs.submit(storage, Ledger(storage.ledger), spec(code)).snapshot == code
