@@ -137,6 +137,7 @@ def _prepare(config: ScoringConfig) -> None:
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(Path(config.model_cache) / entry, target_is_directory=True)
         local_models[name] = str(link.joinpath(*inside))
+    _hold_snapshot(config.source_dir)
     _sandbox(config)
     os.environ.update(config.environment)
     os.environ.update({
@@ -155,6 +156,18 @@ def _prepare(config: ScoringConfig) -> None:
     sys.path[:0] = [str(COMPAT_DIR), config.source_dir]
     sys.argv = [config.entry_script, *config.arguments]
     os.chdir(config.work_dir)
+
+
+_held: list[int] = []
+
+
+def _hold_snapshot(source_dir: str) -> None:
+    """Hold a shared lock on the extracted snapshot for this process's life (never evicted)."""
+    from .snapshots import hold
+
+    fd = hold(Path(source_dir))
+    if fd is not None:
+        _held.append(fd)
 
 
 def _sandbox(config: ScoringConfig) -> None:

@@ -10,6 +10,7 @@ as it goes; extracted files are read-only, and the least recently used extractio
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import logging
@@ -181,6 +182,43 @@ def _touch(base: Path, sha: str) -> None:
     (base / f".{sha}{USED}").touch()
 
 
+def _mark(folder: Path) -> Path:
+    return folder.parent / f".{folder.name}{USED}"
+
+
+def hold(folder: Path) -> int | None:
+    """A scoring process's shared lock on the extraction it runs from (kept open for its life):
+    :func:`evict` skips an extraction whose mark someone holds. None if ``folder`` is no
+    extraction."""
+    try:
+        fd = os.open(_mark(folder), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def _remove_unless_held(base: Path, sha: str) -> bool:
+    """Remove one extraction, unless a live process holds its mark."""
+    mark = base / f".{sha}{USED}"
+    try:
+        fd = os.open(mark, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        fd = None
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+        scratch.remove_tree(base / sha)
+        mark.unlink(missing_ok=True)
+        return True
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def _size(path: Path) -> int:
     return sum(p.lstat().st_size for p in path.rglob("*"))
 
@@ -202,7 +240,8 @@ def eviction_order(entries: list[tuple[str, float, int]], max_count: int, max_by
 
 
 def evict(base: Path, max_count: int, max_bytes: int, in_use: set[str] | frozenset[str]) -> list[str]:
-    """Remove least recently used extractions under ``base`` beyond the limits; returns their shas."""
+    """Remove least recently used extractions under ``base`` beyond the limits, never one a live
+    scoring process holds (:func:`hold`); returns their shas."""
     now = time.time()
     entries, keep = [], set(in_use)
     for path in base.iterdir():
@@ -213,9 +252,8 @@ def evict(base: Path, max_count: int, max_bytes: int, in_use: set[str] | frozens
         if now - used < RECENT_S:      # maybe in use by another process sharing the folder
             keep.add(path.name)
         entries.append((path.name, used, _size(path)))
-    doomed = eviction_order(entries, max_count, max_bytes, keep)
-    for sha in doomed:
-        scratch.remove_tree(base / sha)
-        (base / f".{sha}{USED}").unlink(missing_ok=True)
+    evicted = [sha for sha in eviction_order(entries, max_count, max_bytes, keep)
+               if _remove_unless_held(base, sha)]
+    for sha in evicted:
         log.info("evicted code snapshot %s from %s", sha, base)
-    return doomed
+    return evicted

@@ -141,3 +141,23 @@ def test_extractions_beyond_the_size_limit_are_evicted(storage: Storage, tmp_pat
 
 def stat_mode(path: Path) -> int:
     return path.stat().st_mode & 0o777
+
+
+def test_an_extraction_a_live_process_runs_from_is_never_evicted(storage: Storage, tmp_path: Path) -> None:
+    """Scoring processes hold a shared lock on their extraction (shared.scoring); eviction skips it
+    even when nothing else protects it (not in_use, not recently used)."""
+    keep_one = Storage(dataclasses.replace(storage.settings, snapshot_cache_count=1))
+    old, new = (snapshot_of(storage, tmp_path / name, f"# {name}\n") for name in ("old", "new"))
+    root = tmp_path / "snapshots"
+    held = snapshots.hold(snapshots.extract(keep_one, old, root))
+    assert held is not None
+    try:
+        backdate(root, old)
+        snapshots.extract(keep_one, new, root)
+        assert snapshots.sha_of(old) in extracted(root), "held: kept"
+    finally:
+        os.close(held)
+    backdate(root, new)
+    third = snapshot_of(storage, tmp_path / "third", "# third\n")
+    snapshots.extract(keep_one, third, root)
+    assert extracted(root) == {snapshots.sha_of(third)}, "released: evicted"
