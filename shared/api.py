@@ -21,7 +21,6 @@ import logging
 from typing import Any
 
 from azure.core.exceptions import AzureError
-from azure.core.exceptions import ResourceExistsError
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -172,8 +171,5 @@ def _store_snapshot(rt: runtime.Runtime, data: bytes) -> str:
         raise SubmitterError("the body must be a zip of the source directory")
     snapshots.check_zip(data, rt.settings.limits)
     sha = hashlib.sha256(data).hexdigest()
-    try:
-        rt.storage.system.upload_blob(f"snapshots/{sha}.zip", data, overwrite=False)
-    except ResourceExistsError:
-        pass
+    snapshots.put(rt.storage, data, sha)   # repairs a stored copy that no longer matches its hash
     return f"{snapshots.PREFIX}{sha}"

@@ -62,3 +62,8 @@ class ScriptError(ParallelRunError):
 
 class OperatorError(ParallelRunError):
     """Storage or the host is unavailable or misconfigured; not the user's fault, retried."""
+
+
+class IntegrityError(SubmitterError):
+    """Stored content (a code snapshot, a model file) does not match its content hash: it changed
+    after it was uploaded or registered, and is refused rather than run."""

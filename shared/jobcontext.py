@@ -18,7 +18,7 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from . import models, snapshots, tables
+from . import models, scratch, snapshots, tables
 from .datasets import FileInput
 from .errors import SubmitterError
 from .ledger import JobRow, Ledger
@@ -97,7 +97,8 @@ class JobContexts:
         self.storage = storage
         self.ledger = ledger
         self.node_id = node_id
-        self.root = Path(storage.settings.scratch_dir) / node_id
+        # private to this host: see shared.scratch; caches keyed by storage account + content hash
+        self.root, self._private_root = scratch.host_root(storage.settings.scratch_dir, node_id)
         self.model_cache = self.root / "models"    # the pinned models, once per node
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, JobContext]] = {}
@@ -136,7 +137,8 @@ class JobContexts:
         except SubmitterError as exc:
             raise JobUnrunnable(f"the job's spec no longer parses: {exc}", job_id=job.job_id) from exc
         try:
-            source = snapshots.extract(self.storage, job.snapshot, self.root / "snapshots")
+            source = snapshots.extract(self.storage, job.snapshot, self.root / "snapshots",
+                                       in_use=self._snapshots_in_use())
         except _BROKEN_ZIP as exc:
             raise JobUnrunnable(f"code snapshot {job.snapshot} cannot be used: "
                                 f"{type(exc).__name__}: {exc}", job_id=job.job_id) from exc
@@ -169,8 +171,8 @@ class JobContexts:
         paths = {}
         for name, version in job.models.items():
             try:
-                path = models.download(self.storage, models.get_version(self.storage, name, version),
-                                       self.model_cache)
+                path = models.cache_download(
+                    self.storage, models.get_version(self.storage, name, version), self.model_cache)
             except (SubmitterError, ResourceNotFoundError) as exc:
                 what = (f"it is gone from storage ({getattr(exc, 'error_code', None) or 'not found'})"
                         if isinstance(exc, ResourceNotFoundError) else f"{type(exc).__name__}: {exc}")
@@ -178,6 +180,18 @@ class JobContexts:
                                     job_id=job.job_id) from exc
             paths[name] = path.relative_to(self.model_cache).as_posix()
         return paths
+
+    def _snapshots_in_use(self) -> frozenset[str]:
+        """The snapshots of the jobs this process holds contexts of (their scoring processes may
+        run from them): never evicted."""
+        with self._lock:
+            return frozenset(snapshots.sha_of(ctx.job.snapshot) for _, ctx in self._cache.values()
+                             if ctx.job.snapshot.startswith(snapshots.PREFIX))
+
+    def close(self) -> None:
+        """Remove a private scratch folder (after the scoring processes stopped)."""
+        if self._private_root:
+            scratch.remove_tree(self.root)
 
     def forget(self, job_id: str) -> None:
         with self._lock:

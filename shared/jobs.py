@@ -19,10 +19,11 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from . import decisions, index, models, output, snapshots, summary
-from .errors import NotFoundError, SpecError
+from .errors import IntegrityError, NotFoundError, SpecError
 from .jobcontext import output_target, process_count
 from .ledger import Conflict, JobRow, Ledger, Totals
 from .messages import FinalizeMessage, PlanMessage
+from .settings import Settings
 from .spec import JobSpec, parse_spec
 from .states import BatchState, JobState
 from .storage import Storage
@@ -42,9 +43,55 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
+# containers of the Functions host itself (keys, leases, timers) and of the storage account
+HOST_CONTAINER_PREFIXES = ("azure-webjobs-", "scm-releases")
+
+
+def internal_names(settings: Settings) -> dict[str, str]:
+    """Every name the service (or its host) keeps state under -> what it is, as settings name them.
+
+    Queues and tables live in other namespaces than containers, but a container of the same name
+    would be mistaken for them by a reader of the spec, so they are reserved as well."""
+    names = {settings.requests_container: "the service's requests container",
+             settings.system_container: "the service's system container (code snapshots, models)",
+             settings.output_container: "the service's output container (every job's default "
+                                        "output and logs)"}
+    for queue in settings.queues:
+        names.setdefault(queue, "a queue of the service")
+        names.setdefault(queue + settings.poison_suffix, "a poison queue of the service")
+    for table in settings.tables:
+        names.setdefault(table.lower(), "a table of the service")
+    return names
+
+
+def reserved_name_errors(settings: Settings, spec: JobSpec) -> list[dict[str, str]]:
+    """Inputs and output may not name the service's own containers, queues or tables (pure)."""
+    internal = internal_names(settings)
+
+    def why(container: str) -> str | None:
+        if container in internal:
+            return internal[container]
+        if container.startswith(HOST_CONTAINER_PREFIXES):
+            return "a container of the Functions host"
+        return None
+
+    named = [(f"inputs.{n}.container", item.container or "") for n, item in enumerate(spec.inputs)]
+    if spec.output is not None:
+        named.append(("output", spec.output.container))
+    errors = []
+    for field, container in named:
+        reason = why(container)
+        if reason:
+            errors.append({"field": field, "message": f"container {container!r} is {reason}; "
+                           "jobs may not read or write the service's own storage (see "
+                           "docs/security.md, Internal names)"})
+    return errors
+
+
 def _check_references(storage: Storage, spec: JobSpec) -> tuple[dict[str, int], list[dict[str, str]]]:
     """Resolve models and check the snapshot and inputs exist; returns (model pins, errors)."""
-    errors: list[dict[str, str]] = []
+    errors = reserved_name_errors(storage.settings, spec)
+    refused = {e["field"] for e in errors}
     if not spec.source_directory or not spec.source_directory.startswith(snapshots.PREFIX):
         errors.append({"field": "source_directory", "message": "must be a code snapshot reference "
                        "(snapshot:<sha256>); the CLI uploads a local folder and fills this in"})
@@ -53,15 +100,20 @@ def _check_references(storage: Storage, spec: JobSpec) -> tuple[dict[str, int], 
             if spec.entry_script not in snapshots.names(storage, spec.source_directory):
                 errors.append({"field": "entry_script", "message":
                                f"{spec.entry_script} is not in source_directory {spec.source_directory}"})
-        except NotFoundError as exc:
+        except (NotFoundError, IntegrityError) as exc:
             errors.append({"field": "source_directory", "message": str(exc)})
     pins: dict[str, int] = {}
     for n, (name, version) in enumerate(spec.effective_models()):
         try:
-            pins[name] = models.get_version(storage, name, version).version
+            model = models.get_version(storage, name, version)
+            pins[name] = model.version
+            if not model.sha256:
+                errors.append({"field": f"models.{n}", "message": models.unhashed_message(model)})
         except NotFoundError as exc:
             errors.append({"field": f"models.{n}", "message": str(exc)})
     for n, item in enumerate(spec.inputs):
+        if f"inputs.{n}.container" in refused:
+            continue
         if not storage.container(item.container).exists():
             errors.append({"field": f"inputs.{n}.container",
                            "message": f"container {item.container!r} does not exist"})

@@ -54,6 +54,8 @@ class Runtime:
     def close(self) -> None:
         if "pool" in self.__dict__:
             self.pool.close()
+        if "worker" in self.__dict__:
+            self.worker.jobs.close()   # a private scratch folder goes with its host
 
 
 def configure(settings: Settings, node_id: str = "node0") -> Runtime:

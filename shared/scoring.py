@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -130,12 +131,14 @@ def _prepare(config: ScoringConfig) -> None:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     local_models = {}
     for name, rel in config.model_paths.items():   # the node's copies, linked, not downloaded again
-        version_dir = Path(*Path(rel).parts[:2])
-        link = Path(config.model_dir) / version_dir
+        entry, inside = Path(*Path(rel).parts[:2]), Path(rel).parts[2:]   # <account>/<hash>, file
+        link = Path(config.model_dir) / name / str(config.model_pins[name])
         if not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(Path(config.model_cache) / version_dir, target_is_directory=True)
-        local_models[name] = str(Path(config.model_dir) / rel)
+            link.symlink_to(Path(config.model_cache) / entry, target_is_directory=True)
+        local_models[name] = str(link.joinpath(*inside))
+    _hold_snapshot(config.source_dir)
+    _sandbox(config)
     os.environ.update(config.environment)
     os.environ.update({
         "AZUREML_MODEL_DIR": config.model_dir,
@@ -153,6 +156,36 @@ def _prepare(config: ScoringConfig) -> None:
     sys.path[:0] = [str(COMPAT_DIR), config.source_dir]
     sys.argv = [config.entry_script, *config.arguments]
     os.chdir(config.work_dir)
+
+
+_held: list[int] = []
+
+
+def _hold_snapshot(source_dir: str) -> None:
+    """Hold a shared lock on the extracted snapshot for this process's life (never evicted)."""
+    from .snapshots import hold
+
+    fd = hold(Path(source_dir))
+    if fd is not None:
+        _held.append(fd)
+
+
+def _sandbox(config: ScoringConfig) -> None:
+    """From here on the process writes only beneath its work dir (see shared.sandbox)."""
+    from .sandbox import restrict_writes
+    from .settings import Settings
+
+    settings = Settings.from_env()
+    tmp = os.path.join(config.work_dir, "tmp")
+    os.makedirs(tmp, exist_ok=True)
+    os.environ.update({"TMPDIR": tmp, "TEMP": tmp, "TMP": tmp})
+    tempfile.tempdir = tmp
+    if not settings.sandbox:
+        return
+    abi = restrict_writes([config.work_dir, "/dev", *settings.sandbox_writable])
+    if not abi:
+        logging.getLogger("parallelrun.sandbox").warning(
+            "Landlock is not available: only read-only files protect the code and models")
 
 
 def _load(config: ScoringConfig) -> ModuleType:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +70,13 @@ class Settings:
     index_table: str = "parallelrunjobs"           # one row per job, for listing
     models_table: str = "parallelrunmodels"        # model registry: name -> versions
 
-    scratch_dir: str = dataclasses.field(
-        default_factory=lambda: str(Path(tempfile.gettempdir()) / "parallelrun"))
+    # "": a private folder per host start (<temp>/parallelrun-<node>-<random>, 0700, removed at
+    # stop); set: <scratch_dir>/<node id>/ (0700), shared by the processes of one host
+    scratch_dir: str = ""
+    snapshot_cache_count: int = 16            # extracted snapshots kept per host (LRU beyond)
+    snapshot_cache_bytes: int = 4 << 30       # bytes of extracted snapshots kept per host (4 GiB)
+    sandbox: bool = True            # scoring processes may write only their work dir (Landlock)
+    sandbox_writable: tuple[str, ...] = ()    # more folders scoring processes may write
     window_per_slot: int = 4        # queued mini-batches per scoring slot of a job (flow control)
     job_cache_ttl_s: float = 2.0    # how long a worker trusts its cached copy of a job row
     blocks_per_shard: int = 40_000  # output blocks staged per blob before a shard blob is used
@@ -106,7 +110,9 @@ class Settings:
         for name, field in (("PARALLELRUN_WINDOW_PER_SLOT", "window_per_slot"),
                             ("PARALLELRUN_BLOCKS_PER_SHARD", "blocks_per_shard"),
                             ("PARALLELRUN_DOWNLOAD_CONCURRENCY", "download_concurrency"),
-                            ("PARALLELRUN_WARM_PROCESSES", "warm_processes")):
+                            ("PARALLELRUN_WARM_PROCESSES", "warm_processes"),
+                            ("PARALLELRUN_SNAPSHOT_CACHE_COUNT", "snapshot_cache_count"),
+                            ("PARALLELRUN_SNAPSHOT_CACHE_BYTES", "snapshot_cache_bytes")):
             if env.get(name):
                 values[field] = int(env[name])
         for name, field in (("PARALLELRUN_JOB_CACHE_TTL_S", "job_cache_ttl_s"),
@@ -115,6 +121,10 @@ class Settings:
                 values[field] = float(env[name])
         values["limits"] = Limits.from_env(env)
         values["local_key"] = env.get(LOCAL_KEY_SETTING) or None
+        if env.get("PARALLELRUN_SANDBOX"):
+            values["sandbox"] = env["PARALLELRUN_SANDBOX"].strip().lower() not in ("0", "false", "no", "off")
+        if env.get("PARALLELRUN_SANDBOX_WRITABLE"):
+            values["sandbox_writable"] = tuple(p for p in env["PARALLELRUN_SANDBOX_WRITABLE"].split(os.pathsep) if p)
         return cls(**values)  # type: ignore[arg-type]
 
     def to_env(self) -> dict[str, str]:
@@ -139,6 +149,10 @@ class Settings:
         env.update(self.limits.to_env())
         if self.local_key:
             env[LOCAL_KEY_SETTING] = self.local_key
+        env["PARALLELRUN_SNAPSHOT_CACHE_COUNT"] = str(self.snapshot_cache_count)
+        env["PARALLELRUN_SNAPSHOT_CACHE_BYTES"] = str(self.snapshot_cache_bytes)
+        env["PARALLELRUN_SANDBOX"] = "1" if self.sandbox else "0"
+        env["PARALLELRUN_SANDBOX_WRITABLE"] = os.pathsep.join(self.sandbox_writable)
         return env
 
     def resolve(self, expression: str) -> str:
@@ -160,7 +174,7 @@ class Settings:
             requests_container=f"{ns}-requests", system_container=f"{ns}-system",
             output_container=f"{ns}-outputs", ledger_table=f"{tables}ledger",
             index_table=f"{tables}jobs", models_table=f"{tables}models",
-            scratch_dir=str(Path(self.scratch_dir) / ns))
+            scratch_dir=str(Path(self.scratch_dir) / ns) if self.scratch_dir else "")
 
     @property
     def queues(self) -> tuple[str, ...]:

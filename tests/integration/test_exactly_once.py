@@ -89,8 +89,9 @@ def test_output_spanning_several_shards_is_still_in_input_order(
 def test_failing_try_is_retried_and_succeeds(host: LocalHost, api: httpx.Client, storage: Storage,
                                              code: str, tmp_path: Path) -> None:
     put_files(storage, "flaky", {f"k{i}.txt": b"x" for i in range(4)})
+    (tmp_path / "writable").mkdir()
     job_id = submit(api, misbehave(code, "flaky", "flaky", arguments=[
-        "--mode", "flaky", "--marker_dir", str(tmp_path)]))
+        "--mode", "flaky", "--marker_dir", str(tmp_path / "writable")]))
     host.drain()
     status = api.get(f"/api/jobs/{job_id}").json()
     assert status["state"] == "succeeded"
