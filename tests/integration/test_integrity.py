@@ -17,7 +17,7 @@ import pytest
 
 from shared import jobs, models, snapshots
 from shared.errors import IntegrityError, SpecError
-from shared.jobcontext import JobContexts
+from shared.jobcontext import JobContexts, JobUnrunnable
 from shared.ledger import Ledger
 from shared.local.host import LocalHost, load_app
 from shared.settings import Settings
@@ -59,8 +59,9 @@ def test_a_replaced_snapshot_is_refused_at_use_naming_both_hashes(
     sha, actual = replace_snapshot(storage, code)
     contexts = JobContexts(storage, ledger, "node-a")
     try:
-        with pytest.raises(IntegrityError) as err:
+        with pytest.raises(JobUnrunnable) as err:   # the job stops with the reason
             contexts.get(job.job_id)
+        assert isinstance(err.value.__cause__, IntegrityError)
         assert f"code snapshot {sha} does not match its content hash" in str(err.value)
         assert f"expected sha256 {sha}, got {actual}" in str(err.value)
         assert not any((contexts.root / "snapshots").rglob("prs_style.py")), "nothing extracted"
@@ -78,8 +79,6 @@ def test_a_replaced_snapshot_is_refused_at_submit(
     assert "does not match its content hash" in err.value.errors[0]["message"]
 
 
-@pytest.mark.xfail(strict=True, reason="a job whose context cannot be built is stopped by the "
-                   "context-failure handling of another change; remove this mark once merged")
 def test_a_job_whose_snapshot_was_replaced_fails_with_the_reason(
         settings: Settings, storage: Storage, code: str, inputs: None, tmp_path: Path) -> None:
     register_text_model(storage, tmp_path, "echo", "v1")

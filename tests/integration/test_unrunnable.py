@@ -56,7 +56,7 @@ def test_a_snapshot_that_cannot_be_extracted_fails_the_job_with_the_reason(
     status = jobs.status(storage, ledger, job.job_id)
     assert status["state"] == "failed", status
     assert f"code snapshot {code} cannot be used" in status["reason"]
-    assert ("BadZipFile" if damage == "not a zip" else "does not exist") in status["reason"]
+    assert ("does not match its content hash" if damage == "not a zip" else "does not exist") in status["reason"]
     kinds = {e["kind"] for e in status["errors"]}
     assert kinds == {"job"} and code in status["errors"][0]["message"]
     assert status["mini_batches"]["succeeded"] == 0
