@@ -36,6 +36,10 @@ RESOURCE_SETTINGS: dict[str, str] = {
     "PARALLELRUN_INDEX_TABLE": "index_table",
     "PARALLELRUN_MODELS_TABLE": "models_table",
 }
+# app setting name -> Settings field, for the other values a trigger binding refers to.
+BINDING_SETTINGS: dict[str, str] = {
+    "PARALLELRUN_SWEEP_SCHEDULE": "sweep_schedule",
+}
 
 
 def azurite_connection_string(blob_port: int, queue_port: int, table_port: int,
@@ -77,6 +81,8 @@ class Settings:
     plan_page_size: int = 5000      # blobs listed per planner invocation
     storage_timeout_s: float = 60.0 # a storage call without an answer by then is retried
     poison_suffix: str = "-poison"
+    sweep_schedule: str = "0 */1 * * * *"  # NCRONTAB: when the sweep runs (every minute)
+    sweep_grace_s: float = 300.0    # a job's index row this long unchanged is checked by the sweep
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -90,7 +96,7 @@ class Settings:
                               ("queue_service_uri", "queueServiceUri"),
                               ("table_service_uri", "tableServiceUri")):
             values[field] = env.get(f"AzureWebJobsStorage__{suffix}") or None
-        for name, field in RESOURCE_SETTINGS.items():
+        for name, field in (*RESOURCE_SETTINGS.items(), *BINDING_SETTINGS.items()):
             if env.get(name):
                 values[field] = env[name]
         if env.get("PARALLELRUN_SCRATCH_DIR"):
@@ -102,7 +108,8 @@ class Settings:
             if env.get(name):
                 values[field] = int(env[name])
         for name, field in (("PARALLELRUN_JOB_CACHE_TTL_S", "job_cache_ttl_s"),
-                            ("PARALLELRUN_STORAGE_TIMEOUT_S", "storage_timeout_s")):
+                            ("PARALLELRUN_STORAGE_TIMEOUT_S", "storage_timeout_s"),
+                            ("PARALLELRUN_SWEEP_GRACE_S", "sweep_grace_s")):
             if env.get(name):
                 values[field] = float(env[name])
         return cls(**values)  # type: ignore[arg-type]
@@ -117,7 +124,7 @@ class Settings:
                               ("table_service_uri", "tableServiceUri")):
             if getattr(self, field):
                 env[f"AzureWebJobsStorage__{suffix}"] = getattr(self, field)
-        for name, field in RESOURCE_SETTINGS.items():
+        for name, field in (*RESOURCE_SETTINGS.items(), *BINDING_SETTINGS.items()):
             env[name] = getattr(self, field)
         env["PARALLELRUN_SCRATCH_DIR"] = self.scratch_dir
         env["PARALLELRUN_WINDOW_PER_SLOT"] = str(self.window_per_slot)
@@ -126,6 +133,7 @@ class Settings:
         env["PARALLELRUN_WARM_PROCESSES"] = str(self.warm_processes)
         env["PARALLELRUN_JOB_CACHE_TTL_S"] = str(self.job_cache_ttl_s)
         env["PARALLELRUN_STORAGE_TIMEOUT_S"] = str(self.storage_timeout_s)
+        env["PARALLELRUN_SWEEP_GRACE_S"] = str(self.sweep_grace_s)
         return env
 
     def resolve(self, expression: str) -> str:
@@ -134,6 +142,8 @@ class Settings:
             name = expression[1:-1]
             if name in RESOURCE_SETTINGS:
                 return getattr(self, RESOURCE_SETTINGS[name])
+            if name in BINDING_SETTINGS:
+                return getattr(self, BINDING_SETTINGS[name])
             raise KeyError(f"app setting {name} is not defined")
         return expression
 
