@@ -91,7 +91,7 @@ def stale(storage: Storage, states: tuple[str, ...], older_than_s: float,
     params: dict[str, Any] = {"p": PARTITION, **{f"s{i}": s for i, s in enumerate(states)}}
     wanted = " or ".join(f"state eq @s{i}" for i in range(len(states)))
     out = []
-    for e in table.query_entities(f"PartitionKey eq @p and ({wanted})", parameters=params):
+    for e in table.query_entities(f"PartitionKey eq @p and ( {wanted} )", parameters=params):
         written = float(e.get("updated_at") or e.get("created_at") or 0.0)
         if now - written >= older_than_s:
             out.append({"job_id": e["job_id"], "name": e.get("name", ""), "state": e["state"],

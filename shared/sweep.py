@@ -114,4 +114,5 @@ def _abandon(storage: Storage, ledger: Ledger, row: dict) -> JobRow:
     return ledger.create_job(JobRow(
         job_id=row["job_id"], spec={"name": row.get("name", "")}, state=JobState.FAILED,
         stop_reason=ABANDONED, error=ABANDONED, stopped_at=now, ended_at=now,
+        output_container=storage.settings.output_container, output_prefix=row["job_id"],
         created_at=row["created_at"]))

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import azure.functions as func
+from azure.functions.timer import TimerRequest
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 from azure.storage.blob import BlobClient, BlobLeaseClient
 
@@ -213,7 +213,7 @@ class TimerTrigger:
     def _invoke(self, past_due: bool, status: dict[str, str]) -> None:
         self.runs += 1
         self._stats.add(self.spec.name, invocations=1)
-        request = func.TimerRequest(past_due=past_due, schedule_status={
+        request = TimerRequest(past_due=past_due, schedule_status={
             "Last": status.get("last", ""), "Next": status.get("next", "")},
             schedule={"AdjustForDST": False})
         try:
