@@ -165,14 +165,15 @@ class LocalHost:
         self.stop()
 
     def serve_forever(self) -> None:
-        """Start, block until SIGINT or SIGTERM, then stop cleanly (main thread only)."""
+        """Start, block until SIGINT, SIGTERM or SIGHUP, then stop cleanly (main thread only)."""
         stop = threading.Event()
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             log.info("local host %s: signal %d, stopping", self.node_id, signum)
             stop.set()
 
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM,
+                                                       signal.SIGHUP)}
         try:
             self.start()
             while not stop.wait(0.5):
