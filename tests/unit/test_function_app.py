@@ -66,6 +66,9 @@ def test_the_sweep_runs_on_a_schedule_from_app_settings(declared: dict[str, dict
     settings = Settings.from_env({"PARALLELRUN_SWEEP_SCHEDULE": "*/10 * * * * *"})
     assert settings.resolve(timer["schedule"]) == "*/10 * * * * *"
     assert Settings.from_env(settings.to_env()).sweep_schedule == "*/10 * * * * *"
+    assert Settings.from_env(Settings(sweep_grace_s=7.5).to_env()).sweep_grace_s == 7.5
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    assert sample["PARALLELRUN_SWEEP_SCHEDULE"] == Settings().sweep_schedule
     parse_schedule(Settings().resolve(timer["schedule"]))   # the default parses
     bicep = (ROOT / "infra" / "modules" / "functionapp.bicep").read_text()
     assert "name: 'PARALLELRUN_SWEEP_SCHEDULE'" in bicep, "Azure needs the setting to index the app"
