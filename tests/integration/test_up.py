@@ -20,9 +20,14 @@ from pathlib import Path
 
 import pytest
 
+from shared import jobs, snapshots
+from shared.ledger import Ledger
 from shared.local.azurite import free_port
 from shared.local.cluster import LocalCluster, restart_delay
 from shared.settings import Settings
+from shared.storage import Storage
+
+from .conftest import SCRIPTS, put_files
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -169,6 +174,39 @@ def test_a_node_killed_under_up_comes_back(place: Place) -> None:
     up.process.send_signal(signal.SIGINT)
     assert up.process.wait(40) == 0, up.text()
     wait_for("up to leave nothing", lambda: not marked(place.marker), timeout_s=20)
+
+
+@pytest.fixture
+def reaped(settings: Settings) -> Iterator[str]:
+    """This test's scratch folder as a marker; its processes that are left at the end are killed."""
+    yield settings.scratch_dir
+    for pid in marked(settings.scratch_dir):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_node_whose_parent_died_stops_and_kills_its_busy_scoring_processes(
+        settings: Settings, storage: Storage, tmp_path: Path, reaped: str) -> None:
+    put_files(storage, "orphaned", {"o1.txt": b"x", "o2.txt": b"x"})
+    ledger = Ledger(storage.ledger)
+    marker = reaped
+    with LocalCluster(settings, nodes=1, log_dir=tmp_path / "logs",
+                      env={"PARALLELRUN_LOCAL_STOP_GRACE_S": "2"}) as cluster:
+        job = jobs.submit(storage, ledger, {
+            "name": "orphaned", "entry_script": "slow.py",
+            "source_directory": snapshots.upload(storage, SCRIPTS), "inputs": ["orphaned/"],
+            "mini_batch_size": "1", "process_count_per_node": 2,
+            "environment_variables": {"SLOW_SECONDS": "600"}})
+        wait_for("run() under way", lambda: any(
+            b.state == "running" for b in ledger.batches(job.job_id)), timeout_s=60)
+        busy = kinds(marked(marker))
+        assert busy["node"] == 1 and busy["scoring"] >= 1, busy
+        cluster.abandon()
+        assert cluster.nodes[0].process.wait(30) is not None
+        wait_for("the node's scoring processes to end", lambda: not marked(marker), timeout_s=20)
+    assert "its parent is gone" in cluster.log_path(0).read_text()
 
 
 # -- supervision of LocalCluster ----------------------------------------------------------------
