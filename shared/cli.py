@@ -128,29 +128,71 @@ def _with_local_key(settings: Settings) -> Settings:
     return replace(settings, local_key=key)
 
 
+def parse_ports(text: str) -> tuple[int, int, int]:
+    """``B,Q,T``: Azurite's blob, queue and table ports."""
+    try:
+        ports = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        ports = ()
+    if len(ports) != 3 or not all(0 < p < 65536 for p in ports):
+        raise typer.BadParameter(f"--azurite-ports takes BLOB,QUEUE,TABLE ports, got {text!r}")
+    return ports  # type: ignore[return-value]
+
+
 @app.command()
 def up(nodes: Annotated[int, typer.Option(help="host processes (stand-ins for instances)")] = 1,
        port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1")] = 7071,
        data: Annotated[Path, typer.Option(help="Azurite data folder")] = Path(".parallelrun/azurite"),
        in_memory: Annotated[bool, typer.Option(help="keep Azurite's data in memory")] = False,
+       azurite_ports: Annotated[Optional[str], typer.Option(
+           help="BLOB,QUEUE,TABLE ports of the local Azurite [default: 10000,10001,10002]; "
+                "given, it is the storage even if AzureWebJobsStorage names another")] = None,
+       log_dir: Annotated[Optional[Path], typer.Option(
+           help="the nodes' log files [default: a new temporary folder]")] = None,
        require_key: Annotated[bool, typer.Option(
            "--require-key", help="answer 401 without the local key (PARALLELRUN_LOCAL_KEY)")] = False
        ) -> None:
-    """Azurite plus the local host, in the foreground (Ctrl-C stops both)."""
+    """Azurite plus the local host, in the foreground. Ctrl-C, SIGTERM or closing the terminal
+    stops both; a node that dies is restarted; nothing outlives this process, even killed."""
+    import dataclasses
+    import logging
+    import sys
+
     from .local.azurite import Azurite, port_open
     from .local.cluster import LocalCluster
+    from .settings import azurite_connection_string
 
-    settings = _with_local_key(load_settings()) if require_key else load_settings()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)   # stop cleanly on SIGTERM too
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    ports = parse_ports(azurite_ports or "10000,10001,10002")
+    local = azurite_connection_string(*ports)
+    settings = load_settings()
+    if azurite_ports is not None:
+        settings = dataclasses.replace(settings, connection_string=local)
+    if require_key:
+        settings = _with_local_key(settings)
+    stop_signals = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+    def on_signal(signum: int, frame: Any) -> None:   # all stop cleanly, like Ctrl-C, once
+        for sig in stop_signals:
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for sig in stop_signals:
+        signal.signal(sig, on_signal)
     azurite = None
-    if not port_open(10000):
-        azurite = Azurite(10000, 10001, 10002, location=None if in_memory else data).start()
-        err_console.print(f"Azurite on 127.0.0.1:10000-10002 ({'memory' if in_memory else data})")
-    Storage(settings).ensure()
     try:
-        with LocalCluster(settings, nodes=nodes, http_port=port) as cluster:
-            err_console.print(f"local host: {nodes} node(s), API on {cluster.http_url}/api — Ctrl-C to stop")
+        if settings.connection_string == local and not port_open(ports[0]):
+            azurite = Azurite(*ports, location=None if in_memory else data,
+                              die_with_parent=True).start()
+            err_console.print(f"Azurite on 127.0.0.1:{','.join(map(str, ports))} "
+                              f"({'memory' if in_memory else data})")
+        Storage(settings).ensure()
+        with LocalCluster(settings, nodes=nodes, http_port=port, log_dir=log_dir,
+                          supervise=True) as cluster:
+            err_console.print(f"local host: {nodes} node(s), API on {cluster.http_url}/api, "
+                              f"logs in {cluster.log_dir} — Ctrl-C to stop")
             while True:
                 time.sleep(3600)
     except KeyboardInterrupt:

@@ -47,6 +47,7 @@ def finalize(storage: Storage, ledger: Ledger, msg: FinalizeMessage) -> str:
             job = ledger.update_job(job, state=JobState.FINALIZING)
         except Conflict:
             return finalize(storage, ledger, msg)
+        index.set_state(storage, job, JobState.FINALIZING)
     totals = ledger.totals(job.job_id)
     batches = list(ledger.batches(job.job_id))
     url = ""

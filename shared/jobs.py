@@ -3,8 +3,9 @@ status, list, cancel.
 
 Submission validates everything it can before anything is written (the spec, the code snapshot and
 its entry script, the models, the input containers): an invalid job is refused with every bad
-field named, and nothing is enqueued. State first, side effects after: the ledger row and the index
-row are written, then the first planning message is enqueued.
+field named, and nothing is enqueued. State first, side effects after: the index row, then the
+ledger row are written, then the first planning message is enqueued. A submitter that dies in
+between leaves a ``queued`` index row, which :mod:`shared.sweep` finds and recovers.
 """
 
 from __future__ import annotations
@@ -134,10 +135,11 @@ def submit(storage: Storage, ledger: Ledger, data: Any) -> JobRow:
     else:
         container, prefix = settings.output_container, job_id
     window = decisions.window_size(spec.node_count, process_count(spec), settings.window_per_slot)
-    job = ledger.create_job(JobRow(
+    job = JobRow(
         job_id=job_id, spec=spec.to_dict(), snapshot=spec.source_directory or "", models=pins,
-        output_container=container, output_prefix=prefix, window=window, created_at=time.time()))
-    index.add(storage, job)
+        output_container=container, output_prefix=prefix, window=window, created_at=time.time())
+    index.add(storage, job)     # first, so that every accepted job can be found (and swept)
+    job = ledger.create_job(job)
     storage.queue(settings.plan_queue).send_message(PlanMessage(job_id, 0).to_json())
     log.info("submitted: job=%s inputs=%d window=%d", job_id, len(spec.inputs), window)
     return job

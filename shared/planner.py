@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from . import datasets, decisions, tables
+from . import datasets, decisions, index, tables
 from .datasets import FileInput
 from .errors import SubmitterError
 from .ledger import BatchRow, Conflict, JobRow, Ledger
@@ -151,6 +151,8 @@ def plan_step(storage: Storage, ledger: Ledger, msg: PlanMessage) -> None:
 def _side_effects(storage: Storage, ledger: Ledger, job: JobRow) -> None:
     """After a step's commit: enqueue its mini-batches, then the next step or the finalizer.
     Safe to repeat (duplicate messages are harmless)."""
+    if job.plan_step == 1:
+        index.set_state(storage, job, JobState.RUNNING)   # never moves the index row backwards
     _enqueue_new(storage, ledger, job, range(job.plan_cursor.get("first", job.planned), job.planned))
     if not job.planning_done:
         storage.queue(storage.settings.plan_queue).send_message(

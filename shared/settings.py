@@ -37,6 +37,10 @@ RESOURCE_SETTINGS: dict[str, str] = {
     "PARALLELRUN_INDEX_TABLE": "index_table",
     "PARALLELRUN_MODELS_TABLE": "models_table",
 }
+# app setting name -> Settings field, for the other values a trigger binding refers to.
+BINDING_SETTINGS: dict[str, str] = {
+    "PARALLELRUN_SWEEP_SCHEDULE": "sweep_schedule",
+}
 
 LOCAL_KEY_SETTING = "PARALLELRUN_LOCAL_KEY"
 
@@ -89,6 +93,8 @@ class Settings:
     # PARALLELRUN_LOCAL_KEY: when set, the local host answers 401 to every route but health
     # without it (header x-functions-key or ?code=); see docs/security.md, "Local key"
     local_key: str | None = dataclasses.field(default=None, repr=False)
+    sweep_schedule: str = "0 */1 * * * *"  # NCRONTAB: when the sweep runs (every minute)
+    sweep_grace_s: float = 300.0    # a job's index row this long unchanged is checked by the sweep
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -102,7 +108,7 @@ class Settings:
                               ("queue_service_uri", "queueServiceUri"),
                               ("table_service_uri", "tableServiceUri")):
             values[field] = env.get(f"AzureWebJobsStorage__{suffix}") or None
-        for name, field in RESOURCE_SETTINGS.items():
+        for name, field in (*RESOURCE_SETTINGS.items(), *BINDING_SETTINGS.items()):
             if env.get(name):
                 values[field] = env[name]
         if env.get("PARALLELRUN_SCRATCH_DIR"):
@@ -116,7 +122,8 @@ class Settings:
             if env.get(name):
                 values[field] = int(env[name])
         for name, field in (("PARALLELRUN_JOB_CACHE_TTL_S", "job_cache_ttl_s"),
-                            ("PARALLELRUN_STORAGE_TIMEOUT_S", "storage_timeout_s")):
+                            ("PARALLELRUN_STORAGE_TIMEOUT_S", "storage_timeout_s"),
+                            ("PARALLELRUN_SWEEP_GRACE_S", "sweep_grace_s")):
             if env.get(name):
                 values[field] = float(env[name])
         values["limits"] = Limits.from_env(env)
@@ -137,7 +144,7 @@ class Settings:
                               ("table_service_uri", "tableServiceUri")):
             if getattr(self, field):
                 env[f"AzureWebJobsStorage__{suffix}"] = getattr(self, field)
-        for name, field in RESOURCE_SETTINGS.items():
+        for name, field in (*RESOURCE_SETTINGS.items(), *BINDING_SETTINGS.items()):
             env[name] = getattr(self, field)
         env["PARALLELRUN_SCRATCH_DIR"] = self.scratch_dir
         env["PARALLELRUN_WINDOW_PER_SLOT"] = str(self.window_per_slot)
@@ -153,6 +160,7 @@ class Settings:
         env["PARALLELRUN_SNAPSHOT_CACHE_BYTES"] = str(self.snapshot_cache_bytes)
         env["PARALLELRUN_SANDBOX"] = "1" if self.sandbox else "0"
         env["PARALLELRUN_SANDBOX_WRITABLE"] = os.pathsep.join(self.sandbox_writable)
+        env["PARALLELRUN_SWEEP_GRACE_S"] = str(self.sweep_grace_s)
         return env
 
     def resolve(self, expression: str) -> str:
@@ -161,6 +169,8 @@ class Settings:
             name = expression[1:-1]
             if name in RESOURCE_SETTINGS:
                 return getattr(self, RESOURCE_SETTINGS[name])
+            if name in BINDING_SETTINGS:
+                return getattr(self, BINDING_SETTINGS[name])
             raise KeyError(f"app setting {name} is not defined")
         return expression
 

@@ -145,6 +145,12 @@ var baseAppSettings = [
     name: 'PARALLELRUN_MODELS_TABLE'
     value: resourceNames.modelsTable
   }
+
+  // When the sweep (functions/sweep.py) looks for jobs nothing drives any more: NCRONTAB, UTC.
+  {
+    name: 'PARALLELRUN_SWEEP_SCHEDULE'
+    value: '0 */1 * * * *'
+  }
 ]
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {

@@ -2,6 +2,8 @@
 
 Azurite is started with ``--skipApiVersionCheck`` (the Python SDKs send a newer API version than it
 knows) and ``--disableTelemetry``, bound to 127.0.0.1, either in memory or persisted to a folder.
+With ``die_with_parent`` (``parallelrun up``) it gets SIGTERM when the thread that started it
+exits, so it never outlives its parent, even one killed by SIGKILL (Linux).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..settings import azurite_connection_string
+from .procs import die_with_parent as parent_death_signal
 
 log = logging.getLogger("parallelrun.local.azurite")
 
@@ -53,6 +56,7 @@ class Azurite:
     table_port: int = 0
     location: Path | None = None
     debug_log: Path | None = None
+    die_with_parent: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -86,7 +90,9 @@ class Azurite:
             args += ["--debug", str(self.debug_log)]
         log.info("starting Azurite on 127.0.0.1 ports %s/%s/%s", *self.ports)
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, start_new_session=True)
+                                        stderr=subprocess.PIPE, start_new_session=True,
+                                        preexec_fn=parent_death_signal()
+                                        if self.die_with_parent else None)
         deadline = time.monotonic() + timeout_s
         while not all(port_open(p) for p in self.ports):
             if self.process.poll() is not None:

@@ -2,8 +2,8 @@
 
 It reads the app's trigger declarations (``app.get_functions()``) and ``host.json``, installs the
 process-wide runtime (:func:`shared.runtime.configure`), then runs a listener per function: queue
-triggers (:mod:`.queues`), blob triggers (:mod:`.blobs`) and HTTP triggers (:mod:`.http`, on
-127.0.0.1). Other trigger types are reported and skipped. Tests call :meth:`LocalHost.drain` to
+triggers (:mod:`.queues`), blob triggers (:mod:`.blobs`), timer triggers (:mod:`.timers`) and HTTP
+triggers (:mod:`.http`, on 127.0.0.1). Other trigger types are reported and skipped. Tests call :meth:`LocalHost.drain` to
 step the system until every trigger has nothing left to do.
 """
 
@@ -29,6 +29,7 @@ from .hostconfig import HostConfig, load_host_config
 from .http import FunctionsAsgiApp, HttpServer
 from .invocation import FunctionSpec, FunctionStats, StatsBook, resolve_expression
 from .queues import QueueConsumer
+from .timers import TimerTrigger
 
 log = logging.getLogger("parallelrun.local.host")
 
@@ -89,6 +90,7 @@ class LocalHost:
         self._stats = StatsBook()
         self.consumers: list[QueueConsumer] = []
         self.blob_triggers: list[BlobTrigger] = []
+        self.timers: list[TimerTrigger] = []
         http_specs: list[FunctionSpec] = []
         for spec in self.functions:
             self._add_listener(spec, http_specs)
@@ -113,6 +115,9 @@ class LocalHost:
             self.blob_triggers.append(BlobTrigger(
                 spec, self.storage, self.settings, self._stats, node_id=self.node_id,
                 lease_s=self.lease_s, concurrency=self.config.queues.batch_size))
+        elif spec.trigger_type == "timerTrigger":
+            self.timers.append(TimerTrigger(spec, self.storage, self.settings, self._stats,
+                                            node_id=self.node_id))
         elif spec.trigger_type == "httpTrigger":
             http_specs.append(spec)
         else:
@@ -129,7 +134,7 @@ class LocalHost:
         self._state = "started"
         try:
             self.storage.ensure()
-            for listener in (*self.consumers, *self.blob_triggers):
+            for listener in (*self.consumers, *self.blob_triggers, *self.timers):
                 listener.start()
             if self._http is not None:
                 self._http.start()
@@ -137,8 +142,9 @@ class LocalHost:
         except BaseException:
             self.stop()
             raise
-        log.info("local host %s started: %d queue, %d blob, %d http function(s)", self.node_id,
-                 len(self.consumers), len(self.blob_triggers), len(self.asgi_app.routes))
+        log.info("local host %s started: %d queue, %d blob, %d timer, %d http function(s)",
+                 self.node_id, len(self.consumers), len(self.blob_triggers), len(self.timers),
+                 len(self.asgi_app.routes))
         return self
 
     def stop(self) -> None:
@@ -146,7 +152,7 @@ class LocalHost:
         if self._state == "stopped":
             return
         started, self._state = self._state == "started", "stopped"
-        for listener in (*self.consumers, *self.blob_triggers):
+        for listener in (*self.consumers, *self.blob_triggers, *self.timers):
             listener.stop()   # a listener that never started just releases its threads
         if self._http is not None:
             self._http.stop()
@@ -161,14 +167,15 @@ class LocalHost:
         self.stop()
 
     def serve_forever(self) -> None:
-        """Start, block until SIGINT or SIGTERM, then stop cleanly (main thread only)."""
+        """Start, block until SIGINT, SIGTERM or SIGHUP, then stop cleanly (main thread only)."""
         stop = threading.Event()
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             log.info("local host %s: signal %d, stopping", self.node_id, signum)
             stop.set()
 
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM,
+                                                       signal.SIGHUP)}
         try:
             self.start()
             while not stop.wait(0.5):

@@ -46,14 +46,32 @@ def trigger(declared: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
     return inputs[0]
 
 
-def test_the_app_declares_exactly_its_nine_functions(declared: dict[str, dict[str, Any]]) -> None:
+def test_the_app_declares_exactly_its_ten_functions(declared: dict[str, dict[str, Any]]) -> None:
     assert set(declared) == {"health", "http_api", "plan", "score_batch", "finalize",
-                             "submit_from_blob", "batch_poison", "plan_poison", "finalize_poison"}
+                             "submit_from_blob", "batch_poison", "plan_poison", "finalize_poison",
+                             "sweep"}
     assert {name: trigger(declared, name)["type"] for name in declared} == {
         "health": "httpTrigger", "http_api": "httpTrigger", "plan": "queueTrigger",
         "score_batch": "queueTrigger", "finalize": "queueTrigger", "submit_from_blob": "blobTrigger",
         "batch_poison": "queueTrigger", "plan_poison": "queueTrigger",
-        "finalize_poison": "queueTrigger"}
+        "finalize_poison": "queueTrigger", "sweep": "timerTrigger"}
+
+
+def test_the_sweep_runs_on_a_schedule_from_app_settings(declared: dict[str, dict[str, Any]]) -> None:
+    from shared.local.timers import parse_schedule
+
+    timer = trigger(declared, "sweep")
+    assert timer["schedule"] == "%PARALLELRUN_SWEEP_SCHEDULE%" and timer["useMonitor"] is True
+    assert declared["sweep"]["bindings"] == [timer]
+    settings = Settings.from_env({"PARALLELRUN_SWEEP_SCHEDULE": "*/10 * * * * *"})
+    assert settings.resolve(timer["schedule"]) == "*/10 * * * * *"
+    assert Settings.from_env(settings.to_env()).sweep_schedule == "*/10 * * * * *"
+    assert Settings.from_env(Settings(sweep_grace_s=7.5).to_env()).sweep_grace_s == 7.5
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    assert sample["PARALLELRUN_SWEEP_SCHEDULE"] == Settings().sweep_schedule
+    parse_schedule(Settings().resolve(timer["schedule"]))   # the default parses
+    bicep = (ROOT / "infra" / "modules" / "functionapp.bicep").read_text()
+    assert "name: 'PARALLELRUN_SWEEP_SCHEDULE'" in bicep, "Azure needs the setting to index the app"
 
 
 def test_health_is_an_anonymous_get(declared: dict[str, dict[str, Any]]) -> None:
@@ -129,7 +147,8 @@ def test_trigger_adapters_build_no_storage_clients(path: Path) -> None:
 def test_the_adapters_checked_are_the_ones_the_app_registers() -> None:
     registered = {m.split(".", 1)[1] for m in _imported_modules(ROOT / "function_app.py")
                   if m.startswith("functions.")}
-    assert registered == {"finalizer", "http_api", "planner", "poison", "requests", "worker"}
+    assert registered == {"finalizer", "http_api", "planner", "poison", "requests", "sweep",
+                          "worker"}
     assert registered <= {p.stem for p in FUNCTIONS_DIR.glob("*.py")}
 
 
