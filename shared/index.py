@@ -95,8 +95,17 @@ def stale(storage: Storage, states: tuple[str, ...], older_than_s: float,
         written = float(e.get("updated_at") or e.get("created_at") or 0.0)
         if now - written >= older_than_s:
             out.append({"job_id": e["job_id"], "name": e.get("name", ""), "state": e["state"],
-                        "created_at": float(e.get("created_at") or 0.0), "updated_at": written})
+                        "created_at": float(e.get("created_at") or 0.0), "updated_at": written,
+                        "progress": e.get("progress", "")})
     return out
+
+
+def note_progress(storage: Storage, job: JobRow, progress: str, now: float) -> None:
+    """Record what the sweep saw of a running job (a merge of two fields: the state is untouched),
+    so that the next sweep, a grace period later, can tell whether it moved."""
+    storage.table(storage.settings.index_table).update_entity(
+        {"PartitionKey": PARTITION, "RowKey": key(job), "progress": progress, "updated_at": now},
+        mode=UpdateMode.MERGE)
 
 
 def recent(storage: Storage, limit: int = 50) -> list[dict[str, Any]]:

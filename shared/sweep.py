@@ -7,6 +7,16 @@ perhaps its job row) but before enqueueing the first planning message, a finaliz
 ended, and an index row whose last update was lost. It runs on a timer (``functions/sweep.py``,
 ``PARALLELRUN_SWEEP_SCHEDULE``) and looks only at index rows unchanged for ``sweep_grace_s``.
 
+A running job can stall too, when storage loses an acknowledged write (an emulator killed hard, a
+failover): a mini-batch's commit is lost while its message's deletion is kept, or a successor's
+message is lost after its predecessor settled. Then no message exists for work the ledger still
+calls pending or running. The sweep notes each running job's progress (tries settled, mini-batches
+settled, planned, planning step) in its index row; when a later sweep, a grace period on, finds it
+unchanged, it re-sends the messages nothing may be holding: the next planning step, and the lowest
+unsettled mini-batches of the job's window that are pending or whose try is stale (older than
+``run_invocation_timeout`` plus a margin). Duplicates of those are harmless too: a mini-batch runs
+until one try commits.
+
 Everything it sends is harmless as a duplicate: the planner drops a step that is not the job's
 next one (and redoes only the side effects of the step just committed), the finalizer is
 idempotent, and index states only move forwards. So two sweeps at once do no harm; the host runs
@@ -18,17 +28,19 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 from . import decisions, index
 from .errors import NotFoundError
-from .ledger import JobRow, Ledger
-from .messages import FinalizeMessage, PlanMessage
+from .ledger import BatchRow, JobRow, Ledger
+from .messages import BatchMessage, FinalizeMessage, PlanMessage
 from .states import JobState
 from .storage import Storage
 
 log = logging.getLogger("parallelrun.sweep")
 
 ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value, JobState.FINALIZING.value)
+STALE_MARGIN_S = 120.0   # a try running this long past run_invocation_timeout has lost its worker
 ABANDONED = "the submission did not complete (the submitter stopped before the job was recorded)"
 
 
@@ -62,13 +74,29 @@ def decide(index_state: str, job: JobRow | None, complete: bool = False) -> Deci
     return Decision(index_state=repair, send="finalize" if complete else "")
 
 
+def progress_of(job: JobRow, tries: int, settled: int) -> str:
+    """What changes whenever a running job moves: tries settled, mini-batches settled, mini-batches
+    planned, the planning step."""
+    return f"{tries}:{settled}:{job.planned}:{job.plan_step}"
+
+
+def redrive(job: JobRow, unsettled: list[BatchRow], now: float) -> list[int]:
+    """The mini-batches of a stalled job to send again: of the lowest ``window`` unsettled ones
+    (in index order), those pending and those whose try is stale."""
+    timeout = float(job.spec.get("run_invocation_timeout", 60))
+    lowest = sorted(unsettled, key=lambda b: b.index)[:job.window]
+    return [b.index for b in lowest
+            if b.state == "pending" or now - b.started_at > timeout + STALE_MARGIN_S]
+
+
 def sweep(storage: Storage, ledger: Ledger, now: float | None = None) -> dict[str, Decision]:
     """Check every stale active index row once; returns what was done per job id."""
     settings = storage.settings
     done: dict[str, Decision] = {}
+    now = time.time() if now is None else now
     for row in index.stale(storage, ACTIVE, settings.sweep_grace_s, now):
         try:
-            decision = _sweep_one(storage, ledger, row)
+            decision = _sweep_one(storage, ledger, row, now)
         except Exception:   # noqa: BLE001 - one job's trouble must not stop the sweep of the rest
             log.exception("sweep of job %s failed; the next sweep tries again", row["job_id"])
             continue
@@ -77,15 +105,18 @@ def sweep(storage: Storage, ledger: Ledger, now: float | None = None) -> dict[st
     return done
 
 
-def _sweep_one(storage: Storage, ledger: Ledger, row: dict) -> Decision:
+def _sweep_one(storage: Storage, ledger: Ledger, row: dict, now: float) -> Decision:
     job_id = row["job_id"]
     try:
         job: JobRow | None = ledger.get_job(job_id)
     except NotFoundError:
         job = None
-    complete = (job is not None and job.state == JobState.RUNNING and job.planning_done
-                and decisions.complete(job, ledger.totals(job_id)))
+    totals = ledger.totals(job_id) if job is not None and job.state == JobState.RUNNING else None
+    complete = (job is not None and totals is not None and job.planning_done
+                and decisions.complete(job, totals))
     decision = decide(row["state"], job, complete)
+    if job is not None and totals is not None and job.active and not complete:
+        decision = replace(decision, send=_check_stall(storage, ledger, job, row, totals, now))
     if decision.abandon:
         job = _abandon(storage, ledger, row)
         # the row now exists (ours, or the submitter's after all): act on it
@@ -96,14 +127,42 @@ def _sweep_one(storage: Storage, ledger: Ledger, row: dict) -> Decision:
         index.set_state(storage, job, decision.index_state, job.error)
     if decision.send == "plan":
         storage.queue(storage.settings.plan_queue).send_message(PlanMessage(job_id, 0).to_json())
+    elif decision.send.startswith("stalled"):
+        pass   # sent by _check_stall
     elif decision.send == "finalize":
         storage.queue(storage.settings.finalize_queue).send_message(
             FinalizeMessage(job_id).to_json())
+    if decision.idle:
+        return decision
     log.warning("sweep: job=%s index=%s ledger=%s: %s", job_id, row["state"], job.state,
                 ", ".join(filter(None, (decision.abandon and "recorded as failed",
                                         decision.index_state and f"index -> {decision.index_state}",
-                                        decision.send and f"sent {decision.send}"))) or "nothing")
+                                        decision.send and f"sent {decision.send}"))))
     return decision
+
+
+def _check_stall(storage: Storage, ledger: Ledger, job: JobRow, row: dict, totals: Any,
+                 now: float) -> str:
+    """Re-drive a running job whose progress has not moved since the last sweep; returns what was
+    sent ("" if it moved, or on the first look)."""
+    progress = progress_of(job, totals.tries, totals.batches_done)
+    index.note_progress(storage, job, progress, now)
+    if row.get("progress") != progress:
+        return ""
+    sent = []
+    if not job.planning_done:
+        storage.queue(storage.settings.plan_queue).send_message(
+            PlanMessage(job.job_id, job.plan_step).to_json())
+        sent.append(f"plan step {job.plan_step}")
+    unsettled = [b for b in ledger.batches(job.job_id, select=[
+        "PartitionKey", "RowKey", "state", "started_at"]) if not decisions.settled(b.state)]
+    again = redrive(job, unsettled, now)
+    queue = storage.queue(storage.settings.batch_queue)
+    for i in again:
+        queue.send_message(BatchMessage(job.job_id, i, ready_at=time.time()).to_json())
+    if again:
+        sent.append(f"mini-batches {again[:10]}")
+    return "stalled: " + ", ".join(sent) if sent else ""
 
 
 def _abandon(storage: Storage, ledger: Ledger, row: dict) -> JobRow:

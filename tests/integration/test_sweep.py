@@ -195,3 +195,38 @@ def test_a_node_that_starts_after_a_missed_occurrence_runs_it_once_late(
     later.stop()
     assert [c.past_due for c in calls] == [False, True]
     assert calls[1].schedule_status["Next"] == (then + dt.timedelta(minutes=1)).isoformat()
+
+
+def test_a_running_job_whose_messages_storage_lost_is_redriven_and_completes(
+        sweeping: Settings, code: str) -> None:
+    """Storage lost acknowledged writes: every queued mini-batch message is gone, and one
+    mini-batch's commit was lost after its message was deleted (its row still says running, long
+    ago). Nothing would ever deliver them again; the sweep sees the job not moving and re-drives."""
+    from azure.data.tables import UpdateMode
+
+    from shared import planner
+    from shared.ledger import batch_key
+    from shared.messages import PlanMessage
+
+    storage = Storage(sweeping)
+    storage.ensure()
+    names = [f"l{i}.txt" for i in range(6)]
+    put_files(storage, "lost", dict.fromkeys(names, b"x"))
+    ledger = Ledger(storage.ledger)
+    job = jobs.submit(storage, ledger, slow_spec(code, "lost", mini_batch_size="2"))
+    storage.queue(sweeping.plan_queue).clear_messages()
+    planner.plan_step(storage, ledger, PlanMessage(job.job_id, 0))
+    storage.queue(sweeping.batch_queue).clear_messages()          # the messages are lost
+    first = ledger.get_batch(job.job_id, 0)
+    ledger.mark_running(first, "a-node-that-died")
+    storage.ledger.update_entity({"PartitionKey": job.job_id, "RowKey": batch_key(0),
+                                  "started_at": 1.0}, mode=UpdateMode.MERGE)
+    assert ledger.get_job(job.job_id).state == "running"
+    with LocalHost(load_app(), sweeping, http_port=None, lease_s=10) as host:
+        wait_for("the stalled job to finish",
+                 lambda: JobState(ledger.get_job(job.job_id).state).terminal, timeout_s=60)
+        host.drain()
+    status = jobs.status(storage, ledger, job.job_id)
+    assert status["state"] == "succeeded", status
+    assert output_rows(storage, status) == names
+    assert status["items"]["succeeded"] == len(names)

@@ -51,3 +51,19 @@ def test_a_long_finalization_or_a_stopped_job_gets_a_finalize_message() -> None:
     assert decide("running", finalizing) == Decision(index_state="finalizing", send="finalize")
     stopped = dataclasses.replace(JOB, stop_reason="cancelled by user")
     assert decide("queued", stopped) == Decision(send="finalize")
+
+
+def test_a_stalled_job_is_redriven_from_its_lowest_unsettled_mini_batches() -> None:
+    from shared.ledger import BatchRow
+    from shared.sweep import STALE_MARGIN_S, progress_of, redrive
+
+    job = JobRow("j", {"run_invocation_timeout": 60}, state="running", window=3, planned=10)
+    now = 10_000.0
+    rows = [BatchRow("j", 7, [], state="pending"),
+            BatchRow("j", 2, [], state="running", started_at=now - 5),            # alive
+            BatchRow("j", 4, [], state="running", started_at=now - 61 - STALE_MARGIN_S),
+            BatchRow("j", 3, [], state="pending"),
+            BatchRow("j", 9, [], state="pending")]
+    assert redrive(job, rows, now) == [3, 4]        # lowest three: 2 (alive), 3, 4; not 7, 9
+    assert redrive(job, [], now) == []
+    assert progress_of(job, 5, 4) != progress_of(job, 6, 4)
