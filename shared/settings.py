@@ -76,6 +76,7 @@ class Settings:
     warm_processes: int = 2         # spare scoring processes kept with the libraries imported
     plan_page_size: int = 5000      # blobs listed per planner invocation
     storage_timeout_s: float = 60.0 # a storage call without an answer by then is retried
+    max_result_bytes: int = 256 << 20  # a mini-batch's rows from a scoring process; more fails the try
     poison_suffix: str = "-poison"
 
     @classmethod
@@ -98,7 +99,8 @@ class Settings:
         for name, field in (("PARALLELRUN_WINDOW_PER_SLOT", "window_per_slot"),
                             ("PARALLELRUN_BLOCKS_PER_SHARD", "blocks_per_shard"),
                             ("PARALLELRUN_DOWNLOAD_CONCURRENCY", "download_concurrency"),
-                            ("PARALLELRUN_WARM_PROCESSES", "warm_processes")):
+                            ("PARALLELRUN_WARM_PROCESSES", "warm_processes"),
+                            ("PARALLELRUN_MAX_RESULT_BYTES", "max_result_bytes")):
             if env.get(name):
                 values[field] = int(env[name])
         for name, field in (("PARALLELRUN_JOB_CACHE_TTL_S", "job_cache_ttl_s"),
@@ -126,6 +128,7 @@ class Settings:
         env["PARALLELRUN_WARM_PROCESSES"] = str(self.warm_processes)
         env["PARALLELRUN_JOB_CACHE_TTL_S"] = str(self.job_cache_ttl_s)
         env["PARALLELRUN_STORAGE_TIMEOUT_S"] = str(self.storage_timeout_s)
+        env["PARALLELRUN_MAX_RESULT_BYTES"] = str(self.max_result_bytes)
         return env
 
     def resolve(self, expression: str) -> str:

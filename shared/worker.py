@@ -37,6 +37,7 @@ from .userlogs import LogShipper
 log = logging.getLogger("parallelrun.worker")
 
 INIT_RESTARTS_PER_PROCESS = 3   # PRS: init() may fail 3 x process_count_per_node times per node
+LOST_PROCESS_RETRIES = 3        # processes found dead before they took a mini-batch, per try
 
 
 class _Clock:
@@ -124,15 +125,23 @@ class Worker:
         if not files.paths and not ctx.tabular:
             return RunOutcome("ok"), ""
         context = ctx.context(batch.index, batch.items)
-        with self.pool.lease(ctx.pool_key, ctx.scoring, ctx.processes) as proc:
-            clock.lap("wait")
-            if isinstance(proc, RunOutcome):   # init() failed: ship what it printed
-                self._ship_logs(ctx, str(Path(ctx.scoring.work_dir) / proc.process), force=True)
-                return proc, ""
-            outcome = proc.run(self._payload(ctx, batch.items, files.paths), context,
-                               float(ctx.spec.run_invocation_timeout))
-            config = proc.config
-            clock.lap("run")
+        payload = self._payload(ctx, batch.items, files.paths)
+        for _ in range(LOST_PROCESS_RETRIES + 1):
+            with self.pool.lease(ctx.pool_key, ctx.scoring, ctx.processes) as proc:
+                clock.lap("wait")
+                if isinstance(proc, RunOutcome):   # init() failed: ship what it printed
+                    self._ship_logs(ctx, str(Path(ctx.scoring.work_dir) / proc.process), force=True)
+                    return proc, ""
+                outcome = proc.run(payload, context, float(ctx.spec.run_invocation_timeout))
+                config = proc.config
+                clock.lap("run")
+            if outcome.kind != "lost":
+                break
+            # the process was dead before it took the mini-batch: not this try's failure
+            log.warning("job=%s batch=%d: %s; running it on another process", batch.job_id,
+                        batch.index, outcome.message)
+        if outcome.kind == "lost":
+            outcome = replace(outcome, kind="crash")
         # the scoring process is free again; the parent writes what it produced
         block = ""
         if outcome.ok:
