@@ -341,7 +341,8 @@ class ScoringPool:
 
     @property
     def limits(self) -> protocol.Limits:
-        return protocol.Limits(max_body_bytes=self.settings.max_result_bytes)
+        return protocol.Limits(max_body_bytes=self.settings.max_result_bytes,
+                               body_timeout_s=protocol.BODY_TIMEOUT_S)
 
     @contextlib.contextmanager
     def lease(self, key: str, config: ScoringConfig, size: int) -> Iterator[ScoringProcess | RunOutcome]:

@@ -245,8 +245,11 @@ class Reader:
                                 f"{self.limits.max_body_bytes} (PARALLELRUN_MAX_RESULT_BYTES)")
         body_deadline = None if deadline is None else max(
             deadline, time.monotonic() + self.limits.body_timeout_s)
-        control = self._take(control_len, body_deadline)
-        body = self._take(body_len, body_deadline) if body_len else b""
+        try:
+            control = self._take(control_len, body_deadline)
+            body = self._take(body_len, body_deadline) if body_len else b""
+        except ChannelTimeout as exc:
+            raise ProtocolError(f"an incomplete answer: {exc}") from None
         return decode(control, body)
 
     def _take(self, n: int, deadline: float | None) -> bytes:

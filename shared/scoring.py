@@ -246,18 +246,23 @@ def _watch_parent(parent: int, interval_s: float = 0.5) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(interval_s)
-        me = os.getpid()
-        for _ in range(reaper.ROUNDS):
-            found = reaper.descendants(me)
-            if not found:
-                break
-            for pid in found:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-        os.killpg(os.getpgid(0), signal.SIGKILL)
+        _end_all()
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _end_all() -> None:
+    """SIGKILL everything this process's script started, then this process's group (itself)."""
+    me = os.getpid()
+    for _ in range(reaper.ROUNDS):
+        found = reaper.descendants(me)
+        if not found:
+            break
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
 def _warm_imports() -> None:
@@ -296,7 +301,7 @@ def main(argv: list[str]) -> int:
         protocol.write(out, protocol.Warm(_warm_quietly()))
     try:
         assign = requests.read()
-    except protocol.ChannelClosed:   # a spare the pool let go of
+    except protocol.ChannelClosed:   # a spare the pool let go of (or whose worker is gone)
         return 0
     if not isinstance(assign, protocol.Assign):
         return 2
@@ -312,8 +317,8 @@ def main(argv: list[str]) -> int:
     protocol.write(out, protocol.Ready(os.getpid()))
     try:
         _serve(requests, out, script, config)
-    except protocol.ChannelClosed:   # the worker is gone
-        return 0
+    except protocol.ChannelClosed:   # the worker is gone: leave nothing of the script behind
+        _end_all()
     return 0
 
 
