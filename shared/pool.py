@@ -298,7 +298,9 @@ class ScoringPool:
     def _keep_warm(self) -> None:
         while not self._closed.wait(WARM_CHECK_S):
             with self._lock:
-                self._spares = [p for p in self._spares if p.healthy and p.proc.poll() is None]
+                for dead in [p for p in self._spares if not p.alive()]:
+                    dead.kill()
+                    self._spares.remove(dead)
                 for spare in self._spares:
                     spare.is_warm()                # collects the reports that have come in
                 if any(spare.warm is False for spare in self._spares):
