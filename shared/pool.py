@@ -85,6 +85,7 @@ class ScoringProcess:
         self.config = ScoringConfig(job_id="", entry_script="", source_dir="", work_dir="")
         self.warm: bool | None = None      # a spare: None until it reports its imports done
         self._seq = 0
+        self._killed = False
         if config is not None:
             self.assign(config)
 
@@ -213,7 +214,10 @@ class ScoringProcess:
     def kill(self) -> None:
         """SIGKILL the process, its process group and whatever its script started elsewhere."""
         self.healthy = False
-        escaped = reaper.kill_tree(self.pid, self.token)
+        if self._killed:
+            return
+        self._killed = True
+        escaped = reaper.kill_tree(self.pid, self.token, reaped=self.proc.returncode is not None)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
         escaped += reaper.sweep(self.token)

@@ -243,8 +243,7 @@ class Reader:
         if body_len > self.limits.max_body_bytes:
             raise ProtocolError(f"an answer of {body_len} bytes exceeds the limit of "
                                 f"{self.limits.max_body_bytes} (PARALLELRUN_MAX_RESULT_BYTES)")
-        body_deadline = None if deadline is None else max(
-            deadline, time.monotonic() + self.limits.body_timeout_s)
+        body_deadline = None if deadline is None else time.monotonic() + self.limits.body_timeout_s
         try:
             control = self._take(control_len, body_deadline)
             body = self._take(body_len, body_deadline) if body_len else b""

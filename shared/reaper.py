@@ -98,12 +98,17 @@ def alive(pid: int) -> bool:
     return stat is not None and stat[0] != "Z"
 
 
-def kill_tree(root: int, token: str) -> list[int]:
+def kill_tree(root: int, token: str, reaped: bool = False) -> list[int]:
     """SIGKILL ``root``'s descendants and the processes marked with ``token``, then ``root``'s
-    process group (``root`` included). Returns the pids that had left the group (escapees)."""
+    process group (``root`` included). Returns the pids that had left the group (escapees).
+
+    ``reaped``: ``root`` has been waited for, so its pid may belong to another process by now:
+    its descendants are not looked up (they were re-parented when it died; the token finds them).
+    Its group is still killed: a group id is not given to a new process while the group has
+    members."""
     escaped: set[int] = set()
     for _ in range(ROUNDS):
-        found = (descendants(root) | marked(token)) - {root}
+        found = ((set() if reaped else descendants(root)) | marked(token)) - {root}
         if not found:
             break
         escaped |= {pid for pid in found if (_stat(pid) or ("", 0, root))[2] != root}

@@ -185,7 +185,7 @@ def gone(pids: list[int]) -> list[int]:
 
 
 def test_what_a_script_started_is_gone_after_a_timeout(
-        pool: ScoringPool, script: Path, tmp_path: Path) -> None:
+        pool: ScoringPool, script: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cfg = config(script, tmp_path, "children", "children-hang")
     with pool.lease("k", cfg, 1) as proc:
         assert not isinstance(proc, RunOutcome), proc
@@ -194,6 +194,8 @@ def test_what_a_script_started_is_gone_after_a_timeout(
     assert outcome.kind == "timeout"
     assert not reaper.alive(outcome.pid)
     assert gone(pids) == []
+    [warning] = [r.getMessage() for r in caplog.records if "moved out of" in r.getMessage()]
+    assert warning.startswith("job=children process=process001: killed 3 process(es)")
 
 
 def test_what_a_script_started_is_gone_after_the_pool_shuts_down(

@@ -87,3 +87,15 @@ def test_a_writer_whose_reader_takes_nothing_gives_up() -> None:
     os.close(r)
     with pytest.raises(ChannelClosed):
         protocol.write(w, protocol.Begin(1), timeout_s=0.2)
+
+
+@pytest.mark.parametrize("sas,ok", [
+    ("sv=2023-11-03&sr=c&sp=r&se=2026-12-03T07%3A00%3A00Z&sig=abc", True),
+    ("sv=2023-11-03&ss=b&srt=sco&sp=rl&sig=abc", True),
+    ("sv=2023-11-03&ss=b&srt=sco&sp=rwdlacup&sig=abc", False),
+    ("sv=2023-11-03&sr=c&sp=rw&sig=abc", False),
+    ("", True),                                  # a public container: no token at all
+])
+def test_only_read_only_tokens_go_to_scoring_processes(sas: str, ok: bool) -> None:
+    from shared.worker import read_only
+    assert read_only(sas) is ok
