@@ -72,7 +72,7 @@ class ScoringProcess:
              *(() if config is not None else ("--warm",))],
             pass_fds=(cmd_r, res_w), cwd=str(PROJECT_ROOT),
             env={**env, protocol.ENV_PROCESS_TOKEN: self.token,
-                 "PARALLELRUN_PARENT_PID": str(os.getpid())},
+                 protocol.ENV_PARENT_PID: str(os.getpid())},
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
         os.close(cmd_r)

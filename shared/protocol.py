@@ -50,6 +50,7 @@ ENV_WORK_DIR = "PARALLELRUN_WORK_DIR"
 ENV_MODEL_PINS = "PARALLELRUN_MODEL_PINS"
 ENV_MODEL_PATHS = "PARALLELRUN_MODEL_PATHS"
 ENV_PROCESS_TOKEN = "PARALLELRUN_PROCESS_TOKEN"   # marks a process and everything it starts
+ENV_PARENT_PID = "PARALLELRUN_PARENT_PID"         # the worker: its scoring process ends without it
 
 
 class ProtocolError(Exception):

@@ -292,7 +292,7 @@ def _warm_quietly() -> bool:
 
 
 def main(argv: list[str]) -> int:
-    _watch_parent(int(os.environ.get("PARALLELRUN_PARENT_PID") or os.getppid()))
+    _watch_parent(int(os.environ.get(protocol.ENV_PARENT_PID) or os.getppid()))
     reaper.become_subreaper()
     requests = protocol.Reader(int(argv[0]), protocol.Limits(
         max_control_bytes=protocol.MAX_REQUEST_BYTES, max_body_bytes=0))
