@@ -169,11 +169,17 @@ MESSAGES: dict[str, type] = {cls.__name__: cls for cls in (
 
 def encode(message: Message) -> bytes:
     """One frame for ``message``."""
+    head, body = _parts(message)
+    return head + body
+
+
+def _parts(message: Message) -> tuple[bytes, bytes]:
+    """A frame as header + control, and body (kept apart: rows are not copied to be framed)."""
     fields = {f.name: getattr(message, f.name) for f in dataclasses.fields(message)}
     body = fields.pop("body", b"")
     control = json.dumps({"t": type(message).__name__, **fields}, separators=(",", ":"),
                          ensure_ascii=False).encode()
-    return HEADER.pack(MAGIC, len(control), len(body)) + control + body
+    return HEADER.pack(MAGIC, len(control), len(body)) + control, body
 
 
 def decode(control: bytes, body: bytes) -> Message:
@@ -273,8 +279,12 @@ class Reader:
 def write(fd: int, message: Message, timeout_s: float | None = None) -> None:
     """Write one frame; with ``timeout_s``, ``fd`` must be non-blocking and a reader that does not
     take it in time raises :class:`ChannelTimeout`. A closed reader raises :class:`ChannelClosed`."""
-    data = memoryview(encode(message))
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    for part in _parts(message):
+        _write_all(fd, memoryview(part), deadline)
+
+
+def _write_all(fd: int, data: memoryview, deadline: float | None) -> None:
     while data:
         try:
             written = os.write(fd, data)
