@@ -5,7 +5,11 @@ Started by :mod:`shared.pool` as ``python -m shared.scoring CMD_FD RESULT_FD``. 
 variables, the ``azureml`` compatibility layer, ``AZUREML_MODEL_DIR``, ``AZUREML_BI_OUTPUT_PATH``),
 imports the entry script, calls ``init()`` once, then answers ``run`` requests until told to stop,
 calling ``shutdown()`` if the script defines one. The script's stdout/stderr go to log files; the
-channel to the parent is a pair of private pipes, so nothing the script prints can corrupt it.
+channel to the parent is a pair of private pipes carrying :mod:`shared.protocol` frames (data only),
+so nothing the script prints can corrupt it, and nothing it writes there can run in the worker.
+
+The process is the subreaper of what its script starts (:mod:`shared.reaper`) and ends itself and
+all of it when the worker that started it is gone.
 """
 
 from __future__ import annotations
@@ -15,15 +19,18 @@ import inspect
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
+
+from . import protocol, reaper
 
 COMPAT_DIR = Path(__file__).resolve().parent / "compat"
 # What a warm spare imports before it is given a job (shared.pool): the libraries of the design card
@@ -57,6 +64,14 @@ class ScoringConfig:
     model_cache: str = ""             # the node's model cache (shared.models.download)
     model_paths: dict[str, str] = field(default_factory=dict)   # pinned model -> path in the cache
     output_format: str = "text"       # text (PRS's append_row rows) | csv | jsonl
+    max_result_bytes: int = protocol.DEFAULT_MAX_RESULT_BYTES   # a larger run() result fails the try
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScoringConfig:
+        return cls(**{**data, "arguments": tuple(data.get("arguments") or ())})
 
     @property
     def output_dir(self) -> str:
@@ -137,20 +152,23 @@ def _prepare(config: ScoringConfig) -> None:
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(Path(config.model_cache) / entry, target_is_directory=True)
         local_models[name] = str(link.joinpath(*inside))
+    os.environ["HOME"] = config.work_dir
     _hold_snapshot(config.source_dir)
     _sandbox(config)
     os.environ.update(config.environment)
     os.environ.update({
         "AZUREML_MODEL_DIR": config.model_dir,
         "AZUREML_BI_OUTPUT_PATH": config.output_dir,
-        "PARALLELRUN_JOB_ID": config.job_id,
-        "PARALLELRUN_NODE_ID": config.node_id,
-        "PARALLELRUN_PROCESS_NAME": config.process_name,
-        "PARALLELRUN_LOG_DIR": config.log_dir,
-        "PARALLELRUN_WORK_DIR": config.work_dir,
-        "PARALLELRUN_MODEL_PINS": ",".join(f"{k}:{v}" for k, v in config.model_pins.items()),
-        "PARALLELRUN_MODEL_PATHS": json.dumps(local_models),
+        protocol.ENV_JOB_ID: config.job_id,
+        protocol.ENV_NODE_ID: config.node_id,
+        protocol.ENV_PROCESS_NAME: config.process_name,
+        protocol.ENV_LOG_DIR: config.log_dir,
+        protocol.ENV_WORK_DIR: config.work_dir,
+        protocol.ENV_MODEL_PINS: ",".join(f"{k}:{v}" for k, v in config.model_pins.items()),
+        protocol.ENV_MODEL_PATHS: json.dumps(local_models),
     })
+    import tempfile
+    tempfile.tempdir = None      # a spare may have looked it up before TMPDIR was its own
     logging.basicConfig(level=config.logging_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sys.path[:0] = [str(COMPAT_DIR), config.source_dir]
@@ -208,19 +226,22 @@ def _wants_context(run: Any) -> bool:
     return len(params) >= 2
 
 
-def _serve(conn_in: Connection, conn_out: Connection, script: ModuleType, config: ScoringConfig) -> None:
+def _serve(requests: protocol.Reader, out: int, script: ModuleType, config: ScoringConfig) -> None:
     run = script.run
     with_context = _wants_context(run)
     loader = None
     while True:
-        request = conn_in.recv()
-        if request[0] == "shutdown":
+        request = requests.read()
+        if isinstance(request, protocol.Shutdown):
             shutdown = getattr(script, "shutdown", None)
             if callable(shutdown):
                 shutdown()
-            conn_out.send(("bye",))
+            protocol.write(out, protocol.Bye())
             return
-        _, payload, context = request
+        if not isinstance(request, protocol.RunRequest):
+            raise protocol.ProtocolError(f"unexpected {type(request).__name__}")
+        seq, payload = request.seq, request.payload
+        protocol.write(out, protocol.Begin(seq))
         started = time.perf_counter()
         try:
             if isinstance(payload, dict):          # a table: read it here, report its size first
@@ -228,18 +249,51 @@ def _serve(conn_in: Connection, conn_out: Connection, script: ModuleType, config
                     from shared.tables import TableLoader
                     loader = TableLoader()
                 batch: Any = loader.load(payload)
-                conn_out.send(("loaded", len(batch)))
+                protocol.write(out, protocol.Loaded(seq, len(batch)))
                 started = time.perf_counter()
             else:
                 batch = list(payload)
-            result = run(batch, MiniBatchContext(**context)) if with_context else run(batch)
+            context = MiniBatchContext(**request.context)
+            result = run(batch, context) if with_context else run(batch)
             text, n, header = format_rows(result, config.output_format)
-            conn_out.send(("ok", text, n, time.perf_counter() - started, header))
+            body = text.encode("utf-8") if isinstance(text, str) else text
+            if len(body) > config.max_result_bytes:
+                raise ValueError(f"run() returned {len(body)} bytes of rows, more than the limit "
+                                 f"of {config.max_result_bytes} (PARALLELRUN_MAX_RESULT_BYTES)")
+            answer: protocol.Message = protocol.Result(seq, n, time.perf_counter() - started,
+                                                       header, body)
         except BaseException as exc:  # noqa: BLE001 - SystemExit, MemoryError... all fail one try
-            conn_out.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(),
-                           time.perf_counter() - started))
+            answer = protocol.RunFailed(seq, protocol.cut(f"{type(exc).__name__}: {exc}", 8192),
+                                        protocol.cut(traceback.format_exc()),
+                                        time.perf_counter() - started)
             if isinstance(exc, KeyboardInterrupt):
                 raise
+        protocol.write(out, answer)
+
+
+def _watch_parent(parent: int, interval_s: float = 0.5) -> None:
+    """End this process and everything it started once the worker that started it is gone (a
+    SIGKILLed node must leave no scoring process behind)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        _end_all()
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _end_all() -> None:
+    """SIGKILL everything this process's script started, then this process's group (itself)."""
+    me = os.getpid()
+    for _ in range(reaper.ROUNDS):
+        found = reaper.descendants(me)
+        if not found:
+            break
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
 def _warm_imports() -> None:
@@ -269,23 +323,33 @@ def _warm_quietly() -> bool:
 
 
 def main(argv: list[str]) -> int:
-    conn_in = Connection(int(argv[0]), writable=False)
-    conn_out = Connection(int(argv[1]), readable=False)
+    _watch_parent(int(os.environ.get(protocol.ENV_PARENT_PID) or os.getppid()))
+    reaper.become_subreaper()
+    requests = protocol.Reader(int(argv[0]), protocol.Limits(
+        max_control_bytes=protocol.MAX_REQUEST_BYTES, max_body_bytes=0))
+    out = int(argv[1])
     if "--warm" in argv[2:]:
-        conn_out.send(("warm", _warm_quietly()))
+        protocol.write(out, protocol.Warm(_warm_quietly()))
     try:
-        config: ScoringConfig = conn_in.recv()
-    except EOFError:   # a spare the pool let go of
+        assign = requests.read()
+    except protocol.ChannelClosed:   # a spare the pool let go of (or whose worker is gone)
         return 0
+    if not isinstance(assign, protocol.Assign):
+        return 2
+    config = ScoringConfig.from_dict(assign.config)
     try:
         _prepare(config)
         script = _load(config)
         script.init()
     except BaseException as exc:  # noqa: BLE001 - report init() failures of any kind
-        conn_out.send(("init_error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        protocol.write(out, protocol.InitFailed(protocol.cut(f"{type(exc).__name__}: {exc}", 8192),
+                                                protocol.cut(traceback.format_exc())))
         return 1
-    conn_out.send(("ready", os.getpid()))
-    _serve(conn_in, conn_out, script, config)
+    protocol.write(out, protocol.Ready(os.getpid()))
+    try:
+        _serve(requests, out, script, config)
+    except protocol.ChannelClosed:   # the worker is gone: leave nothing of the script behind
+        _end_all()
     return 0
 
 

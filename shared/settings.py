@@ -88,6 +88,7 @@ class Settings:
     warm_processes: int = 2         # spare scoring processes kept with the libraries imported
     plan_page_size: int = 5000      # blobs listed per planner invocation
     storage_timeout_s: float = 60.0 # a storage call without an answer by then is retried
+    max_result_bytes: int = 256 << 20  # a mini-batch's rows from a scoring process; more fails the try
     poison_suffix: str = "-poison"
     limits: Limits = dataclasses.field(default_factory=Limits)  # see shared/limits.py
     # PARALLELRUN_LOCAL_KEY: when set, the local host answers 401 to every route but health
@@ -118,7 +119,8 @@ class Settings:
                             ("PARALLELRUN_DOWNLOAD_CONCURRENCY", "download_concurrency"),
                             ("PARALLELRUN_WARM_PROCESSES", "warm_processes"),
                             ("PARALLELRUN_SNAPSHOT_CACHE_COUNT", "snapshot_cache_count"),
-                            ("PARALLELRUN_SNAPSHOT_CACHE_BYTES", "snapshot_cache_bytes")):
+                            ("PARALLELRUN_SNAPSHOT_CACHE_BYTES", "snapshot_cache_bytes"),
+                            ("PARALLELRUN_MAX_RESULT_BYTES", "max_result_bytes")):
             if env.get(name):
                 values[field] = int(env[name])
         for name, field in (("PARALLELRUN_JOB_CACHE_TTL_S", "job_cache_ttl_s"),
@@ -161,6 +163,7 @@ class Settings:
         env["PARALLELRUN_SANDBOX"] = "1" if self.sandbox else "0"
         env["PARALLELRUN_SANDBOX_WRITABLE"] = os.pathsep.join(self.sandbox_writable)
         env["PARALLELRUN_SWEEP_GRACE_S"] = str(self.sweep_grace_s)
+        env["PARALLELRUN_MAX_RESULT_BYTES"] = str(self.max_result_bytes)
         return env
 
     def resolve(self, expression: str) -> str:

@@ -4,7 +4,8 @@ A scoring process writes to its own working folder (``logs/user/<process>.log.tx
 ``EntryScript().logger``, ``.stdout.txt``/``.stderr.txt`` from the script's prints, metrics from
 ``Run.log``). After a mini-batch, the worker appends what is new in those files to append blobs under
 ``<output>/logs/user/<kind>/<node>/<process>.txt``, at most every ``interval_s`` per process unless
-told to flush, so logging costs no storage call per mini-batch.
+told to flush, so logging costs no storage call per mini-batch. Each byte is shipped exactly once,
+also when several threads ship at once and when an append's answer is lost (:class:`LogShipper`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError
+from azure.storage.blob import BlobClient
 
 from .output import join
 from .storage import Storage
@@ -26,13 +29,27 @@ KINDS = {".log.txt": "entry_script_log", ".stdout.txt": "stdout", ".stderr.txt":
 MAX_APPEND = 4 * 1024 * 1024   # the append-block size limit
 
 
+@dataclass
+class _Shipped:
+    """How much of one log file is in its blob; the lock makes one shipper at a time per file."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    file_offset: int = 0
+    blob_offset: int | None = None    # None: not looked at yet by this worker process
+
+
 class LogShipper:
+    """Ships each byte of a log file once: one shipper per file at a time, and every append is
+    conditional on the blob's length (``appendpos_condition``), so an append the SDK retries after
+    a lost answer cannot land twice. A worker restarted on the same node continues where the blob
+    ends (the blob holds a prefix of the file)."""
+
     def __init__(self, storage: Storage, node_id: str, interval_s: float = 5.0) -> None:
         self.storage = storage
         self.node_id = node_id
         self.interval_s = interval_s
         self._lock = threading.Lock()
-        self._offsets: dict[str, int] = {}
+        self._files: dict[str, _Shipped] = {}
         self._last: dict[str, float] = {}
 
     def ship(self, work_dir: str, container: str, prefix: str, force: bool = False) -> int:
@@ -54,24 +71,58 @@ class LogShipper:
                                         join(prefix, f"logs/user/{kind}/{self.node_id}/{process}.txt"))
         return shipped
 
+    def _state(self, key: str) -> _Shipped:
+        with self._lock:
+            return self._files.setdefault(key, _Shipped())
+
     def _append(self, path: Path, container: str, blob_name: str) -> int:
-        key = str(path)
-        with self._lock:
-            offset = self._offsets.get(key, 0)
-        size = path.stat().st_size
-        if size <= offset:
-            return 0
-        blob = self.storage.container(container).get_blob_client(blob_name)
-        if offset == 0:
-            try:
-                blob.create_append_blob(match_condition=MatchConditions.IfMissing)
-            except (ResourceExistsError, ResourceModifiedError):
-                pass
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            while chunk := fh.read(MAX_APPEND):
-                blob.append_block(chunk)
-                offset += len(chunk)
-        with self._lock:
-            self._offsets[key] = offset
-        return size
+        state = self._state(str(path))
+        with state.lock:
+            size = path.stat().st_size
+            if size <= state.file_offset:
+                return 0
+            blob = self.storage.container(container).get_blob_client(blob_name)
+            if state.blob_offset is None:
+                self._start(blob, state, size)
+            shipped = 0
+            with open(path, "rb") as fh:
+                fh.seek(state.file_offset)
+                while state.file_offset < size and (
+                        chunk := fh.read(min(MAX_APPEND, size - state.file_offset))):
+                    self._append_at(blob, chunk, state)
+                    state.file_offset += len(chunk)
+                    shipped += len(chunk)
+            return shipped
+
+    @staticmethod
+    def _start(blob: BlobClient, state: _Shipped, file_size: int) -> None:
+        """Where this file's bytes continue in its blob (created if missing)."""
+        try:
+            blob.create_append_blob(match_condition=MatchConditions.IfMissing)
+            state.blob_offset = 0
+            return
+        except (ResourceExistsError, ResourceModifiedError):
+            pass
+        length = blob.get_blob_properties().size
+        # the blob holds the start of this file (a worker before this one shipped it), unless the
+        # file is shorter: then it is a new file (the scratch folder was wiped), appended after
+        state.file_offset = length if length <= file_size else 0
+        state.blob_offset = length
+
+    @staticmethod
+    def _append_at(blob: BlobClient, chunk: bytes, state: _Shipped) -> None:
+        position = state.blob_offset or 0
+        try:
+            blob.append_block(chunk, appendpos_condition=position)
+        except HttpResponseError as exc:
+            if exc.status_code != 412:
+                raise
+            length = blob.get_blob_properties().size
+            if length != position + len(chunk):     # not our append: another writer's
+                log.warning("log blob %s changed under its shipper (%d bytes, expected %d); "
+                            "appending at its end", blob.blob_name, length, position)
+                blob.append_block(chunk, appendpos_condition=length)
+                state.blob_offset = length + len(chunk)
+                return
+            # our append landed and its answer was lost; the SDK's retry was refused: done
+        state.blob_offset = position + len(chunk)

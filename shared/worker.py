@@ -17,6 +17,7 @@ import logging
 import shutil
 import threading
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +25,7 @@ from pathlib import Path
 from . import decisions, finalizer, settlement, tables
 from .datasets import Downloaded, download_batch
 from .decisions import Delivery
+from .errors import OperatorError
 from .jobcontext import JobContext, JobContexts, JobUnrunnable
 from .ledger import BatchRow, Conflict, ErrorRecord, Ledger, Totals
 from .messages import BatchMessage, FinalizeMessage
@@ -35,8 +37,16 @@ from .storage import Storage, requests_sent_by_this_thread
 from .userlogs import LogShipper
 
 log = logging.getLogger("parallelrun.worker")
+READ_RIGHTS = frozenset("rl")   # what a SAS handed to a scoring process may grant
 
 INIT_RESTARTS_PER_PROCESS = 3   # PRS: init() may fail 3 x process_count_per_node times per node
+LOST_PROCESS_RETRIES = 3        # processes found dead before they took a mini-batch, per try
+
+
+def read_only(sas: str) -> bool:
+    """Whether a SAS query string grants nothing but read (and list)."""
+    rights = urllib.parse.parse_qs(sas).get("sp", [""])[0]
+    return set(rights) <= READ_RIGHTS
 
 
 def _is_table(spec: dict) -> bool:
@@ -196,15 +206,23 @@ class Worker:
         if not files.paths and not ctx.tabular:
             return RunOutcome("ok"), ""
         context = ctx.context(batch.index, batch.items)
-        with self.pool.lease(ctx.pool_key, ctx.scoring, ctx.processes) as proc:
-            clock.lap("wait")
-            if isinstance(proc, RunOutcome):   # init() failed: ship what it printed
-                self._ship_logs(ctx, str(Path(ctx.scoring.work_dir) / proc.process), force=True)
-                return proc, ""
-            outcome = proc.run(self._payload(ctx, batch.items, files.paths), context,
-                               float(ctx.spec.run_invocation_timeout))
-            config = proc.config
-            clock.lap("run")
+        payload = self._payload(ctx, batch.items, files.paths)
+        for _ in range(LOST_PROCESS_RETRIES + 1):
+            with self.pool.lease(ctx.pool_key, ctx.scoring, ctx.processes) as proc:
+                clock.lap("wait")
+                if isinstance(proc, RunOutcome):   # init() failed: ship what it printed
+                    self._ship_logs(ctx, str(Path(ctx.scoring.work_dir) / proc.process), force=True)
+                    return proc, ""
+                outcome = proc.run(payload, context, float(ctx.spec.run_invocation_timeout))
+                config = proc.config
+                clock.lap("run")
+            if outcome.kind != "lost":
+                break
+            # the process was dead before it took the mini-batch: not this try's failure
+            log.warning("job=%s batch=%d: %s; running it on another process", batch.job_id,
+                        batch.index, outcome.message)
+        if outcome.kind == "lost":
+            outcome = replace(outcome, kind="crash")
         # the scoring process is free again; the parent writes what it produced
         block = ""
         if outcome.ok:
@@ -229,7 +247,15 @@ class Worker:
         payload = ctx.payload(items, paths)
         if isinstance(payload, dict):
             containers = sorted({payload["inputs"][item[0]]["container"] for item in items})
-            payload["read"] = self.storage.blob_reader.read_grant(containers)
+            grant = self.storage.blob_reader.read_grant(containers)
+            for container, token in grant["tokens"].items():   # type: ignore[union-attr]
+                if not read_only(token):
+                    raise OperatorError(
+                        f"the token for reading container {container} grants more than read "
+                        "(the connection string's own SAS?); scoring processes get read-only "
+                        "tokens only: configure storage with an account key, an identity, or a "
+                        "read-only SAS", job_id=ctx.job.job_id)
+            payload["read"] = grant
         return payload
 
     def _ship_logs(self, ctx: JobContext, work_dir: str, force: bool) -> None:

@@ -95,7 +95,9 @@ class FaultyProxy:
                 for k, v in response.getheaders():
                     if k.lower() not in HOP_HEADERS and k.lower() != "content-length":
                         self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                # a HEAD answer has no body, its Content-Length is the blob's size: pass it on
+                self.send_header("Content-Length", response.getheader("Content-Length", "0")
+                                 if self.command == "HEAD" else str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 

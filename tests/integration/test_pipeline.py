@@ -134,7 +134,10 @@ def test_model_versions_latest_unless_pinned(
     unlisted = submit(api, base)
     assert register_text_model(storage, tmp_path, "echo", "third") == 3   # after submit: not used
     host.drain()
-    rows = {j: output_rows(storage, api.get(f"/api/jobs/{j}").json()) for j in (pinned, latest, unlisted)}
+    rows = {j: output_rows(storage, api.get(f"/api/jobs/{j}").json()) for j in (pinned, latest)}
     assert rows[pinned] == ["x.txt 7 first "]
     assert rows[latest] == ["x.txt 7 second "]       # pinned to the latest at submit time
-    assert rows[unlisted] == ["x.txt 7 third "]      # not listed in models: the latest when loaded
+    # not listed in models: a scoring process cannot fetch it (it holds no storage credentials)
+    status = api.get(f"/api/jobs/{unlisted}").json()
+    assert status["state"] == "failed"
+    assert "model 'echo' is not in the job's models (none); add it to `models`" in status["reason"]

@@ -60,8 +60,8 @@ def score(pool: ScoringPool, key: str, cfg: ScoringConfig) -> list[str]:
     with pool.lease(key, cfg, 1) as proc:
         outcome = proc.run(["a.png"], {"minibatch_index": 0}, 30)
     assert outcome.ok, outcome.message + outcome.traceback
-    assert isinstance(outcome.text, str)
-    return outcome.text.splitlines()[0].split("|")
+    assert isinstance(outcome.text, bytes)     # the rows as the child sent them (shared.protocol)
+    return outcome.text.decode().splitlines()[0].split("|")
 
 
 def test_a_jobs_process_is_a_warm_spare_that_runs_the_script_as_a_fresh_one(

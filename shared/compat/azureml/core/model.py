@@ -1,19 +1,22 @@
-"""``azureml.core.Model``: resolves models registered with ``parallelrun model register``."""
+"""``azureml.core.Model``: the models the job pins, from the node's copies.
+
+A scoring process holds no storage credentials, so it never fetches a model itself: the worker
+downloads the versions a job pins in ``models`` once per node and ``shared.scoring`` links them
+under ``$AZUREML_MODEL_DIR``. Any other model or version is an error that names it.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import threading
 from typing import Any
 
-_lock = threading.Lock()
-_storage = None
+from shared.protocol import ENV_JOB_ID, ENV_MODEL_PATHS, ENV_MODEL_PINS
 
 
 def _pins() -> dict[str, int]:
     pins = {}
-    for item in filter(None, os.environ.get("PARALLELRUN_MODEL_PINS", "").split(",")):
+    for item in filter(None, os.environ.get(ENV_MODEL_PINS, "").split(",")):
         name, _, version = item.rpartition(":")
         pins[name] = int(version)
     return pins
@@ -21,17 +24,7 @@ def _pins() -> dict[str, int]:
 
 def _local_paths() -> dict[str, str]:
     """The job's pinned versions, already on this node (shared.scoring links them in)."""
-    return json.loads(os.environ.get("PARALLELRUN_MODEL_PATHS") or "{}")
-
-
-def _get_storage() -> Any:
-    global _storage
-    with _lock:
-        if _storage is None:
-            from shared.settings import Settings
-            from shared.storage import Storage
-            _storage = Storage(Settings.from_env())
-        return _storage
+    return json.loads(os.environ.get(ENV_MODEL_PATHS) or "{}")
 
 
 class Model:
@@ -41,16 +34,22 @@ class Model:
     def get_model_path(model_name: str, version: int | None = None, _workspace: Any = None) -> str:
         """Local path of the model: the file of a single-file model, else its folder.
 
-        The version is, in order: the one given, the one the job pins in ``models``, the latest."""
+        Only the versions the job pins in ``models`` are available (``version`` may name the
+        pinned one, or be left out)."""
         pins = _pins()
-        chosen = version if version is not None else pins.get(model_name)
-        local = _local_paths().get(model_name)     # only pinned models have one
-        if local is not None and chosen == pins[model_name]:
-            return local
-
-        from shared import models
-
-        storage = _get_storage()
-        model = models.get_version(storage, model_name, chosen)
-        root = os.environ.get("AZUREML_MODEL_DIR") or os.path.join(os.getcwd(), "azureml-models")
-        return str(models.download(storage, model, root))
+        job = os.environ.get(ENV_JOB_ID, "?")
+        pinned = pins.get(model_name)
+        if pinned is None:
+            raise LookupError(
+                f"job {job}: model {model_name!r} is not in the job's models "
+                f"({', '.join(f'{k}:{v}' for k, v in pins.items()) or 'none'}); add it to `models` "
+                "in the job spec (scoring processes cannot fetch models themselves)")
+        if version is not None and int(version) != pinned:
+            raise LookupError(
+                f"job {job}: model {model_name!r} version {version} is not the version the job "
+                f"pins ({model_name}:{pinned}); pin it in `models` as {model_name}:{version}")
+        local = _local_paths().get(model_name)
+        if local is None:
+            raise LookupError(f"job {job}: model {model_name}:{pinned} could not be copied to this "
+                              "node (the worker's log says why)")
+        return local

@@ -7,12 +7,14 @@ import os
 import time
 from typing import Any
 
+from shared.protocol import ENV_JOB_ID, ENV_LOG_DIR, ENV_PROCESS_NAME
+
 
 class Run:
     _context: "Run | None" = None
 
     def __init__(self) -> None:
-        self.id = os.environ.get("PARALLELRUN_JOB_ID", "OfflineRun")
+        self.id = os.environ.get(ENV_JOB_ID, "OfflineRun")
         self.tags: dict[str, Any] = {}
         self.properties: dict[str, Any] = {}
         self.parent = None
@@ -25,8 +27,8 @@ class Run:
         return cls._context
 
     def _write(self, record: dict[str, Any]) -> None:
-        log_dir = os.environ.get("PARALLELRUN_LOG_DIR", os.getcwd())
-        name = os.environ.get("PARALLELRUN_PROCESS_NAME", "process")
+        log_dir = os.environ.get(ENV_LOG_DIR, os.getcwd())
+        name = os.environ.get(ENV_PROCESS_NAME, "process")
         os.makedirs(log_dir, exist_ok=True)
         with open(os.path.join(log_dir, f"metrics.{name}.jsonl"), "a", encoding="utf-8") as fh:
             fh.write(json.dumps({"at": time.time(), **record}, default=str) + "\n")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
+from shared.protocol import ENV_LOG_DIR, ENV_NODE_ID, ENV_PROCESS_NAME, ENV_WORK_DIR
+
 
 class EntryScript:
     """Per-process facts and the script's logger (written to the process's user log)."""
@@ -13,11 +15,11 @@ class EntryScript:
 
     @property
     def process_name(self) -> str:
-        return os.environ.get("PARALLELRUN_PROCESS_NAME", "process000")
+        return os.environ.get(ENV_PROCESS_NAME, "process000")
 
     @property
     def node_id(self) -> str:
-        return os.environ.get("PARALLELRUN_NODE_ID", "node0")
+        return os.environ.get(ENV_NODE_ID, "node0")
 
     @property
     def agent_name(self) -> str:
@@ -25,7 +27,7 @@ class EntryScript:
 
     @property
     def working_dir(self) -> str:
-        return os.environ.get("PARALLELRUN_WORK_DIR", os.getcwd())
+        return os.environ.get(ENV_WORK_DIR, os.getcwd())
 
     @property
     def output_dir(self) -> str:
@@ -33,7 +35,7 @@ class EntryScript:
 
     @property
     def log_dir(self) -> str:
-        return os.environ.get("PARALLELRUN_LOG_DIR", os.path.join(os.getcwd(), "logs"))
+        return os.environ.get(ENV_LOG_DIR, os.path.join(os.getcwd(), "logs"))
 
     @property
     def logger(self) -> logging.Logger:
