@@ -348,7 +348,11 @@ class ScoringPool:
         sandbox's settings (no secrets), which the process applies before the script runs."""
         with self._lock:
             if self._home is None:   # private to this pool: mode 0700, removed at close
-                self._home = Path(tempfile.mkdtemp(prefix=f"parallelrun-spares-{self.node_id}-"))
+                if self.settings.scratch_dir:   # the host's configured scratch: its processes there
+                    self._home = Path(self.settings.scratch_dir) / self.node_id / "spares"
+                    self._home.mkdir(mode=0o700, parents=True, exist_ok=True)
+                else:
+                    self._home = Path(tempfile.mkdtemp(prefix=f"parallelrun-spares-{self.node_id}-"))
         env = child_env(os.environ, self._home)
         settings = self.settings.to_env()
         env.update({k: settings[k] for k in SANDBOX_SETTINGS})

@@ -50,13 +50,16 @@ def _error(batch: BatchRow, attempt: int, outcome: RunOutcome, files: Downloaded
                        process=outcome.process, at=now)
 
 
-def lines_written(outcome: RunOutcome) -> int:
+def lines_written(outcome: RunOutcome, parts: bool = False) -> int:
     """The output lines a successful try wrote: what the ``rows`` counter counts, so that it equals
-    the lines of the output file even when a ``str(x)`` holds newlines (a Parquet part: its rows).
+    the lines of the output file even when a ``str(x)`` holds newlines (``parts``: a Parquet part
+    file, whose rows are counted).
     Items are counted apart, as PRS does: ``min(len(result), len(mini_batch))``."""
     text = outcome.text
     if isinstance(text, str):
         return text.count("\n") + (1 if text and not text.endswith("\n") else 0)
+    if isinstance(text, bytes) and not parts:
+        return text.count(b"\n") + (1 if text and not text.endswith(b"\n") else 0)
     return outcome.rows
 
 
@@ -68,14 +71,16 @@ def missing_note(files: Downloaded) -> str:
 
 def settle(batch: BatchRow, outcome: RunOutcome, files: Downloaded, *, run_max_try: int,
            block_id: str, shard: int, node: str, now: float, tabular: bool = False,
-           unread: tuple[int, bool] | None = None, stages: Totals = Totals()) -> Settlement:
-    """The settlement of one try; ``stages`` (its timings) is added to the counters.
+           unread: tuple[int, bool] | None = None, parts: bool = False,
+           stages: Totals = Totals()) -> Settlement:
+    """The settlement of one try; ``stages`` (its timings) is added to the counters; ``parts``:
+    the job's output is Parquet part files (rows are counted, not lines).
 
     ``unread``: for a table whose rows this try could not read, the rows of its pieces and whether
     that is exact (:func:`shared.tables.rows_unread`); the failed items then count those rows
     (an upper bound, said so in the error, unless exact)."""
     result = _settle(batch, outcome, files, run_max_try=run_max_try, block_id=block_id, shard=shard,
-                     node=node, now=now, tabular=tabular, unread=unread)
+                     node=node, now=now, tabular=tabular, unread=unread, parts=parts)
     if tabular and result.settled:
         result = replace(result, delta=result.delta + _text_read(batch, result.row.size))
     return replace(result, delta=result.delta + stages)
@@ -107,14 +112,14 @@ def table_rows(batch: BatchRow, outcome: RunOutcome, unread: tuple[int, bool] | 
 
 def _settle(batch: BatchRow, outcome: RunOutcome, files: Downloaded, *, run_max_try: int,
             block_id: str, shard: int, node: str, now: float, tabular: bool,
-            unread: tuple[int, bool] | None) -> Settlement:
+            unread: tuple[int, bool] | None, parts: bool) -> Settlement:
     # items: files, or a table's rows (read by a try, or counted from its pieces)
     n, exact = table_rows(batch, outcome, unread) if tabular else (len(batch.items), True)
     present = n if tabular else len(files.paths)
     common = {"ended_at": now, "pid": outcome.pid, "node": node, "size": n}
     if outcome.ok:
         ok = min(outcome.rows, present)
-        lines = lines_written(outcome)
+        lines = lines_written(outcome, parts)
         row = replace(batch, state=BatchState.SUCCEEDED, ok=ok, failed=n - ok, rows=lines,
                       block_id=block_id, shard=shard, header=outcome.header,
                       error=missing_note(files), **common)

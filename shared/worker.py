@@ -127,6 +127,7 @@ class Worker:
         result = settlement.settle(batch, outcome, files, run_max_try=ctx.spec.run_max_try,
                                    block_id=block, shard=ctx.target.shard_of(batch.index),
                                    node=self.node_id, now=time.time(), tabular=ctx.tabular,
+                                   parts=ctx.target.parts,
                                    unread=unread, stages=replace(clock.totals(queued), calls=calls))
         return self._apply(ctx, batch, result, outcome.seconds)
 

@@ -34,14 +34,17 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 
 def marked(marker: str) -> dict[int, str]:
-    """pid -> command line of every live process whose scratch folder is ``marker``."""
+    """pid -> command line of every live process whose scratch folder is ``marker`` (scoring
+    processes, which inherit none of the host's settings, by their home folder inside it)."""
     found = {}
     needle = f"PARALLELRUN_SCRATCH_DIR={marker}".encode()
+    home = f"HOME={marker}/".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
+            env = (entry / "environ").read_bytes().split(b"\0")
+            if needle in env or any(v.startswith(home) for v in env):
                 stat = (entry / "stat").read_text()
                 if stat.rsplit(")", 1)[1].split()[0] != "Z":
                     found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(

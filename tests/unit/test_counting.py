@@ -25,7 +25,8 @@ def test_rows_are_the_lines_written_and_items_stay_min_of_result_and_batch() -> 
     result = settle(batch, RunOutcome("ok", text="a\n  more\nb\n", rows=2))
     assert (result.row.ok, result.row.rows, result.delta.rows) == (2, 3, 3)
     assert settle(batch, RunOutcome("ok", text="a\nb", rows=2)).row.rows == 2   # no final newline
-    assert settlement.lines_written(RunOutcome("ok", text=b"PAR1", rows=7)) == 7   # a Parquet part
+    assert settlement.lines_written(RunOutcome("ok", text=b"a\nb\n", rows=1)) == 2   # rows as bytes
+    assert settlement.lines_written(RunOutcome("ok", text=b"PAR1\n", rows=7), parts=True) == 7
 
 
 def test_a_table_that_could_not_be_read_counts_its_rows_said_as_a_bound() -> None:

@@ -85,7 +85,7 @@ def script(tmp_path: Path) -> Path:
 @pytest.fixture
 def pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ScoringPool]:
     monkeypatch.setattr(protocol, "BODY_TIMEOUT_S", 1.0)
-    pool = ScoringPool(Settings(scratch_dir=str(tmp_path), warm_processes=0,
+    pool = ScoringPool(Settings(scratch_dir=str(tmp_path), warm_processes=0, sandbox_writable=(str(tmp_path),),
                                 max_result_bytes=1 << 20))
     yield pool
     pool.close()
@@ -198,7 +198,8 @@ def test_what_a_script_started_is_gone_after_a_timeout(
 
 def test_what_a_script_started_is_gone_after_the_pool_shuts_down(
         script: Path, tmp_path: Path) -> None:
-    pool = ScoringPool(Settings(scratch_dir=str(tmp_path), warm_processes=0))
+    pool = ScoringPool(Settings(scratch_dir=str(tmp_path), warm_processes=0,
+                                sandbox_writable=(str(tmp_path),)))
     try:
         outcome = score(pool, config(script, tmp_path, "children", "children"))
         assert outcome.ok
@@ -220,7 +221,8 @@ def test_a_scoring_process_ends_itself_and_its_children_when_its_worker_dies(
         "from shared.scoring import ScoringConfig\n"
         "from shared.settings import Settings\n"
         f"tmp = Path({str(tmp_path)!r})\n"
-        "pool = ScoringPool(Settings(scratch_dir=str(tmp), warm_processes=0))\n"
+        "pool = ScoringPool(Settings(scratch_dir=str(tmp), warm_processes=0, "
+        "sandbox_writable=(str(tmp),)))\n"
         f"cfg = ScoringConfig(job_id='orphan', entry_script={str(script)!r}, "
         f"source_dir={str(script.parent)!r}, work_dir=str(tmp / 'orphan'), "
         "environment={'MODE': 'children', 'MARKER': str(tmp / 'pwned'), "
