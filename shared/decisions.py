@@ -32,6 +32,15 @@ def on_delivery(job: JobRow, batch: BatchRow | None) -> Delivery:
     return Delivery.RUN
 
 
+def refinalize(job: JobRow) -> bool:
+    """A dropped delivery of this job must re-drive its finalization (idempotent): the job was
+    stopped, or it is ``finalizing`` and its finalizer may have died (a node killed while it
+    finalized inline). A finished job needs nothing."""
+    if JobState(job.state).terminal:
+        return False
+    return bool(job.stop_reason) or job.state == JobState.FINALIZING
+
+
 class AfterFailure(StrEnum):
     RETRY = "retry"
     FAIL = "fail"

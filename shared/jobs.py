@@ -99,7 +99,9 @@ def cancel(storage: Storage, ledger: Ledger, job_id: str) -> JobRow:
             log.info("cancel requested: job=%s", job_id)
         except Conflict:
             job = ledger.get_job(job_id)
-    if job.stop_reason and not JobState(job.state).terminal:   # again, if a first try died here
+    if decisions.refinalize(job):
+        # again, if a first try died here; a finalizing job is complete and only finishes (its
+        # finalizer may have died: the finalize message re-drives it, idempotently)
         storage.queue(storage.settings.finalize_queue).send_message(FinalizeMessage(job_id).to_json())
     return job
 

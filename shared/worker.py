@@ -79,8 +79,13 @@ class Worker:
         verdict = decisions.on_delivery(ctx.job, batch)
         if verdict is Delivery.DROP_DONE and batch is not None:
             self._after_settled(ctx, batch, redo=True)
-        elif verdict is Delivery.DROP_JOB_INACTIVE and ctx.job.stop_reason:
-            self._finalize(ctx.job.job_id)   # in case the stopper died before it could
+        elif verdict is Delivery.DROP_JOB_INACTIVE and not ctx.job.stop_reason:
+            ctx = self.jobs.get(msg.job_id, fresh=True)   # a cached finalizing row may be stale
+            verdict = decisions.on_delivery(ctx.job, batch)
+            if verdict is Delivery.DROP_DONE and batch is not None:
+                self._after_settled(ctx, batch, redo=True)
+        if verdict is Delivery.DROP_JOB_INACTIVE and decisions.refinalize(ctx.job):
+            self._finalize(ctx.job.job_id)   # the stopper or finalizer may have died before it could
         if verdict is not Delivery.RUN or batch is None:
             log.info("dropped: job=%s batch=%d: %s", msg.job_id, msg.batch, verdict.value)
             return verdict.value

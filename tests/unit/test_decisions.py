@@ -92,3 +92,15 @@ def test_final_state() -> None:
     state, reason = decisions.final_state(job(spec={"allowed_failed_percent": 10}, planned=4),
                                           Totals(batches_failed=1, batches_succeeded=3))
     assert state is JobState.FAILED and "allowed_failed_percent" in reason
+
+
+@pytest.mark.parametrize("state,stop,again", [
+    (JobState.RUNNING, "", False),
+    (JobState.RUNNING, "cancelled by user", True),
+    (JobState.FINALIZING, "", True),            # its finalizer may have died
+    (JobState.FINALIZING, "cancelled by user", True),
+    (JobState.SUCCEEDED, "", False),
+    (JobState.CANCELLED, "cancelled by user", False),
+])
+def test_refinalize(state, stop, again) -> None:
+    assert decisions.refinalize(job(state=state, stop_reason=stop)) is again
