@@ -214,7 +214,8 @@ class Worker:
         if not job.active:
             self._finalize(job.job_id)   # a stopped job's finalizer waits for running tries
             return
-        nxt = decisions.successor(batch.index, job.window, job.planned)
+        # a mini-batch run again because storage lost its rows: its successor settled long ago
+        nxt = None if batch.reruns else decisions.successor(batch.index, job.window, job.planned)
         if nxt is None and not job.planning_done and not redo:
             job = self.jobs.get(batch.job_id, fresh=True).job
             nxt = decisions.successor(batch.index, job.window, job.planned)
@@ -269,14 +270,14 @@ class Worker:
         right here, which saves the finalize queue's polling delay (up to ``maxPollingInterval``).
 
         An inline finalize runs before this mini-batch's message is deleted: if this worker dies
-        meanwhile, the message comes back, finds its mini-batch settled and finalizes again
-        (``_after_settled`` with ``redo``). If finalizing fails, the finalizer function takes over
+        meanwhile, the message comes back, finds its mini-batch settled (``_after_settled`` with
+        ``redo``) or its job ``finalizing`` (:func:`decisions.refinalize`) and finalizes again. If finalizing fails, the finalizer function takes over
         with its own retries. Finalizing is idempotent, so a race with another finisher is
         harmless."""
         msg = FinalizeMessage(job_id)
         if inline:
             try:
-                finalizer.finalize(self.storage, self.ledger, msg)
+                finalizer.finalize(self.storage, self.ledger, msg, inline=True)
                 return
             except Exception:  # noqa: BLE001 - the finalizer function retries it
                 log.exception("inline finalize failed: job=%s; queued for the finalizer", job_id)
