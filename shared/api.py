@@ -9,7 +9,9 @@
     GET  /api/jobs/{id}/results?head=N    first rows of the output
     POST /api/snapshots                   upload a zipped source_directory -> snapshot reference
 
-Errors: 422 names every invalid field; 404 for unknown jobs; 503 when storage is unavailable.
+Errors: 422 names every invalid field; 404 for unknown jobs; 409 for an output another unfinished
+job owns (``owner`` names it); 410 for results of an output a newer job replaced; 503 when storage
+is unavailable.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from . import jobs, output, runtime
-from .errors import NotFoundError, OperatorError, SpecError, SubmitterError
+from .errors import ConflictError, GoneError, NotFoundError, OperatorError, SpecError, SubmitterError
 
 log = logging.getLogger("parallelrun.api")
 
@@ -44,6 +46,16 @@ async def _spec_error(_: Request, exc: SpecError) -> JSONResponse:
 @app.exception_handler(NotFoundError)
 async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=404)
+
+
+@app.exception_handler(ConflictError)
+async def _conflict(_: Request, exc: ConflictError) -> JSONResponse:
+    return JSONResponse({"error": str(exc), "owner": exc.owner}, status_code=409)
+
+
+@app.exception_handler(GoneError)
+async def _gone(_: Request, exc: GoneError) -> JSONResponse:
+    return JSONResponse({"error": str(exc)}, status_code=410)
 
 
 @app.exception_handler(SubmitterError)
@@ -125,6 +137,9 @@ def results(job_id: str, head: int = 10) -> dict[str, Any]:
     rt = runtime.current()
     st = jobs.status(rt.storage, rt.ledger, job_id, error_limit=0)
     out = st["output"]
+    if out["replaced_by"]:
+        raise GoneError(f"output replaced by job {out['replaced_by']}: the rows of job {job_id} "
+                        f"were in {out['container']}/{out['prefix']}, which that job now owns")
     if out["blob"] is None or not jobs.output_exists(rt.storage, out["container"], out["blob"]):
         raise NotFoundError(f"job {job_id} has no output rows yet (state {st['state']})")
     return {"job_id": job_id, "url": out["url"],

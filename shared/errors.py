@@ -54,3 +54,17 @@ class ScriptError(ParallelRunError):
 
 class OperatorError(ParallelRunError):
     """Storage or the host is unavailable or misconfigured; not the user's fault, retried."""
+
+
+class ConflictError(SubmitterError):
+    """The request conflicts with another job's state: an output another job owns (HTTP 409).
+    ``owner`` is the job in the way."""
+
+    def __init__(self, message: str, *, owner: str, job_id: str | None = None) -> None:
+        self.owner = owner
+        super().__init__(message, job_id=job_id)
+
+
+class GoneError(SubmitterError):
+    """What was asked for existed but was replaced: a finished job's output taken over by a newer
+    job (HTTP 410)."""
