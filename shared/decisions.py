@@ -93,6 +93,15 @@ def budget_exceeded(spec: Mapping[str, Any], totals: Totals, planned: int,
     return None
 
 
+def checkpoint_due(job: JobRow, now: float, max_age_s: float) -> bool:
+    """Rows staged since the job's last checkpoint (or its start) may be ``max_age_s`` old: commit
+    them before storage collects them (~7 days after upload). Not once a repair round has run:
+    the job is finishing, and a checkpoint would discard the re-runs' blocks in flight."""
+    if not job.active or job.repairs:
+        return False
+    return now - max(job.checkpoint_at, job.started_at, job.created_at) > max_age_s
+
+
 def complete(job: JobRow, totals: Totals) -> bool:
     """Every planned mini-batch has settled and nothing more will be planned."""
     return job.planning_done and totals.batches_done >= job.planned

@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 import time
 
+from azure.core.exceptions import HttpResponseError
+
 from . import decisions, index, summary
 from .jobcontext import output_target
 from .ledger import BatchRow, Conflict, ErrorRecord, JobRow, Ledger, Totals
 from .messages import BatchMessage, FinalizeMessage
-from .output import LostBlocks, assemble, assemble_parts, join, missing_blocks
+from .output import LostBlocks, assemble, assemble_parts, checkpoint, join, missing_blocks
 from .states import BatchState, JobState
 from .storage import Storage
 
@@ -34,6 +36,8 @@ def finalize(storage: Storage, ledger: Ledger, msg: FinalizeMessage, inline: boo
     worker that settled the last mini-batch; a repair is then handed to the finalize queue, whose
     message carries it durably."""
     job = ledger.get_job(msg.job_id)
+    if msg.checkpoint:
+        return _checkpoint(storage, ledger, job, msg)
     if JobState(job.state).terminal:
         return "already finished"
     if not job.stop_reason and not decisions.complete(job, ledger.totals(job.job_id)):
@@ -99,6 +103,32 @@ def _commit_output(storage: Storage, job: JobRow, batches: list[BatchRow]) -> st
         if lost:
             raise LostBlocks(lost) from exc
         raise
+
+
+def _checkpoint(storage: Storage, ledger: Ledger, job: JobRow, msg: FinalizeMessage) -> str:
+    """Commit the rows staged so far (a long job), once per ``block_max_age_s``: recorded first,
+    so duplicate requests find it done. Blocks already lost are left out (the final commit finds
+    them missing and runs their mini-batches again)."""
+    if not decisions.checkpoint_due(job, time.time(), storage.settings.block_max_age_s):
+        return "checkpoint not due"
+    try:
+        job = ledger.update_job(job, checkpoint_at=time.time())
+    except Conflict:
+        return finalize(storage, ledger, msg)
+    if job.spec.get("output_action", "append_row") != "append_row":
+        return "checkpoint: no rows"
+    won = [b for b in ledger.batches(job.job_id) if b.state == BatchState.SUCCEEDED and b.block_id]
+    winners = [(b.index, b.block_id) for b in won]
+    target = output_target(storage.settings, job)
+    lost = set(missing_blocks(storage, target, winners))
+    header = next((b.header for b in won if b.header), "")
+    try:
+        count = checkpoint(storage, target, [w for w in winners if w[0] not in lost], header)
+    except HttpResponseError as exc:   # a block lost meanwhile: the final commit repairs it
+        log.warning("checkpoint incomplete: job=%s: %s", job.job_id, exc)
+        return "checkpoint incomplete"
+    log.info("checkpoint: job=%s committed %d staged block(s), %d lost", job.job_id, count, len(lost))
+    return f"checkpoint: {count} block(s)"
 
 
 def _repair(storage: Storage, ledger: Ledger, job: JobRow, batches: list[BatchRow],

@@ -20,9 +20,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import (HttpResponseError, ResourceExistsError, ResourceModifiedError,
+                                   ResourceNotFoundError)
 from azure.storage.blob import BlobBlock, BlobClient, ContentSettings
 
+from .messages import FinalizeMessage
 from .storage import Storage
 
 log = logging.getLogger("parallelrun.output")
@@ -82,12 +85,60 @@ class OutputTarget:
 
 
 def stage_rows(storage: Storage, target: OutputTarget, batch: int, data: str | bytes) -> str:
-    """Stage a mini-batch's rows (or its part file); returns the block id the ledger must record."""
+    """Stage a mini-batch's rows (or its part file); returns the block id the ledger must record.
+
+    A blob holds at most 100,000 uncommitted blocks (duplicate and retried tries add to them): at
+    that limit a checkpoint is requested, which commits the winners and so discards the rest, and
+    the error goes up (the message is delivered again once the checkpoint has made room)."""
     bid = block_id(batch)
     blob = target.part_blob(storage, batch) if target.parts else \
         target.staging_blob(storage, target.shard_of(batch))
-    blob.stage_block(bid, data.encode("utf-8") if isinstance(data, str) else data)
+    try:
+        blob.stage_block(bid, data.encode("utf-8") if isinstance(data, str) else data)
+    except HttpResponseError as exc:
+        if getattr(exc, "error_code", None) == "BlockCountExceedsLimit":
+            storage.queue(storage.settings.finalize_queue).send_message(
+                FinalizeMessage(target.job_id, checkpoint=True).to_json())
+            log.error("job=%s: %s holds too many uncommitted blocks; checkpoint requested",
+                      target.job_id, blob.blob_name)
+        raise
     return bid
+
+
+def checkpoint(storage: Storage, target: OutputTarget, winners: list[tuple[int, str]],
+               header: str = "") -> int:
+    """Commit the winners staged so far onto each staging blob, in order (a job running or paused
+    for days: uncommitted blocks expire ~7 days after upload; committed ones do not). Returns the
+    blocks committed. Uncommitted blocks it does not name (tries still in flight) are discarded;
+    the finalizer finds them missing and runs those mini-batches again. Each commit is
+    conditional on the blob's ETag, so it never overwrites a commit made meanwhile (the output's
+    final one)."""
+    if target.parts:     # one blob per mini-batch: no other try's block is on it
+        for batch, bid in winners:
+            target.part_blob(storage, batch).commit_block_list([BlobBlock(bid)])
+        return len(winners)
+    by_shard: dict[int, list[str]] = {}
+    for batch, bid in winners:
+        by_shard.setdefault(target.shard_of(batch), []).append(bid)
+    committed = 0
+    for shard, ids in sorted(by_shard.items()):
+        blob = target.staging_blob(storage, shard)
+        blocks = [BlobBlock(b) for b in ids]
+        if header and shard == 0:
+            blob.stage_block(HEADER_BLOCK, header.encode("utf-8"))
+            blocks.insert(0, BlobBlock(HEADER_BLOCK))
+        try:
+            condition = {"etag": blob.get_blob_properties().etag,
+                         "match_condition": MatchConditions.IfNotModified}
+        except ResourceNotFoundError:
+            condition = {"match_condition": MatchConditions.IfMissing}
+        try:
+            blob.commit_block_list(blocks, content_settings=TEXT, **condition)
+        except (ResourceModifiedError, ResourceExistsError):
+            log.info("checkpoint skipped: job=%s shard=%d changed meanwhile", target.job_id, shard)
+            continue
+        committed += len(ids)
+    return committed
 
 
 def assemble_parts(storage: Storage, target: OutputTarget, winners: Iterable[tuple[int, str]]) -> str:

@@ -76,6 +76,9 @@ class Settings:
     warm_processes: int = 2         # spare scoring processes kept with the libraries imported
     plan_page_size: int = 5000      # blobs listed per planner invocation
     storage_timeout_s: float = 60.0 # a storage call without an answer by then is retried
+    # staged rows older than this are committed (a checkpoint) while the job runs or is paused:
+    # Azure collects uncommitted blocks ~7 days after upload; 3 days leaves days of margin
+    block_max_age_s: float = 3 * 24 * 3600.0
     poison_suffix: str = "-poison"
 
     @classmethod
@@ -102,7 +105,8 @@ class Settings:
             if env.get(name):
                 values[field] = int(env[name])
         for name, field in (("PARALLELRUN_JOB_CACHE_TTL_S", "job_cache_ttl_s"),
-                            ("PARALLELRUN_STORAGE_TIMEOUT_S", "storage_timeout_s")):
+                            ("PARALLELRUN_STORAGE_TIMEOUT_S", "storage_timeout_s"),
+                            ("PARALLELRUN_BLOCK_MAX_AGE_S", "block_max_age_s")):
             if env.get(name):
                 values[field] = float(env[name])
         return cls(**values)  # type: ignore[arg-type]
@@ -126,6 +130,7 @@ class Settings:
         env["PARALLELRUN_WARM_PROCESSES"] = str(self.warm_processes)
         env["PARALLELRUN_JOB_CACHE_TTL_S"] = str(self.job_cache_ttl_s)
         env["PARALLELRUN_STORAGE_TIMEOUT_S"] = str(self.storage_timeout_s)
+        env["PARALLELRUN_BLOCK_MAX_AGE_S"] = str(self.block_max_age_s)
         return env
 
     def resolve(self, expression: str) -> str:

@@ -214,6 +214,10 @@ class Worker:
         if not job.active:
             self._finalize(job.job_id)   # a stopped job's finalizer waits for running tries
             return
+        if not redo and decisions.checkpoint_due(job, time.time(),
+                                                 self.storage.settings.block_max_age_s):
+            self.storage.queue(self.storage.settings.finalize_queue).send_message(
+                FinalizeMessage(job.job_id, checkpoint=True).to_json())
         # a mini-batch run again because storage lost its rows: its successor settled long ago
         nxt = None if batch.reruns else decisions.successor(batch.index, job.window, job.planned)
         if nxt is None and not job.planning_done and not redo:

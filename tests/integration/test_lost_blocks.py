@@ -77,3 +77,42 @@ def test_a_lost_staged_block_is_run_again_and_the_output_is_complete(
     lost = [e for e in status["errors"] if e["kind"] == "lost"]
     assert lost and lost[0]["count"] == 2 and "runs again" in lost[0]["message"]
     assert ledger.get_job(job_id).repairs == 1
+
+
+def test_a_job_running_longer_than_the_block_age_commits_its_rows_in_time(
+        settings: Settings, storage: Storage) -> None:
+    """Storage collects uncommitted blocks ~7 days after upload; ``block_max_age_s`` (seconds
+    here) makes a running job commit what it staged before that. Blocks older than twice the age
+    that are still uncommitted are expired, as storage would; none may be lost."""
+    age = 1.5
+    names = [f"a{i:03d}.txt" for i in range(120)]
+    put_files(storage, "agedblocks", dict.fromkeys(names, b"x"))
+    code = snapshots.upload(storage, SCRIPTS)
+    ledger = Ledger(storage.ledger)
+    aged = dataclasses.replace(settings, block_max_age_s=age)
+    with LocalHost(load_app(), aged, lease_s=5) as host:
+        job = jobs.submit(storage, ledger, spec(code, "agedblocks", arguments=[
+            "--mode", "slow", "--delay", "0.4"]))
+
+        def settled_before(cutoff: float) -> set[str]:
+            return {b.block_id for b in ledger.batches(job.job_id)
+                    if b.state == BatchState.SUCCEEDED and b.ended_at < cutoff}
+
+        _wait(lambda: settled_before(time.time() - 2 * age - 0.5), "a mini-batch older than 2 ages")
+        old = settled_before(time.time() - 2 * age)
+        assert ledger.get_job(job.job_id).state == JobState.RUNNING, "the job ended too soon"
+        target = output_target(storage.settings, ledger.get_job(job.job_id))
+        blob = target.staging_blob(storage, 0)
+        try:
+            committed, uncommitted = blob.get_block_list("all")
+        except Exception:            # noqa: BLE001 - no block staged yet
+            committed, uncommitted = [], []
+        expired = [b.id for b in uncommitted if b.id in old]
+        if expired:
+            blob.commit_block_list([BlobBlock(b.id) for b in committed + uncommitted
+                                    if b.id not in expired])
+        host.drain(timeout_s=90)
+    assert not expired, f"{len(expired)} of {len(old)} old staged blocks were still uncommitted"
+    done = ledger.get_job(job.job_id)
+    assert done.checkpoint_at > 0
+    assert_exact(jobs.status(storage, ledger, job.job_id), storage, names)
