@@ -88,7 +88,10 @@ def _commit_output(storage: Storage, job: JobRow, batches: list[BatchRow]) -> st
     won = [b for b in batches if b.state == BatchState.SUCCEEDED and b.block_id]
     winners = [(b.index, b.block_id) for b in won]
     target = output_target(storage.settings, job)
-    lost = missing_blocks(storage, target, winners)
+    # the counters say complete, yet a row is not settled: storage lost the row's last write
+    # (an emulator restart); it runs again like a lost block (a stopped job: it is not run)
+    unsettled = [] if job.stop_reason else [b.index for b in batches if not b.terminal]
+    lost = sorted(set(missing_blocks(storage, target, winners)) | set(unsettled))
     if lost:
         raise LostBlocks(lost)
     try:
@@ -142,7 +145,8 @@ def _repair(storage: Storage, ledger: Ledger, job: JobRow, batches: list[BatchRo
                            "hold, and no mini-batch's block is missing; retried by the finalizer")
     if job.stop_reason:
         for i in lost:
-            ledger.unsettle(rows[i], _lost_note(job, rows[i], rerun=False))
+            if rows[i].state == BatchState.SUCCEEDED:
+                ledger.unsettle(rows[i], _lost_note(job, rows[i], rerun=False))
         log.warning("finalize: job=%s stopped; lost staged rows of %d mini-batch(es) count as not "
                     "run", job.job_id, len(lost))
         return finalize(storage, ledger, msg)
@@ -157,7 +161,8 @@ def _repair(storage: Storage, ledger: Ledger, job: JobRow, batches: list[BatchRo
         return finalize(storage, ledger, msg)
     try:
         job = ledger.update_job(job, state=JobState.RUNNING, repairs=job.repairs + 1,
-                                rerun={str(i): rows[i].block_id for i in lost})
+                                rerun={str(i): rows[i].block_id if rows[i].terminal else ""
+                                       for i in lost})
     except Conflict:
         return finalize(storage, ledger, msg)
     log.warning("finalize: job=%s: storage lost the staged rows of %d mini-batch(es) %s; running "
@@ -168,7 +173,8 @@ def _repair(storage: Storage, ledger: Ledger, job: JobRow, batches: list[BatchRo
 
 def _resume_repair(storage: Storage, ledger: Ledger, job: JobRow) -> str:
     """Move each mini-batch of the job's repair round still holding its lost block back to pending
-    and enqueue it; a pending one is enqueued again (a duplicate message is harmless). Idempotent."""
+    and enqueue it; a pending or running one (its worker may be gone) is enqueued again (a
+    duplicate message is harmless: one try wins). Idempotent."""
     queue = storage.queue(storage.settings.batch_queue)
     sent = []
     for key, lost_block in sorted(job.rerun.items(), key=lambda kv: int(kv[0])):
@@ -178,7 +184,7 @@ def _resume_repair(storage: Storage, ledger: Ledger, job: JobRow) -> str:
         if row.state == BatchState.SUCCEEDED and row.block_id == lost_block:
             ledger.unsettle(row, _lost_note(job, row, rerun=True))
             row = ledger.get_batch(job.job_id, int(key))
-        if row is not None and row.state == BatchState.PENDING:
+        if row is not None and row.state in (BatchState.PENDING, BatchState.RUNNING):
             queue.send_message(BatchMessage(job.job_id, row.index, ready_at=time.time()).to_json())
             sent.append(row.index)
     return f"repairing: {len(sent)} mini-batch(es) run again"

@@ -116,3 +116,4 @@ def test_a_job_running_longer_than_the_block_age_commits_its_rows_in_time(
     done = ledger.get_job(job.job_id)
     assert done.checkpoint_at > 0
     assert_exact(jobs.status(storage, ledger, job.job_id), storage, names)
+
