@@ -115,9 +115,16 @@ def _checkpoint(storage: Storage, ledger: Ledger, job: JobRow, msg: FinalizeMess
     if not decisions.checkpoint_due(job, time.time(), storage.settings.block_max_age_s):
         return "checkpoint not due"
     try:
-        job = ledger.update_job(job, checkpoint_at=time.time())
+        return _commit_checkpoint(storage, ledger, job, msg)
     except Conflict:
         return finalize(storage, ledger, msg)
+    except Exception:  # noqa: BLE001 - an optimisation the repair path backs: never fail the job
+        log.exception("checkpoint failed: job=%s; the next settle asks again", job.job_id)
+        return "checkpoint failed"
+
+
+def _commit_checkpoint(storage: Storage, ledger: Ledger, job: JobRow, msg: FinalizeMessage) -> str:
+    job = ledger.update_job(job, checkpoint_at=time.time())
     if job.spec.get("output_action", "append_row") != "append_row":
         return "checkpoint: no rows"
     won = [b for b in ledger.batches(job.job_id) if b.state == BatchState.SUCCEEDED and b.block_id]

@@ -74,9 +74,14 @@ def submit(storage: Storage, ledger: Ledger, data: Any) -> JobRow:
     else:
         container, prefix = settings.output_container, job_id
     window = decisions.window_size(spec.node_count, process_count(spec), settings.window_per_slot)
-    job = ledger.create_job(JobRow(
-        job_id=job_id, spec=spec.to_dict(), snapshot=spec.source_directory or "", models=pins,
-        output_container=container, output_prefix=prefix, window=window, created_at=time.time()))
+    try:
+        job = ledger.create_job(JobRow(
+            job_id=job_id, spec=spec.to_dict(), snapshot=spec.source_directory or "", models=pins,
+            output_container=container, output_prefix=prefix, window=window, created_at=time.time()))
+    except BaseException:
+        if spec.output is not None:
+            claims.release(storage, job_id, container, prefix)
+        raise
     index.add(storage, job)
     storage.queue(settings.plan_queue).send_message(PlanMessage(job_id, 0).to_json())
     log.info("submitted: job=%s inputs=%d window=%d", job_id, len(spec.inputs), window)
