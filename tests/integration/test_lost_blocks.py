@@ -9,7 +9,7 @@ import time
 
 from azure.storage.blob import BlobBlock
 
-from shared import jobs, snapshots
+from shared import finalizer, jobs, snapshots
 from shared.jobcontext import output_target
 from shared.ledger import Ledger
 from shared.local.azurite import Azurite
@@ -44,7 +44,7 @@ def lose_block(storage: Storage, ledger: Ledger, job_id: str, index: int) -> str
 
 
 def run_losing(azurite: Azurite, settings: Settings, storage: Storage, container: str,
-               n: int, victims: list[int], **extra) -> tuple[str, list[str]]:
+               n: int, victims: list[int], rounds_done: int = 0, **extra) -> tuple[str, list[str]]:
     """A job over ``n`` files whose victims' staged rows are lost while its output commit waits."""
     names = [f"{container[0]}{i:03d}.txt" for i in range(n)]
     put_files(storage, container, dict.fromkeys(names, b"x"))
@@ -61,6 +61,8 @@ def run_losing(azurite: Azurite, settings: Settings, storage: Storage, container
             assert ledger.get_job(job.job_id).state == JobState.FINALIZING
             for index in victims:
                 lose_block(storage, ledger, job.job_id, index)
+            if rounds_done:      # as if storage had lost blocks in earlier rounds too
+                ledger.update_job(ledger.get_job(job.job_id), repairs=rounds_done)
             proxy.release()      # the held commit is dropped; its retry finds a block missing
             host.drain(timeout_s=90)
     return job.job_id, names
@@ -77,6 +79,18 @@ def test_a_lost_staged_block_is_run_again_and_the_output_is_complete(
     lost = [e for e in status["errors"] if e["kind"] == "lost"]
     assert lost and lost[0]["count"] == 2 and "runs again" in lost[0]["message"]
     assert ledger.get_job(job_id).repairs == 1
+
+
+def test_repair_rounds_are_bounded_then_the_job_fails_with_the_reason(
+        azurite: Azurite, settings: Settings, storage: Storage) -> None:
+    job_id, _ = run_losing(azurite, settings, storage, "lostagain", 10, victims=[1],
+                           rounds_done=finalizer.MAX_REPAIRS)
+    status = jobs.status(storage, Ledger(storage.ledger), job_id)
+    assert status["state"] == "failed", status
+    assert "storage lost the staged rows of mini-batch(es) [1]" in status["reason"]
+    assert "resubmit" in status["reason"]
+    assert status["mini_batches"]["succeeded"] == 1 and status["rows"] == 5   # mini-batch 0's
+    assert status["output"]["partial"] is True
 
 
 def test_a_job_running_longer_than_the_block_age_commits_its_rows_in_time(
