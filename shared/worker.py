@@ -275,8 +275,8 @@ class Worker:
 
         An inline finalize runs before this mini-batch's message is deleted: if this worker dies
         meanwhile, the message comes back, finds its mini-batch settled (``_after_settled`` with
-        ``redo``) or its job ``finalizing`` (:func:`decisions.refinalize`) and finalizes again. If finalizing fails, the finalizer function takes over
-        with its own retries. Finalizing is idempotent, so a race with another finisher is
+        ``redo``) or its job ``finalizing`` (:func:`decisions.refinalize`) and finalizes again.
+        If finalizing fails, the finalizer function takes over with its own retries. Finalizing is idempotent, so a race with another finisher is
         harmless."""
         msg = FinalizeMessage(job_id)
         if inline:
