@@ -9,9 +9,11 @@
     GET  /api/jobs/{id}/results?head=N    first rows of the output
     POST /api/snapshots                   upload a zipped source_directory -> snapshot reference
 
-Errors: 422 names every invalid field; 404 for unknown jobs; 413 for a body over its limit;
-503 when storage is unavailable. Bodies are bounded (:mod:`shared.limits`) and read, parsed,
-validated and stored off the event loop, so one large request never stalls the others.
+Errors: 422 names every invalid field; 404 for unknown jobs; 409 for an output another unfinished
+job owns (``owner`` names it); 410 for results of an output a newer job replaced; 413 for a body
+over its limit; 503 when storage is unavailable. Bodies are bounded (:mod:`shared.limits`) and
+read, parsed, validated and stored off the event loop, so one large request never stalls the
+others.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from . import jobs, output, runtime, snapshots
-from .errors import NotFoundError, OperatorError, PayloadTooLarge, SpecError, SubmitterError
+from .errors import (ConflictError, GoneError, NotFoundError, OperatorError, PayloadTooLarge,
+                     SpecError, SubmitterError)
 from .limits import Limits, load_text
 
 log = logging.getLogger("parallelrun.api")
@@ -48,6 +51,16 @@ async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
 @app.exception_handler(PayloadTooLarge)
 async def _too_large(_: Request, exc: PayloadTooLarge) -> JSONResponse:
     return JSONResponse({"error": str(exc), "limit": exc.setting}, status_code=413)
+
+
+@app.exception_handler(ConflictError)
+async def _conflict(_: Request, exc: ConflictError) -> JSONResponse:
+    return JSONResponse({"error": str(exc), "owner": exc.owner}, status_code=409)
+
+
+@app.exception_handler(GoneError)
+async def _gone(_: Request, exc: GoneError) -> JSONResponse:
+    return JSONResponse({"error": str(exc)}, status_code=410)
 
 
 @app.exception_handler(SubmitterError)
@@ -151,6 +164,9 @@ def results(job_id: str, head: int = Query(10, ge=0, le=10_000)) -> dict[str, An
     rt = runtime.current()
     st = jobs.status(rt.storage, rt.ledger, job_id, error_limit=0)
     out = st["output"]
+    if out["replaced_by"]:
+        raise GoneError(f"output replaced by job {out['replaced_by']}: the rows of job {job_id} "
+                        f"were in {out['container']}/{out['prefix']}, which that job now owns")
     if out["blob"] is None or not jobs.output_exists(rt.storage, out["container"], out["blob"]):
         raise NotFoundError(f"job {job_id} has no output rows yet (state {st['state']})")
     return {"job_id": job_id, "url": out["url"],

@@ -335,6 +335,8 @@ def results(job_id: str, head: int = 10,
     """Show the first rows of a job's output, or download it."""
     storage, ledger = _connect()
     out = jobs.status(storage, ledger, job_id, error_limit=0)["output"]
+    if out["replaced_by"]:
+        raise ParallelRunError(f"job {job_id}: output replaced by job {out['replaced_by']}")
     if out["blob"] is None:
         raise ParallelRunError(f"job {job_id} writes no rows (output_action summary_only)")
     if download:

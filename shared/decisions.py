@@ -32,6 +32,15 @@ def on_delivery(job: JobRow, batch: BatchRow | None) -> Delivery:
     return Delivery.RUN
 
 
+def refinalize(job: JobRow) -> bool:
+    """A dropped delivery of this job must re-drive its finalization (idempotent): the job was
+    stopped, or it is ``finalizing`` and its finalizer may have died (a node killed while it
+    finalized inline). A finished job needs nothing."""
+    if JobState(job.state).terminal:
+        return False
+    return bool(job.stop_reason) or job.state == JobState.FINALIZING
+
+
 class AfterFailure(StrEnum):
     RETRY = "retry"
     FAIL = "fail"
@@ -98,6 +107,15 @@ def items_total(job: JobRow, totals: Totals) -> tuple[int, bool]:
         return known, bool(totals.items_bounded) or (bool(job.text_bytes) and not job.planning_done)
     guess = round(unread * totals.text_rows_read / totals.text_bytes_read) if totals.text_bytes_read else 0
     return known + guess, True
+
+
+def checkpoint_due(job: JobRow, now: float, max_age_s: float) -> bool:
+    """Rows staged since the job's last checkpoint (or its start) may be ``max_age_s`` old: commit
+    them before storage collects them (~7 days after upload). Not once a repair round has run:
+    the job is finishing, and a checkpoint would discard the re-runs' blocks in flight."""
+    if not job.active or job.repairs:
+        return False
+    return now - max(job.checkpoint_at, job.started_at, job.created_at) > max_age_s
 
 
 def complete(job: JobRow, totals: Totals) -> bool:

@@ -67,3 +67,17 @@ class OperatorError(ParallelRunError):
 class IntegrityError(SubmitterError):
     """Stored content (a code snapshot, a model file) does not match its content hash: it changed
     after it was uploaded or registered, and is refused rather than run."""
+
+
+class ConflictError(SubmitterError):
+    """The request conflicts with another job's state: an output another job owns (HTTP 409).
+    ``owner`` is the job in the way."""
+
+    def __init__(self, message: str, *, owner: str, job_id: str | None = None) -> None:
+        self.owner = owner
+        super().__init__(message, job_id=job_id)
+
+
+class GoneError(SubmitterError):
+    """What was asked for existed but was replaced: a finished job's output taken over by a newer
+    job (HTTP 410)."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from . import decisions, index, models, output, snapshots, summary
+from . import claims, decisions, index, models, output, snapshots, summary
 from .errors import IntegrityError, NotFoundError, SpecError
 from .jobcontext import output_target, process_count
 from .ledger import Conflict, JobRow, Ledger, Totals
@@ -131,6 +131,7 @@ def submit(storage: Storage, ledger: Ledger, data: Any) -> JobRow:
     settings = storage.settings
     if spec.output is not None:
         container, prefix = spec.output.container, spec.output.path.strip("/")
+        claims.claim(storage, ledger, job_id, container, prefix)   # or ConflictError: one owner
         storage.ensure_container(container)
     else:
         container, prefix = settings.output_container, job_id
@@ -139,14 +140,21 @@ def submit(storage: Storage, ledger: Ledger, data: Any) -> JobRow:
         job_id=job_id, spec=spec.to_dict(), snapshot=spec.source_directory or "", models=pins,
         output_container=container, output_prefix=prefix, window=window, created_at=time.time())
     index.add(storage, job)     # first, so that every accepted job can be found (and swept)
-    job = ledger.create_job(job)
+    try:
+        job = ledger.create_job(job)
+    except BaseException:
+        if spec.output is not None:
+            claims.release(storage, job_id, container, prefix)
+        raise
     storage.queue(settings.plan_queue).send_message(PlanMessage(job_id, 0).to_json())
     log.info("submitted: job=%s inputs=%d window=%d", job_id, len(spec.inputs), window)
     return job
 
 
 def resubmit(storage: Storage, ledger: Ledger, job_id: str, overrides: dict[str, Any]) -> JobRow:
-    """Submit a job again with some fields replaced (new data, batch size, processes...)."""
+    """Submit a job again with some fields replaced (new data, batch size, processes...). An
+    explicit output is kept: while the old job runs, that is refused (409) unless the overrides
+    name another output."""
     old = ledger.get_job(check_job_id(job_id))
     spec = parse_spec(old.spec).with_overrides(overrides, storage.settings.limits)
     return submit(storage, ledger, spec)
@@ -162,7 +170,9 @@ def cancel(storage: Storage, ledger: Ledger, job_id: str) -> JobRow:
             log.info("cancel requested: job=%s", job_id)
         except Conflict:
             job = ledger.get_job(job_id)
-    if job.stop_reason and not JobState(job.state).terminal:   # again, if a first try died here
+    if decisions.refinalize(job):
+        # again, if a first try died here; a finalizing job is complete and only finishes (its
+        # finalizer may have died: the finalize message re-drives it, idempotently)
         storage.queue(storage.settings.finalize_queue).send_message(FinalizeMessage(job_id).to_json())
     return job
 
@@ -176,6 +186,7 @@ def status(storage: Storage, ledger: Ledger, job_id: str, error_limit: int = 10)
     end = job.ended_at or time.time()
     elapsed = max(0.0, end - job.started_at) if job.started_at else 0.0
     target = output_target(storage.settings, job)
+    replaced_by = replaced(storage, job)
     errors = summary.group_errors(ledger.errors(job_id, 1000)) if error_limit else []
     return {
         "job_id": job.job_id, "name": job.spec.get("name", ""), "state": job.state,
@@ -197,7 +208,10 @@ def status(storage: Storage, ledger: Ledger, job_id: str, error_limit: int = 10)
                    "blob": target.blob_name if job.spec.get("output_action") != "summary_only" else None,
                    "url": storage.blob_url(job.output_container, target.blob_name),
                    "logs": f"{job.output_container}/{output.join(job.output_prefix, 'logs/')}",
-                   "partial": JobState(job.state).terminal and totals.batches_succeeded < job.planned},
+                   "partial": JobState(job.state).terminal and totals.batches_succeeded < job.planned,
+                   "replaced_by": replaced_by or None,
+                   **({"note": f"output replaced by job {replaced_by}: its files are that job's, "
+                               f"this job's rows are gone"} if replaced_by else {})},
         "errors": [{k: v for k, v in g.items() if k != "traceback" or i == 0}
                    for i, g in enumerate(errors[:error_limit])],
         "spec": job.spec,
@@ -229,6 +243,14 @@ def _stages(totals: Totals) -> dict[str, Any]:
             # staging rows, the commit, enqueueing the successor, shipping logs (not the downloads,
             # which other threads make, nor the host's receive/delete of the message)
             "storage_calls_per_try": round(totals.calls / totals.tries, 2) if totals.tries else 0.0}
+
+
+def replaced(storage: Storage, job: JobRow) -> str:
+    """The newer job that took over this finished job's explicit output ("" if none did)."""
+    if not job.spec.get("output"):
+        return ""
+    owner = claims.owner(storage, job.output_container, job.output_prefix)
+    return owner if owner and owner != job.job_id else ""
 
 
 def list_jobs(storage: Storage, limit: int = 50) -> list[dict[str, Any]]:

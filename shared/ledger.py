@@ -82,9 +82,12 @@ class JobRow:
     created_at: float = 0.0
     started_at: float = 0.0
     ended_at: float = 0.0
+    repairs: int = 0                # rounds in which the finalizer re-ran mini-batches storage lost
+    rerun: dict[str, str] = field(default_factory=dict)   # the last round: index -> lost block id
+    checkpoint_at: float = 0.0      # when the staged rows were last committed (long jobs)
     etag: str = ""
 
-    _JSON = ("spec", "plan_cursor", "models", "schemas")
+    _JSON = ("spec", "plan_cursor", "models", "schemas", "rerun")
 
     def to_entity(self) -> dict[str, Any]:
         entity: dict[str, Any] = {"PartitionKey": self.job_id, "RowKey": JOB_KEY}
@@ -129,6 +132,7 @@ class BatchRow:
     shard: int = 0
     size: int = -1                   # items once known: files, or a table's rows once loaded
     header: str = ""                 # output_format csv: the result's header line
+    reruns: int = 0                  # times it ran again because storage lost its staged rows
     rows: int = 0
     ok: int = 0
     failed: int = 0
@@ -358,6 +362,16 @@ class Ledger:
             return
         shard.values[job_id] = {f.name: int(e.get(f.name, 0)) for f in fields(Totals)}
         shard.etags[job_id] = e.metadata["etag"]
+
+    def unsettle(self, batch: BatchRow, note: ErrorRecord) -> bool:
+        """Move a succeeded mini-batch whose staged rows storage lost back to ``pending``, taking
+        its counts off the totals in the same transaction (no try is consumed). False if the row
+        moved meanwhile."""
+        new = replace(batch, state=BatchState.PENDING, block_id="", header="", rows=0, ok=0,
+                      failed=0, error=note.message, reruns=batch.reruns + 1, ended_at=0.0)
+        delta = Totals(batches_succeeded=-1, items_succeeded=-batch.ok, items_failed=-batch.failed,
+                       rows=-batch.rows)
+        return self.commit(new, delta, note)
 
     # -- counters and errors ---------------------------------------------------------------
     def totals(self, job_id: str) -> Totals:

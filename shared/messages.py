@@ -52,4 +52,9 @@ class BatchMessage(_Message):
 
 @dataclass(frozen=True)
 class FinalizeMessage(_Message):
-    """Assemble the job's output and write its final state, if it is complete or stopped."""
+    """Assemble the job's output and write its final state, if it is complete or stopped.
+
+    ``checkpoint``: instead, commit the rows staged so far (long jobs: staged blocks expire) and
+    schedule the next checkpoint."""
+
+    checkpoint: bool = False

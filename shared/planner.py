@@ -139,6 +139,10 @@ def plan_step(storage: Storage, ledger: Ledger, msg: PlanMessage) -> None:
             state=JobState.RUNNING, started_at=job.started_at or time.time())
     except Conflict:
         job = ledger.get_job(msg.job_id)
+        if job.plan_step == msg.step:
+            # another write moved the job row (a checkpoint, a stop): this step is still to do;
+            # the host delivers the message again and the step is redone (idempotent)
+            raise
         if job.plan_step != msg.step + 1:
             log.info("plan step lost a race: job=%s step=%d", msg.job_id, msg.step)
             return

@@ -89,6 +89,9 @@ class Settings:
     plan_page_size: int = 5000      # blobs listed per planner invocation
     storage_timeout_s: float = 60.0 # a storage call without an answer by then is retried
     max_result_bytes: int = 256 << 20  # a mini-batch's rows from a scoring process; more fails the try
+    # staged rows older than this are committed (a checkpoint) while the job runs or is paused:
+    # Azure collects uncommitted blocks ~7 days after upload; 3 days leaves days of margin
+    block_max_age_s: float = 3 * 24 * 3600.0
     poison_suffix: str = "-poison"
     limits: Limits = dataclasses.field(default_factory=Limits)  # see shared/limits.py
     # PARALLELRUN_LOCAL_KEY: when set, the local host answers 401 to every route but health
@@ -125,7 +128,8 @@ class Settings:
                 values[field] = int(env[name])
         for name, field in (("PARALLELRUN_JOB_CACHE_TTL_S", "job_cache_ttl_s"),
                             ("PARALLELRUN_STORAGE_TIMEOUT_S", "storage_timeout_s"),
-                            ("PARALLELRUN_SWEEP_GRACE_S", "sweep_grace_s")):
+                            ("PARALLELRUN_SWEEP_GRACE_S", "sweep_grace_s"),
+                            ("PARALLELRUN_BLOCK_MAX_AGE_S", "block_max_age_s")):
             if env.get(name):
                 values[field] = float(env[name])
         values["limits"] = Limits.from_env(env)
@@ -164,6 +168,7 @@ class Settings:
         env["PARALLELRUN_SANDBOX_WRITABLE"] = os.pathsep.join(self.sandbox_writable)
         env["PARALLELRUN_SWEEP_GRACE_S"] = str(self.sweep_grace_s)
         env["PARALLELRUN_MAX_RESULT_BYTES"] = str(self.max_result_bytes)
+        env["PARALLELRUN_BLOCK_MAX_AGE_S"] = str(self.block_max_age_s)
         return env
 
     def resolve(self, expression: str) -> str:

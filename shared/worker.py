@@ -97,8 +97,13 @@ class Worker:
         verdict = decisions.on_delivery(ctx.job, batch)
         if verdict is Delivery.DROP_DONE and batch is not None:
             self._after_settled(ctx, batch, redo=True)
-        elif verdict is Delivery.DROP_JOB_INACTIVE and ctx.job.stop_reason:
-            self._finalize(ctx.job.job_id)   # in case the stopper died before it could
+        elif verdict is Delivery.DROP_JOB_INACTIVE and not ctx.job.stop_reason:
+            ctx = self.jobs.get(msg.job_id, fresh=True)   # a cached finalizing row may be stale
+            verdict = decisions.on_delivery(ctx.job, batch)
+            if verdict is Delivery.DROP_DONE and batch is not None:
+                self._after_settled(ctx, batch, redo=True)
+        if verdict is Delivery.DROP_JOB_INACTIVE and decisions.refinalize(ctx.job):
+            self._finalize(ctx.job.job_id)   # the stopper or finalizer may have died before it could
         if verdict is not Delivery.RUN or batch is None:
             log.info("dropped: job=%s batch=%d: %s", msg.job_id, msg.batch, verdict.value)
             return verdict.value
@@ -308,7 +313,12 @@ class Worker:
         if not job.active:
             self._finalize(job.job_id)   # a stopped job's finalizer waits for running tries
             return
-        nxt = decisions.successor(batch.index, job.window, job.planned)
+        if not redo and decisions.checkpoint_due(job, time.time(),
+                                                 self.storage.settings.block_max_age_s):
+            self.storage.queue(self.storage.settings.finalize_queue).send_message(
+                FinalizeMessage(job.job_id, checkpoint=True).to_json())
+        # a mini-batch run again because storage lost its rows: its successor settled long ago
+        nxt = None if batch.reruns else decisions.successor(batch.index, job.window, job.planned)
         if nxt is None and not job.planning_done and not redo:
             job = self.jobs.get(batch.job_id, fresh=True).job
             nxt = decisions.successor(batch.index, job.window, job.planned)
@@ -366,14 +376,14 @@ class Worker:
         right here, which saves the finalize queue's polling delay (up to ``maxPollingInterval``).
 
         An inline finalize runs before this mini-batch's message is deleted: if this worker dies
-        meanwhile, the message comes back, finds its mini-batch settled and finalizes again
-        (``_after_settled`` with ``redo``). If finalizing fails, the finalizer function takes over
-        with its own retries. Finalizing is idempotent, so a race with another finisher is
+        meanwhile, the message comes back, finds its mini-batch settled (``_after_settled`` with
+        ``redo``) or its job ``finalizing`` (:func:`decisions.refinalize`) and finalizes again.
+        If finalizing fails, the finalizer function takes over with its own retries. Finalizing is idempotent, so a race with another finisher is
         harmless."""
         msg = FinalizeMessage(job_id)
         if inline:
             try:
-                finalizer.finalize(self.storage, self.ledger, msg)
+                finalizer.finalize(self.storage, self.ledger, msg, inline=True)
                 return
             except Exception:  # noqa: BLE001 - the finalizer function retries it
                 log.exception("inline finalize failed: job=%s; queued for the finalizer", job_id)

@@ -5,6 +5,8 @@ that kills scoring processes and host nodes. Used by the failure tests and ``ben
 may answer ``503 ServerBusy`` without forwarding (throttling), forward it and then drop the
 connection without answering (a lost response: the request *did* happen, the client cannot know),
 or forward it and answer only after ``stall_s`` (a storage timeout, when the client's is shorter).
+A targeted rule (:meth:`FaultyProxy.hold`) holds every request it matches, unforwarded, until
+:meth:`FaultyProxy.release`, then drops it unanswered: "this node is stuck in exactly this call".
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .azurite import free_port
@@ -38,13 +41,35 @@ class FaultyProxy:
         self.stall_rate = stall_rate
         self.stall_s = stall_s
         self.port = free_port()
-        self.counts = {"forwarded": 0, "busy": 0, "dropped": 0, "stalled": 0}
+        self.counts = {"forwarded": 0, "busy": 0, "dropped": 0, "stalled": 0, "held": 0}
+        self._hold: Callable[[str, str], bool] | None = None
+        self._released = threading.Event()
         self.seen: list[tuple[str, str]] = []   # (method, path with its query) of every request
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def hold(self, match: Callable[[str, str], bool] | None) -> None:
+        """Hold requests for which ``match(method, path with query)`` is true (None: no rule)."""
+        with self._lock:
+            self._hold = match
+            self._released.clear()
+
+    def release(self) -> None:
+        """Let held requests go: they are dropped without being forwarded, and the rule ends."""
+        with self._lock:
+            self._hold = None
+        self._released.set()
+
+    def _held(self, method: str, path: str) -> bool:
+        with self._lock:
+            if self._hold is None or not self._hold(method, path):
+                return False
+            self.counts["held"] += 1
+        self._released.wait(300)
+        return True
 
     def _roll(self) -> str:
         with self._lock:
@@ -68,6 +93,10 @@ class FaultyProxy:
             def _any(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if proxy._held(self.command, self.path):
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
                 fate = proxy._roll()
                 with proxy._lock:
                     proxy.seen.append((self.command, self.path))

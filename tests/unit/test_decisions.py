@@ -94,3 +94,25 @@ def test_final_state() -> None:
     state, reason = decisions.final_state(job(spec={"allowed_failed_percent": 10}, planned=4),
                                           Totals(batches_failed=1, batches_succeeded=3))
     assert state is JobState.FAILED and "allowed_failed_percent" in reason
+
+
+@pytest.mark.parametrize("state,stop,again", [
+    (JobState.RUNNING, "", False),
+    (JobState.RUNNING, "cancelled by user", True),
+    (JobState.FINALIZING, "", True),            # its finalizer may have died
+    (JobState.FINALIZING, "cancelled by user", True),
+    (JobState.SUCCEEDED, "", False),
+    (JobState.CANCELLED, "cancelled by user", False),
+])
+def test_refinalize(state, stop, again) -> None:
+    assert decisions.refinalize(job(state=state, stop_reason=stop)) is again
+
+
+def test_checkpoint_due_after_the_block_age_and_not_while_finishing() -> None:
+    started = job(state=JobState.RUNNING, started_at=100.0, created_at=90.0)
+    assert not decisions.checkpoint_due(started, 150.0, 60.0)
+    assert decisions.checkpoint_due(started, 161.0, 60.0)
+    from dataclasses import replace
+    assert not decisions.checkpoint_due(replace(started, checkpoint_at=150.0), 161.0, 60.0)
+    assert not decisions.checkpoint_due(replace(started, repairs=1), 161.0, 60.0)
+    assert not decisions.checkpoint_due(replace(started, state=JobState.FINALIZING), 161.0, 60.0)
