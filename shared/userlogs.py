@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError
+from azure.core.exceptions import (HttpResponseError, ResourceExistsError, ResourceModifiedError,
+                                   ResourceNotFoundError)
 from azure.storage.blob import BlobClient
 
 from .output import join
@@ -78,21 +79,32 @@ class LogShipper:
     def _append(self, path: Path, container: str, blob_name: str) -> int:
         state = self._state(str(path))
         with state.lock:
-            size = path.stat().st_size
-            if size <= state.file_offset:
-                return 0
-            blob = self.storage.container(container).get_blob_client(blob_name)
-            if state.blob_offset is None:
-                self._start(blob, state, size)
-            shipped = 0
-            with open(path, "rb") as fh:
-                fh.seek(state.file_offset)
-                while state.file_offset < size and (
-                        chunk := fh.read(min(MAX_APPEND, size - state.file_offset))):
-                    self._append_at(blob, chunk, state)
-                    state.file_offset += len(chunk)
-                    shipped += len(chunk)
-            return shipped
+            try:
+                return self._append_locked(path, container, blob_name, state)
+            except ResourceNotFoundError:
+                # storage lost the blob (an emulator restarted without its last writes): the file
+                # still holds every line, so the blob is written again from the start
+                log.warning("log blob %s/%s is gone; shipping %s again from its start", container,
+                            blob_name, path.name)
+                state.blob_offset, state.file_offset = None, 0
+                return self._append_locked(path, container, blob_name, state)
+
+    def _append_locked(self, path: Path, container: str, blob_name: str, state: _Shipped) -> int:
+        size = path.stat().st_size
+        if size <= state.file_offset:
+            return 0
+        blob = self.storage.container(container).get_blob_client(blob_name)
+        if state.blob_offset is None:
+            self._start(blob, state, size)
+        shipped = 0
+        with open(path, "rb") as fh:
+            fh.seek(state.file_offset)
+            while state.file_offset < size and (
+                    chunk := fh.read(min(MAX_APPEND, size - state.file_offset))):
+                self._append_at(blob, chunk, state)
+                state.file_offset += len(chunk)
+                shipped += len(chunk)
+        return shipped
 
     @staticmethod
     def _start(blob: BlobClient, state: _Shipped, file_size: int) -> None:

@@ -265,8 +265,14 @@ class Worker:
         return payload
 
     def _ship_logs(self, ctx: JobContext, work_dir: str, force: bool) -> None:
-        if work_dir:
+        """Ship the script's logs; a failure to do so never fails the try (the lines stay on disk
+        and go with the next shipment)."""
+        if not work_dir:
+            return
+        try:
             self.logs.ship(work_dir, ctx.job.output_container, ctx.job.output_prefix, force)
+        except Exception as exc:  # noqa: BLE001 - logs are not worth a mini-batch
+            log.warning("logs not shipped: job=%s %s: %s", ctx.job.job_id, work_dir, exc)
 
     # -- settling --------------------------------------------------------------------------
     def _apply(self, ctx: JobContext, batch: BatchRow, result: Settlement, seconds: float) -> str:

@@ -131,3 +131,44 @@ def test_a_job_running_longer_than_the_block_age_commits_its_rows_in_time(
     assert done.checkpoint_at > 0
     assert_exact(jobs.status(storage, ledger, job.job_id), storage, names)
 
+
+
+def test_storage_killed_hard_mid_job_loses_its_last_writes_and_the_job_still_completes(
+        tmp_path, settings: Settings) -> None:
+    """Azurite with its data on disk is SIGKILLed mid-job and started again: it has lost its last
+    seconds of acknowledged writes (staged blocks, ledger commits, queue deletes, log appends, in
+    any combination). The finalizer's repair, the sweep's re-drive of a job that stopped moving
+    and the log shipper's rewrite of a lost blob bring it to one row per input, in order."""
+    from shared.local.azurite import free_port
+
+    ports = (free_port(), free_port(), free_port())
+    folder = tmp_path / "azurite"
+    server = Azurite(*ports, location=folder).start()
+    try:
+        crashed = dataclasses.replace(settings, connection_string=server.connection_string,
+                                      sweep_schedule="* * * * * *", sweep_grace_s=2.0)
+        storage = Storage(crashed)
+        storage.ensure()
+        names = [f"h{i:03d}.txt" for i in range(60)]
+        put_files(storage, "crashed", dict.fromkeys(names, b"x"))
+        code = snapshots.upload(storage, SCRIPTS)
+        time.sleep(6)        # Azurite saves every ~5 s: the inputs and the code are on disk
+        ledger = Ledger(storage.ledger)
+        with LocalHost(load_app(), crashed, lease_s=3) as host:
+            job = jobs.submit(storage, ledger, spec(code, "crashed", run_max_try=5, arguments=[
+                "--mode", "slow", "--delay", "1.0"]))
+            # past Azurite's first save after the submission (a crash before it would lose the job
+            # row itself, which durable storage never does), and with part of the job done
+            submitted = time.monotonic()
+            _wait(lambda: time.monotonic() - submitted > 7 and jobs.status(
+                storage, ledger, job.job_id)["items"]["succeeded"] >= 10, "part of the job", 90)
+            server.process.kill()             # SIGKILL: nothing of the last seconds is saved
+            server.process.wait()
+            server.process = None
+            time.sleep(1)
+            server = Azurite(*ports, location=folder).start()
+            _wait(lambda: JobState(ledger.get_job(job.job_id).state).terminal, "the job to end", 150)
+            host.drain(timeout_s=60)
+        assert_exact(jobs.status(storage, ledger, job.job_id), storage, names)
+    finally:
+        server.stop()

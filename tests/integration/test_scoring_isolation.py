@@ -143,3 +143,21 @@ def test_log_lines_are_shipped_exactly_once_by_concurrent_shippers_and_after_los
     appends = [path for method, path in proxy.seen if method == "PUT" and "comp=appendblock" in path]
     assert proxy.counts["dropped"] >= 1 and len(appends) >= 2     # an append was sent again
     assert shipped(storage, blob) == [f"line {i}" for i in range(16)]
+
+
+def test_a_log_blob_that_storage_lost_is_written_again_whole(
+        settings: Settings, storage: Storage, tmp_path: Path) -> None:
+    """Storage restarted without its last writes and lost the log blob: the shipper does not fail
+    (a failure here used to fail every delivery of the mini-batch until it was poisoned); it
+    writes the file again from its start, each line once."""
+    work = tmp_path / "process001"
+    (work / "logs" / "user").mkdir(parents=True)
+    log_file = work / "logs" / "user" / "process001.stdout.txt"
+    write_lines(log_file, 0, 5)
+    blob = "job2/logs/user/stdout/node0/process001.txt"
+    shipper = LogShipper(storage, "node0")
+    shipper.ship(str(work), settings.output_container, "job2", force=True)
+    storage.container(settings.output_container).delete_blob(blob)
+    write_lines(log_file, 5, 3)
+    shipper.ship(str(work), settings.output_container, "job2", force=True)
+    assert shipped(storage, blob) == [f"line {i}" for i in range(8)]
