@@ -110,8 +110,12 @@ class Soak:
         self.random = random.Random(args.seed)
         self.marker = f"parallelrun-soak-child-{os.getpid()}-{args.seed}"
         self.store = Storage_(tmp / "azurite")
+        # the sweep every 10 s, for jobs unchanged for 30 s: a crash of storage that loses an
+        # acknowledged write can leave work no message drives, and the soak should not wait the
+        # default 5 minutes for each
         self.settings = Settings(connection_string=self.store.server.connection_string,
-                                 scratch_dir=str(tmp / "scratch"))
+                                 scratch_dir=str(tmp / "scratch"), sweep_schedule="*/10 * * * * *",
+                                 sweep_grace_s=30.0)
         self.storage = Storage(self.settings)
         self.storage.ensure()
         self.ledger = Ledger(self.storage.ledger)
