@@ -67,6 +67,7 @@ FAULTS = ("scoring process", "node", "storage restart", "lost block", "duplicate
           "conflicting output")
 WEIGHTS = {"scoring process": 4, "node": 2, "storage restart": 1, "lost block": 1, "duplicate": 2}
 JOB_DEADLINE_S = 900.0
+SAVE_S = 7.0   # Azurite saves its data every ~5 s
 
 
 @dataclasses.dataclass
@@ -126,6 +127,7 @@ class Soak:
         self.lock = threading.Lock()
         self.enabled = set(args.faults.split(",")) if args.faults else set(FAULTS)
         self.tmp = tmp
+        self.submitted_at = 0.0
 
     # -- workloads -------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -231,6 +233,10 @@ class Soak:
         return True
 
     def _restart_storage(self) -> bool:
+        """Not within SAVE_S of a submission: Azurite would lose the job's very record (its index
+        and job rows), which durable storage never does; every later write may be lost."""
+        if time.monotonic() - self.submitted_at < SAVE_S:
+            return False
         self.store.crash()
         return True
 
@@ -350,7 +356,9 @@ class Soak:
     def _submit(self, spec: dict[str, Any]) -> Any:
         for _ in range(60):   # storage may be restarting
             try:
-                return jobs.submit(self.storage, self.ledger, spec)
+                job = jobs.submit(self.storage, self.ledger, spec)
+                self.submitted_at = time.monotonic()
+                return job
             except AzureError:
                 time.sleep(1)
         raise RuntimeError("could not submit a job for a minute")
