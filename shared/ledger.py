@@ -334,7 +334,7 @@ class Ledger:
             try:
                 result = self.table.submit_transaction(ops)
             except TableTransactionError as exc:
-                if exc.status_code not in (409, 412):
+                if exc.status_code not in (404, 409, 412):   # 404: storage lost the shard
                     raise
                 self._reload_shard(shard, batch.job_id)
                 log.info("commit lost: job=%s batch=%d (%s)", batch.job_id, batch.index,

@@ -26,7 +26,7 @@ from typing import Any
 
 from . import protocol, reaper
 from .scoring import ScoringConfig
-from .settings import Settings
+from .settings import AZURITE_KEY, Settings
 
 log = logging.getLogger("parallelrun.pool")
 
@@ -260,6 +260,15 @@ def child_env(parent: dict[str, str] | os._Environ[str], home: Path) -> dict[str
     return env
 
 
+def holds_secret(settings: Settings) -> bool:
+    """Whether the worker's own environment holds a storage secret a script must not read: an
+    account key or SAS other than the local emulator's published development key. (A managed
+    identity's IDENTITY_HEADER counts too.)"""
+    conn = settings.connection_string or ""
+    secret = ("AccountKey=" in conn and AZURITE_KEY not in conn) or "SharedAccessSignature=" in conn
+    return secret or "IDENTITY_HEADER" in os.environ or "MSI_SECRET" in os.environ
+
+
 class _Slot:
     """The processes of one job key on this node."""
 
@@ -284,6 +293,9 @@ class ScoringPool:
     """
 
     def __init__(self, settings: Settings, node_id: str = "node0", max_idle_keys: int = 2) -> None:
+        if holds_secret(settings) and not reaper.hide_from_children():
+            log.warning("node=%s: the worker could not make itself undumpable: scoring processes "
+                        "of the same user may read its environment in /proc", node_id)
         self.settings = settings
         self.node_id = node_id
         self.max_idle_keys = max_idle_keys

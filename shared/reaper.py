@@ -25,6 +25,8 @@ from collections.abc import Iterable
 
 from .protocol import ENV_PROCESS_TOKEN
 
+PR_SET_DUMPABLE = 4
+PR_GET_DUMPABLE = 3
 PR_SET_CHILD_SUBREAPER = 36
 ROUNDS = 5      # a process forking while we kill: its new children are found in the next round
 
@@ -36,6 +38,27 @@ def become_subreaper() -> bool:
         return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+def hide_from_children() -> bool:
+    """Make the calling process (the worker, which holds the storage credentials in its
+    environment) not dumpable: its ``/proc/<pid>/environ``, ``mem`` and ptrace are then closed to
+    processes of the same user that are not root, such as a hostile script's scoring process.
+    True if the system allows it. (Root, or CAP_SYS_PTRACE, can still read them: run the host as
+    a user of its own.)"""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def dumpable() -> bool:
+    """Whether the calling process is dumpable (see :func:`hide_from_children`)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0
+    except (OSError, AttributeError):
+        return True
 
 
 def _pids() -> list[int]:

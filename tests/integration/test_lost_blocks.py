@@ -172,3 +172,27 @@ def test_storage_killed_hard_mid_job_loses_its_last_writes_and_the_job_still_com
         assert_exact(jobs.status(storage, ledger, job.job_id), storage, names)
     finally:
         server.stop()
+
+
+def test_a_counter_shard_that_storage_lost_is_written_again(storage: Storage) -> None:
+    """A worker keeps its counter shards' ETags; storage restarted without its last writes has
+    lost the shard itself. The commit must not fail forever on 'not found' (every delivery of the
+    mini-batch then failed until it was poisoned): it reloads the shard and commits again."""
+    from dataclasses import replace
+
+    from shared.ledger import BatchRow, JobRow, Totals
+
+    ledger = Ledger(storage.ledger)
+    ledger._shards = ledger._shards[:1]   # one shard, so that both commits go to it
+    ledger.create_job(JobRow("lostshard", {"inputs": []}, created_at=time.time()))
+    ledger.put_batches([BatchRow("lostshard", i, [[0, f"f{i}"]]) for i in range(2)])
+    for i in range(2):
+        row = ledger.get_batch("lostshard", i)
+        done = replace(row, state=BatchState.SUCCEEDED, ok=1)
+        if i == 1:   # every shard this process wrote is gone
+            for e in storage.ledger.query_entities("PartitionKey eq 'lostshard' and RowKey ge 'c-' "
+                                                   "and RowKey lt 'c.'"):
+                storage.ledger.delete_entity("lostshard", e["RowKey"])
+            assert ledger.commit(done, Totals(batches_succeeded=1)) is False   # lost, reloaded
+        assert ledger.commit(done, Totals(batches_succeeded=1))
+    assert ledger.totals("lostshard").batches_succeeded == 1   # storage lost batch 0's count

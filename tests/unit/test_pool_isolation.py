@@ -240,3 +240,23 @@ def test_a_scoring_process_ends_itself_and_its_children_when_its_worker_dies(
     finally:
         if worker.poll() is None:
             worker.kill()
+
+
+def test_a_worker_holding_a_storage_secret_hides_its_environment_from_its_scripts() -> None:
+    """With an account key (or a managed identity) in its environment, the worker makes itself
+    undumpable, so a script running as the same (non-root) user cannot read its /proc environ or
+    memory; with the emulator's published key it stays as it is (tests and profilers read it)."""
+    import subprocess
+    import sys
+    code = ("from shared.pool import ScoringPool\n"
+            "from shared.reaper import dumpable\n"
+            "from shared.settings import Settings\n"
+            "import sys\n"
+            "ScoringPool(Settings(connection_string=sys.argv[1], warm_processes=0))\n"
+            "print(dumpable())\n")
+    secret = "DefaultEndpointsProtocol=https;AccountName=prod;AccountKey=c2VjcmV0;"
+    local = Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true"}).connection_string
+    root = Path(__file__).resolve().parents[2]
+    out = [subprocess.run([sys.executable, "-c", code, conn], cwd=root, capture_output=True,
+                          text=True, check=True).stdout.strip() for conn in (secret, local)]
+    assert out == ["False", "True"]
