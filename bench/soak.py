@@ -29,6 +29,7 @@ import io
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -44,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 import pandas as pd  # noqa: E402
 from azure.core import MatchConditions  # noqa: E402
 from azure.core.exceptions import AzureError, ResourceNotFoundError  # noqa: E402
-from azure.storage.blob import BlobBlock  # noqa: E402
+from azure.storage.blob import BlobBlock, BlockState  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -147,7 +148,7 @@ class Soak:
             tables.upload_blob(f"parquet/part-{k}.parquet", buf.getvalue(), overwrite=True)
         bad = pd.DataFrame({"id": range(2000), "x": [1.0] * 2000}).to_csv(index=False)
         lines = bad.splitlines()
-        lines[1500] = '1499,"unterminated'          # a piece that cannot be parsed
+        lines[1500] = "1499,1.0,an,extra,field"     # a piece that cannot be parsed
         tables.upload_blob("bad/broken.csv", ("\n".join(lines) + "\n").encode(), overwrite=True)
         self.code = snapshots.upload(self.storage, CODE)
         time.sleep(6)   # let Azurite save what was uploaded before the first crash can strike
@@ -262,8 +263,9 @@ class Soak:
             committed, uncommitted = blob.get_block_list("all")
             if batch.block_id not in {b.id for b in uncommitted}:
                 continue
-            keep = [BlobBlock(b.id, "Committed") for b in committed] + [
-                BlobBlock(b.id, "Uncommitted") for b in uncommitted if b.id != batch.block_id]
+            keep = [BlobBlock(b.id, BlockState.COMMITTED) for b in committed] + [
+                BlobBlock(b.id, BlockState.UNCOMMITTED) for b in uncommitted
+                if b.id != batch.block_id]
             if not keep:
                 continue   # (an empty list would create an empty blob, not lose a block)
             try:
@@ -323,11 +325,14 @@ class Soak:
                 check: Callable[[dict], tuple[bool, int, str]], cluster: LocalCluster,
                 chaos: Chaos) -> Outcome:
         spec = {**spec, "output": f"soak-out/job{n:04d}"}
+        if kind == "bad snapshot":   # code of its own, which no node has extracted yet
+            spec["source_directory"] = self._fresh_code(n)
         started = time.monotonic()
         job = self._submit(spec)
         if kind == "bad snapshot":   # the code changes behind the job's back: it must fail, not hang
-            self.storage.system.upload_blob(f"snapshots/{snapshots.sha_of(self.code)}.zip",
-                                            b"not a zip", overwrite=True)
+            self.storage.system.upload_blob(
+                f"snapshots/{snapshots.sha_of(spec['source_directory'])}.zip", b"not a zip",
+                overwrite=True)
         with self.lock:
             self.current = job.job_id
         note = self.conflicting_output(spec) if kind == "files" else ""
@@ -343,15 +348,18 @@ class Soak:
         finally:
             with self.lock:
                 self.current = None
-            if kind == "bad snapshot":
-                self.storage.system.upload_blob(f"snapshots/{snapshots.sha_of(self.code)}.zip",
-                                                snapshots.build_zip(CODE)[0], overwrite=True)
         status = self._status(job.job_id)
         ok, rows, problem = check(status)
         if note:
             ok, problem = False, "; ".join(filter(None, [problem, note]))
         return Outcome(kind, job.job_id, status["state"], status["items"]["succeeded"]
                        + status["items"]["failed"], rows, time.monotonic() - started, ok, problem)
+
+    def _fresh_code(self, n: int) -> str:
+        folder = self.tmp / f"code{n}"
+        shutil.copytree(CODE, folder, ignore=shutil.ignore_patterns("__pycache__"))
+        (folder / "nonce.txt").write_text(f"{n}\n")
+        return snapshots.upload(self.storage, folder)
 
     def _submit(self, spec: dict[str, Any]) -> Any:
         for _ in range(60):   # storage may be restarting

@@ -315,8 +315,22 @@ class ScoringPool:
             self._warmer = threading.Thread(target=self._keep_warm, name="pool-warmer", daemon=True)
         self._warmer.start()
 
+    def _reap_idle(self) -> None:
+        """Idle processes that died (the OOM killer, a kill from outside) are retired at once, not
+        when next leased, which may be never: what their scripts started is killed with them."""
+        with self._lock:
+            dead = [p for slot in self._slots.values() for p in slot.idle if not p.alive()]
+            for slot in self._slots.values():
+                slot.idle = [p for p in slot.idle if p not in dead]
+        for proc in dead:
+            log.warning("job=%s: idle scoring process %s (pid %d) died (%s); retired",
+                        proc.config.job_id, proc.config.process_name, proc.pid,
+                        proc._death_note("while idle"))
+            proc.kill()
+
     def _keep_warm(self) -> None:
         while not self._closed.wait(WARM_CHECK_S):
+            self._reap_idle()
             with self._lock:
                 for dead in [p for p in self._spares if not p.alive()]:
                     dead.kill()
