@@ -31,13 +31,17 @@ PR_SET_CHILD_SUBREAPER = 36
 ROUNDS = 5      # a process forking while we kill: its new children are found in the next round
 
 
+def _prctl(option: int, arg: int) -> int | None:
+    """``prctl(option, arg)``'s result, or None where there is no prctl (not Linux)."""
+    try:
+        return int(ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0))
+    except (OSError, AttributeError):
+        return None
+
+
 def become_subreaper() -> bool:
     """Make the calling process the subreaper of its descendants (True if the system allows it)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    return _prctl(PR_SET_CHILD_SUBREAPER, 1) == 0
 
 
 def hide_from_children() -> bool:
@@ -46,19 +50,12 @@ def hide_from_children() -> bool:
     processes of the same user that are not root, such as a hostile script's scoring process.
     True if the system allows it. (Root, or CAP_SYS_PTRACE, can still read them: run the host as
     a user of its own.)"""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    return _prctl(PR_SET_DUMPABLE, 0) == 0
 
 
 def dumpable() -> bool:
     """Whether the calling process is dumpable (see :func:`hide_from_children`)."""
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0
-    except (OSError, AttributeError):
-        return True
+    return _prctl(PR_GET_DUMPABLE, 0) != 0
 
 
 def _pids() -> list[int]:
