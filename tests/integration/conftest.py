@@ -4,6 +4,7 @@ HTTP API, a client for it, and helpers to put inputs, models and code in this te
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,3 +91,15 @@ def submit(api: httpx.Client, spec: dict[str, Any]) -> str:
 def output_rows(storage: Storage, status: dict[str, Any]) -> list[str]:
     out = status["output"]
     return storage.container(out["container"]).download_blob(out["blob"]).readall().decode().splitlines()
+
+
+def wait_for(what: str, check: Any, timeout_s: float = 30.0, poll_s: float = 0.05) -> Any:
+    """``check()``'s first truthy value, polled until ``timeout_s`` (then the test fails naming
+    ``what``)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll_s)

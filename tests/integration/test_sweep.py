@@ -24,23 +24,13 @@ from shared.settings import Settings
 from shared.states import JobState
 from shared.storage import Storage
 
-from .conftest import SCRIPTS, output_rows, put_files
+from .conftest import SCRIPTS, output_rows, put_files, wait_for
 
 
 def slow_spec(code: str, container: str, **fields: Any) -> dict[str, Any]:
     return {"name": "swept", "entry_script": "slow.py", "source_directory": code,
             "inputs": [f"{container}/"], "mini_batch_size": "1", "process_count_per_node": 1,
             "environment_variables": {"SLOW_SECONDS": "0.05"}, **fields}
-
-
-def wait_for(what: str, check: Any, timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 class DiesBeforePlanning:

@@ -7,6 +7,7 @@ environment, and only those are ever killed.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -27,6 +28,7 @@ from shared.local.cluster import LocalCluster, restart_delay
 from shared.settings import Settings
 from shared.storage import Storage
 
+from . import conftest
 from .conftest import SCRIPTS, put_files
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,14 +66,7 @@ def kinds(procs: dict[int, str]) -> dict[str, int]:
     return out
 
 
-def wait_for(what: str, check, timeout_s: float = 45.0):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+wait_for = functools.partial(conftest.wait_for, timeout_s=45.0, poll_s=0.1)
 
 
 def healthy(port: int) -> bool:
