@@ -8,7 +8,7 @@ Each measurement prints one JSON object per line on stdout (progress goes to std
                     protocol, SAS token made once, no per-request signing): the I/O limit
     compute-images  decode + preprocess the PNGs (held in memory) as the MNIST entry script does and
                     score them with onnxruntime on all cores, for several batch sizes
-    compute-tables  parse the CSV / Parquet bytes (in memory) with shared.tabular, in the pieces
+    compute-tables  parse the CSV / Parquet bytes (in memory) with shared.scoring.tabular, in the pieces
                     ParallelRun reads (1 MB and 10 MB mini-batches: the faster one is the limit), and
                     score them as the tabular entry script does
     naive           one process, one file at a time with the sync SDK: list, download, decode, score
@@ -861,7 +861,7 @@ def _medians(by_variant: dict[str, list[Timed]], items: int) -> dict[str, float]
 
 # -- compute: tables -----------------------------------------------------------------------------
 class MemorySource:
-    """A :class:`shared.tabular.RangeSource` over bytes in memory."""
+    """A :class:`shared.scoring.tabular.RangeSource` over bytes in memory."""
 
     def __init__(self, name: str, data: bytes) -> None:
         self.name = name
@@ -893,8 +893,8 @@ class TableScorer:
 
     def __init__(self, files: dict[str, bytes], pieces: list[dict[str, Any]],
                  schema: dict[str, Any], threads: int) -> None:
-        from shared.tables import file_format
-        from shared.tabular import Piece, Schema
+        from shared.scoring.tables import file_format
+        from shared.scoring.tabular import Piece, Schema
 
         self.sources = {name: MemorySource(name, data) for name, data in files.items()}
         self.formats = {name: file_format({}, name) for name in files}
@@ -907,7 +907,7 @@ class TableScorer:
                          for p in self.pieces]
 
     def _read(self, piece: Any) -> Any:
-        from shared.tabular import read_piece
+        from shared.scoring.tabular import read_piece
         return read_piece(self.sources[piece.file], self.formats[piece.file], piece, self.schema)
 
     def _map(self, fn: Callable[[Any], tuple[int, int]], items: Sequence[Any]) -> tuple[int, int]:
@@ -934,8 +934,8 @@ class TableScorer:
 
 def plan_table(tables: TableSet, target_bytes: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The schema and the pieces ParallelRun's planner makes for these files (untimed)."""
-    from shared.tables import file_format
-    from shared.tabular import infer_schema, plan_pieces
+    from shared.scoring.tables import file_format
+    from shared.scoring.tabular import infer_schema, plan_pieces
 
     sources = [MemorySource(n, d) for n, d in zip(tables.names, tables.data)]
     schema = infer_schema(sources[0], file_format({}, sources[0].name))
@@ -991,7 +991,7 @@ def measure_compute_tables(tables: TableSet, runs: int, piece_sizes: Sequence[in
     parse_best = _best(timings["parse"])
     variant, size, n_pieces = ways[best]
     out = result("compute-tables", f"tables-{tables.fmt}", tables.rows, timings["parse_score"][best],
-                 f"compute limit: {tables.fmt} bytes in memory -> shared.tabular.read_piece (as the "
+                 f"compute limit: {tables.fmt} bytes in memory -> shared.scoring.tabular.read_piece (as the "
                  f"scoring process reads a mini-batch; pyarrow parser, default threads) -> the entry "
                  f"script's scoring (onnxruntime, 1 intra-op thread; result DataFrame built, not "
                  f"written) for {n_pieces} pieces of <= {size} bytes; best of {len(ways)} "

@@ -49,10 +49,12 @@ from azure.storage.blob import BlobBlock, BlockState  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from shared import jobs, snapshots  # noqa: E402
+from shared.service.jobs import lifecycle as jobs  # noqa: E402
+
+from shared.service.working import snapshots  # noqa: E402
 from shared.errors import ParallelRunError  # noqa: E402
-from shared.jobcontext import output_target  # noqa: E402
-from shared.ledger import Ledger  # noqa: E402
+from shared.service.working.jobcontext import output_target  # noqa: E402
+from shared.service.ledger.store import Ledger  # noqa: E402
 from shared.local.azurite import Azurite, free_port  # noqa: E402
 from shared.local.cluster import LocalCluster  # noqa: E402
 from shared.local.faults import Chaos, kill  # noqa: E402

@@ -2,7 +2,8 @@
 
 import azure.functions as func
 
-from shared import finalizer, runtime
+from shared.service.finalizing import finalizer
+from shared.service import runtime
 from shared.messages import FinalizeMessage
 
 bp = func.Blueprint()

@@ -2,8 +2,7 @@
 
 import azure.functions as func
 
-from shared import api
-
+from shared.service import api
 bp = func.Blueprint()
 _asgi = func.AsgiMiddleware(api.app)
 

@@ -2,7 +2,8 @@
 
 import azure.functions as func
 
-from shared import planner, runtime
+from shared.service.planning import planner
+from shared.service import runtime
 from shared.messages import PlanMessage
 
 bp = func.Blueprint()

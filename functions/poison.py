@@ -2,8 +2,8 @@
 
 import azure.functions as func
 
-from shared import poison, runtime
-
+from shared.service.jobs import poison
+from shared.service import runtime
 bp = func.Blueprint()
 
 

@@ -4,8 +4,8 @@ import logging
 
 import azure.functions as func
 
-from shared import requests, runtime
-
+from shared.service.jobs import submissions as requests
+from shared.service import runtime
 bp = func.Blueprint()
 log = logging.getLogger("parallelrun.functions.requests")
 

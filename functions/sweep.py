@@ -3,8 +3,8 @@ first planning message, a finalization that never ended) and drive them again.""
 
 import azure.functions as func
 
-from shared import runtime, sweep as sweeper
-
+from shared.service import runtime
+from shared.service.jobs import sweep as sweeper
 bp = func.Blueprint()
 
 

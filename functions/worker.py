@@ -2,7 +2,7 @@
 
 import azure.functions as func
 
-from shared import runtime
+from shared.service import runtime
 from shared.messages import BatchMessage
 
 bp = func.Blueprint()

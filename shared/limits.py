@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from .errors import SpecError
+from shared.errors import SpecError
 
 # app setting -> Limits field
 LIMIT_SETTINGS: dict[str, str] = {

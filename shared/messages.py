@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import TypeVar
 
-from .errors import OperatorError
+from shared.errors import OperatorError
 
 M = TypeVar("M", bound="_Message")
 

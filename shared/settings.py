@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .limits import Limits
+from shared.limits import Limits
 
 # The Azurite emulator's well-known development account (public, documented; not a secret).
 AZURITE_ACCOUNT = "devstoreaccount1"

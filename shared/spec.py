@@ -252,7 +252,7 @@ FORMAT_NAMES = {"csv": {"kind": "delimited"}, "tsv": {"kind": "delimited", "sepa
 
 
 def _check_format(v: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
-    from shared.tabular import TabularDataError, TabularFormat
+    from shared.scoring.tabular import TabularDataError, TabularFormat
     if isinstance(v, str):
         if v.lower() not in FORMAT_NAMES:
             raise ValueError(f"{v!r} is not one of {', '.join(FORMAT_NAMES)} (or an options object)")

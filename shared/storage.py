@@ -23,8 +23,8 @@ from azure.storage.queue import ExponentialRetry as QueueRetry
 from azure.storage.queue import (QueueClient, QueueServiceClient, TextBase64DecodePolicy,
                                  TextBase64EncodePolicy)
 
-from .blobreader import BACKOFF
-from .settings import Settings
+from shared.scoring.blobreader import BACKOFF
+from shared.settings import Settings
 
 log = logging.getLogger("parallelrun.storage")
 
@@ -136,8 +136,8 @@ class Storage:
 
     @functools.cached_property
     def blob_reader(self) -> Any:
-        """Whole-blob GETs without the SDK's per-request cost (:mod:`shared.blobreader`)."""
-        from .blobreader import BlobReader
+        """Whole-blob GETs without the SDK's per-request cost (:mod:`shared.scoring.blobreader`)."""
+        from shared.scoring.blobreader import BlobReader
         return BlobReader.for_storage(self)
 
     # -- resource clients ------------------------------------------------------------------

@@ -30,7 +30,7 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
 def settings(azurite: Azurite, tmp_path: Path) -> Settings:
     """Settings whose queues, tables and containers belong to this test alone."""
     ns = f"t{os.getpid() % 10000}x{next(_counter)}{uuid.uuid4().hex[:4]}"
-    # scripts may write only their own work dir (shared.sandbox) and "writable/", which a test
+    # scripts may write only their own work dir (shared.scoring.sandbox) and "writable/", which a test
     # gives them to leave marks in for one another
     base = Settings(connection_string=azurite.connection_string, scratch_dir=str(tmp_path / "scratch"),
                     sandbox_writable=(str(tmp_path / "writable"),))

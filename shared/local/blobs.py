@@ -27,10 +27,10 @@ from azure.core.exceptions import (AzureError, ResourceExistsError, ResourceModi
                                    ResourceNotFoundError)
 from azure.storage.blob import ContainerClient
 
-from ..settings import Settings
-from ..storage import Storage
-from .invocation import FunctionSpec, StatsBook, resolve_expression
-from .receipts import MAX_ATTEMPTS, PENDING, Receipt, decide
+from shared.settings import Settings
+from shared.storage import Storage
+from shared.local.invocation import FunctionSpec, StatsBook, resolve_expression
+from shared.local.receipts import MAX_ATTEMPTS, PENDING, Receipt, decide
 
 log = logging.getLogger("parallelrun.local.blobs")
 

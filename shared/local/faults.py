@@ -22,10 +22,10 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .azurite import free_port
+from shared.local.azurite import free_port
 
 if TYPE_CHECKING:
-    from .cluster import LocalCluster
+    from shared.local.cluster import LocalCluster
 
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 

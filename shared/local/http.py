@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from .invocation import FunctionSpec, StatsBook
+from shared.local.invocation import FunctionSpec, StatsBook
 
 log = logging.getLogger("parallelrun.local.http")
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..settings import Settings
+from shared.settings import Settings
 
 _EXPRESSION = re.compile(r"%([^%]+)%")
 

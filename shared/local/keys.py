@@ -13,8 +13,8 @@ import os
 import secrets
 from pathlib import Path
 
-from ..errors import SubmitterError
-from ..settings import LOCAL_KEY_SETTING
+from shared.errors import SubmitterError
+from shared.settings import LOCAL_KEY_SETTING
 
 HEADER = "x-functions-key"
 

@@ -29,9 +29,9 @@ from azure.functions.timer import TimerRequest
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 from azure.storage.blob import BlobClient, BlobLeaseClient
 
-from ..settings import Settings
-from ..storage import Storage
-from .invocation import FunctionSpec, StatsBook, resolve_expression
+from shared.settings import Settings
+from shared.storage import Storage
+from shared.local.invocation import FunctionSpec, StatsBook, resolve_expression
 
 log = logging.getLogger("parallelrun.local.timers")
 

@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from shared import models, snapshots
+from shared.service.working import models
+from shared.service.working import snapshots
 from shared.local.azurite import free_port
 from shared.local.host import LocalHost, load_app
 from shared.settings import Settings
@@ -32,7 +33,7 @@ def host(settings: Settings, storage: Storage) -> Iterator[LocalHost]:
 @pytest.fixture
 def idle_host(settings: Settings, storage: Storage) -> Iterator[LocalHost]:
     """A local host that consumes nothing until the test drains it (jobs are then submitted with
-    ``shared.jobs.submit``, and storage can be changed between submit and run)."""
+    ``shared.service.jobs.lifecycle.submit``, and storage can be changed between submit and run)."""
     h = LocalHost(load_app(), settings, http_port=free_port(), lease_s=10)
     try:
         yield h

@@ -1,4 +1,4 @@
-"""Input downloads' plain-HTTP path (shared/blobreader.py) against a real Azurite: contents, odd
+"""Input downloads' plain-HTTP path (shared/scoring/blobreader.py) against a real Azurite: contents, odd
 names, a missing blob, and storage faults retried like the SDK's."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.blobreader import BlobReader
+from shared.scoring.blobreader import BlobReader
 from shared.local.azurite import Azurite
 from shared.local.faults import FaultyProxy
 from shared.settings import azurite_connection_string

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from shared import jobs, snapshots
-from shared.ledger import Ledger
+from shared.service.jobs import lifecycle as jobs
+from shared.service.working import snapshots
+from shared.service.ledger.store import Ledger
 from shared.local.cluster import LocalCluster
 from shared.local.faults import Chaos
 from shared.settings import Settings

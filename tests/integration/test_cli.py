@@ -2,7 +2,7 @@
 
 Each command reads its storage settings from the environment, as a user's shell would give them;
 the ``host`` fixture processes the queues in the background and ``host.drain()`` steps it between
-commands. Errors go through the installed entry point (``shared.cli:main``), which maps them to
+commands. Errors go through the installed entry point (``shared.cli.main:main``), which maps them to
 exit codes and messages.
 """
 
@@ -21,7 +21,8 @@ import yaml
 from click.testing import Result
 from typer.testing import CliRunner
 
-from shared import cli, snapshots
+from shared.cli.main import main as cli
+from shared.service.working import snapshots
 from shared.local.host import LocalHost
 from shared.settings import Settings
 from shared.storage import Storage

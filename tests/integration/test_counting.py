@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from rich.console import Console
 
-from shared.console import status_table
+from shared.cli.console import status_table
 from shared.local.host import LocalHost
 from shared.storage import Storage
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.demo import run_demo
+from shared.cli.demo import run_demo
 from shared.local.azurite import free_port
 
 

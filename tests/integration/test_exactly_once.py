@@ -8,7 +8,10 @@ from pathlib import Path
 
 import httpx
 
-from shared import finalizer, jobs, planner, runtime
+from shared.service.finalizing import finalizer
+from shared.service.jobs import lifecycle as jobs
+from shared.service.planning import planner
+from shared.service import runtime
 from shared.local.host import LocalHost, load_app
 from shared.local.azurite import free_port
 from shared.messages import BatchMessage, FinalizeMessage, PlanMessage

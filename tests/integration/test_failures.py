@@ -111,7 +111,8 @@ def test_a_poisoned_mini_batch_is_recorded_as_failed_and_counted(
                              node_count=1))
     queue = storage.queue(storage.settings.batch_queue)
     host.stop()   # stop consuming; plan the second job and poison its first mini-batch by hand
-    from shared import planner, runtime
+    from shared.service.planning import planner
+    from shared.service import runtime
     from shared.messages import PlanMessage
     rt = runtime.configure(storage.settings)
     [plan] = storage.queue(storage.settings.plan_queue).receive_messages(max_messages=1)
@@ -132,8 +133,8 @@ def test_a_poisoned_mini_batch_is_recorded_as_failed_and_counted(
 
 
 def jobs_status(storage: Storage, job_id: str) -> dict:
-    from shared import jobs
-    from shared.ledger import Ledger
+    from shared.service.jobs import lifecycle as jobs
+    from shared.service.ledger.store import Ledger
     return jobs.status(storage, Ledger(storage.ledger), job_id)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared import jobs
+from shared.service.jobs import lifecycle as jobs
 from shared.limits import Limits
 from shared.local.azurite import free_port
 from shared.local.host import LocalHost, load_app
@@ -39,7 +39,7 @@ def settings(settings: Settings) -> Settings:
 @pytest.fixture
 def code(storage: Storage) -> str:
     from .conftest import SCRIPTS
-    from shared import snapshots
+    from shared.service.working import snapshots
     return snapshots.upload(storage, SCRIPTS)
 
 

@@ -9,9 +9,11 @@ import time
 
 from azure.storage.blob import BlobBlock
 
-from shared import finalizer, jobs, snapshots
-from shared.jobcontext import output_target
-from shared.ledger import Ledger
+from shared.service.finalizing import finalizer
+from shared.service.jobs import lifecycle as jobs
+from shared.service.working import snapshots
+from shared.service.working.jobcontext import output_target
+from shared.service.ledger.store import Ledger
 from shared.local.azurite import Azurite
 from shared.local.faults import FaultyProxy
 from shared.local.host import LocalHost, load_app
@@ -180,7 +182,7 @@ def test_a_counter_shard_that_storage_lost_is_written_again(storage: Storage) ->
     mini-batch then failed until it was poisoned): it reloads the shard and commits again."""
     from dataclasses import replace
 
-    from shared.ledger import BatchRow, JobRow, Totals
+    from shared.service.ledger.store import BatchRow, JobRow, Totals
 
     ledger = Ledger(storage.ledger)
     ledger._shards = ledger._shards[:1]   # one shard, so that both commits go to it

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import httpx
 
-from shared import jobs
-from shared.ledger import Ledger
+from shared.service.jobs import lifecycle as jobs
+from shared.service.ledger.store import Ledger
 from shared.local.host import LocalHost
 from shared.storage import Storage
 

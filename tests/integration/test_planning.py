@@ -8,8 +8,11 @@ import time
 
 import pytest
 
-from shared import datasets, jobs, planner, runtime
-from shared.ledger import Ledger
+from shared.service.planning import fileinputs as datasets
+from shared.service.jobs import lifecycle as jobs
+from shared.service.planning import planner
+from shared.service import runtime
+from shared.service.ledger.store import Ledger
 from shared.local.host import LocalHost, load_app
 from shared.messages import BatchMessage, PlanMessage
 from shared.settings import Settings

@@ -15,17 +15,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared import jobs, planner, reaper
-from shared.ledger import Ledger
+from shared.service.jobs import lifecycle as jobs
+from shared.service.planning import planner
+from shared.scoring import reaper
+from shared.service.ledger.store import Ledger
 from shared.local.azurite import Azurite, free_port
 from shared.local.faults import FaultyProxy
 from shared.local.host import LocalHost, load_app
 from shared.messages import BatchMessage, PlanMessage
-from shared.pool import ScoringPool
+from shared.service.working.pool import ScoringPool
 from shared.settings import Settings, azurite_connection_string
 from shared.storage import Storage
-from shared.userlogs import LogShipper
-from shared.worker import Worker
+from shared.service.working.userlogs import LogShipper
+from shared.service.working.worker import Worker
 
 from .conftest import output_rows, put_files, submit
 

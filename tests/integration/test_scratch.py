@@ -12,9 +12,10 @@ import stat
 import uuid
 from pathlib import Path
 
-from shared import jobs, snapshots
-from shared.jobcontext import JobContexts
-from shared.ledger import Ledger
+from shared.service.jobs import lifecycle as jobs
+from shared.service.working import snapshots
+from shared.service.working.jobcontext import JobContexts
+from shared.service.ledger.store import Ledger
 from shared.local.azurite import Azurite
 from shared.local.host import LocalHost, load_app
 from shared.settings import Settings

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import snapshots
+from shared.service.working import snapshots
 from shared.errors import SubmitterError
 from shared.settings import Settings
 from shared.storage import Storage
@@ -144,7 +144,7 @@ def stat_mode(path: Path) -> int:
 
 
 def test_an_extraction_a_live_process_runs_from_is_never_evicted(storage: Storage, tmp_path: Path) -> None:
-    """Scoring processes hold a shared lock on their extraction (shared.scoring); eviction skips it
+    """Scoring processes hold a shared lock on their extraction (shared.scoring.child); eviction skips it
     even when nothing else protects it (not in_use, not recently used)."""
     keep_one = Storage(dataclasses.replace(storage.settings, snapshot_cache_count=1))
     old, new = (snapshot_of(storage, tmp_path / name, f"# {name}\n") for name in ("old", "new"))

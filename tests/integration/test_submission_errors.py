@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from shared.ledger import Ledger
+from shared.service.ledger.store import Ledger
 from shared.local.host import LocalHost
 from shared.settings import Settings
 from shared.states import BatchState

@@ -14,8 +14,12 @@ import azure.functions as func
 import httpx
 import pytest
 
-from shared import finalizer, index, jobs, snapshots, sweep
-from shared.ledger import JobRow, Ledger
+from shared.service.finalizing import finalizer
+from shared.service.jobs import joblist as index
+from shared.service.jobs import lifecycle as jobs
+from shared.service.working import snapshots
+from shared.service.jobs import sweep
+from shared.service.ledger.store import JobRow, Ledger
 from shared.local.azurite import free_port
 from shared.local.host import LocalHost, load_app
 from shared.local.invocation import FunctionSpec, StatsBook
@@ -194,8 +198,8 @@ def test_a_running_job_whose_messages_storage_lost_is_redriven_and_completes(
     ago). Nothing would ever deliver them again; the sweep sees the job not moving and re-drives."""
     from azure.data.tables import UpdateMode
 
-    from shared import planner
-    from shared.ledger import batch_key
+    from shared.service.planning import planner
+    from shared.service.ledger.store import batch_key
     from shared.messages import PlanMessage
 
     storage = Storage(sweeping)

@@ -193,7 +193,9 @@ def test_the_tabular_example_scores_the_breast_cancer_table(
     import importlib.util
     import yaml
 
-    from shared import models, snapshots
+    from shared.service.working import models
+
+    from shared.service.working import snapshots
     from .conftest import EXAMPLES
 
     spec_ = importlib.util.spec_from_file_location("make_data", EXAMPLES / "tabular" / "make_data.py")

@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared import blobreader, tables
+from shared.scoring import blobreader
+from shared.scoring import tables
 from shared.local.azurite import Azurite
 from shared.local.faults import FaultyProxy
 from shared.settings import azurite_connection_string

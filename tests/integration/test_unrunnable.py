@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared import jobs, planner, snapshots
-from shared.ledger import Ledger
+from shared.service.jobs import lifecycle as jobs
+from shared.service.planning import planner
+from shared.service.working import snapshots
+from shared.service.ledger.store import Ledger
 from shared.local.host import LocalHost
 from shared.messages import BatchMessage, PlanMessage
 from shared.storage import Storage
-from shared.worker import Worker
+from shared.service.working.worker import Worker
 
 from .conftest import put_files, register_text_model
 
@@ -120,7 +122,7 @@ def test_a_poison_handler_records_the_failure_whatever_breaks_the_context(
     ledger = Ledger(storage.ledger)
     job = jobs.submit(storage, ledger, spec(code, "poison-anyctx"))
     _plan_and_hold(storage, ledger, job.job_id)
-    from shared.pool import ScoringPool
+    from shared.service.working.pool import ScoringPool
     pool = ScoringPool(storage.settings)
     try:
         worker = Worker(storage, ledger, pool, "node0")

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from shared import jobs, snapshots
-from shared.ledger import Ledger
+from shared.service.jobs import lifecycle as jobs
+from shared.service.working import snapshots
+from shared.service.ledger.store import Ledger
 from shared.local.azurite import free_port
 from shared.local.cluster import LocalCluster, restart_delay
 from shared.settings import Settings
@@ -103,7 +104,7 @@ class Place:
                     "PARALLELRUN_LOCAL_STOP_GRACE_S": "5", "PYTHONPATH": str(ROOT)})
         with open(console, "wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-c", "from shared.cli import main; main()", "up",
+                [sys.executable, "-c", "from shared.cli.main import main; main()", "up",
                  "--port", str(self.http_port), "--azurite-ports", self.ports,
                  "--data", str(self.tmp / "azurite"), "--log-dir", str(self.tmp / "logs"), *args],
                 cwd=self.tmp, env=env, stdin=subprocess.DEVNULL, stdout=out,

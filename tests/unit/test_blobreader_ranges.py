@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from shared.blobreader import _closed_by_server, _ranged_body
+from shared.scoring.blobreader import _closed_by_server, _ranged_body
 
 
 class Answer:

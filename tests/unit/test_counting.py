@@ -3,10 +3,11 @@ the loud note of a job that succeeded although items failed, and the estimate of
 
 from __future__ import annotations
 
-from shared import decisions, settlement
-from shared.datasets import Downloaded
-from shared.ledger import BatchRow, JobRow, Totals
-from shared.pool import RunOutcome
+from shared.service.ledger import decisions
+from shared.service.ledger import settlement
+from shared.service.planning.fileinputs import Downloaded
+from shared.service.ledger.store import BatchRow, JobRow, Totals
+from shared.service.working.pool import RunOutcome
 
 TEXT_PIECE = {"file": "t.csv", "kind": "delimited", "index": 0, "est_bytes": 1000,
               "range": [100, 1100]}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared import decisions
-from shared.decisions import AfterFailure, Delivery
-from shared.ledger import BatchRow, JobRow, Totals
+from shared.service.ledger import decisions
+from shared.service.ledger.decisions import AfterFailure, Delivery
+from shared.service.ledger.store import BatchRow, JobRow, Totals
 from shared.states import BatchState, JobState
 
 

@@ -6,7 +6,7 @@ import threading
 import time
 from types import SimpleNamespace
 
-from shared.jobcontext import JobContexts
+from shared.service.working.jobcontext import JobContexts
 
 
 def test_concurrent_invocations_share_one_refresh_of_an_expired_job_row(tmp_path) -> None:

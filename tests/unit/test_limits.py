@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shared import snapshots
+from shared.service.working import snapshots
 from shared.errors import SpecError, SubmitterError
 from shared.limits import Limits
 from shared.settings import Settings

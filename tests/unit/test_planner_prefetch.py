@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from shared.planner import _Prefetcher
+from shared.service.planning.planner import _Prefetcher
 
 
 def test_a_page_is_taken_once() -> None:

@@ -14,9 +14,10 @@ from typing import TypeVar
 
 import pytest
 
-from shared import protocol, reaper
-from shared.pool import RunOutcome, ScoringPool, ScoringProcess, child_env
-from shared.scoring import ScoringConfig
+from shared.scoring import protocol
+from shared.scoring import reaper
+from shared.service.working.pool import RunOutcome, ScoringPool, ScoringProcess, child_env
+from shared.scoring.child import ScoringConfig
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -218,8 +219,8 @@ def test_a_scoring_process_ends_itself_and_its_children_when_its_worker_dies(
     worker = subprocess.Popen([sys.executable, "-c", (
         "import os, sys, time\n"
         "from pathlib import Path\n"
-        "from shared.pool import ScoringPool\n"
-        "from shared.scoring import ScoringConfig\n"
+        "from shared.service.working.pool import ScoringPool\n"
+        "from shared.scoring.child import ScoringConfig\n"
         "from shared.settings import Settings\n"
         f"tmp = Path({str(tmp_path)!r})\n"
         "pool = ScoringPool(Settings(scratch_dir=str(tmp), warm_processes=0, "
@@ -249,8 +250,8 @@ def test_a_worker_holding_a_storage_secret_hides_its_environment_from_its_script
     memory; with the emulator's published key it stays as it is (tests and profilers read it)."""
     import subprocess
     import sys
-    code = ("from shared.pool import ScoringPool\n"
-            "from shared.reaper import dumpable\n"
+    code = ("from shared.service.working.pool import ScoringPool\n"
+            "from shared.scoring.reaper import dumpable\n"
             "from shared.settings import Settings\n"
             "import sys\n"
             "ScoringPool(Settings(connection_string=sys.argv[1], warm_processes=0))\n"

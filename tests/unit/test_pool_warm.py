@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.pool import ScoringPool
-from shared.scoring import ScoringConfig
+from shared.service.working.pool import ScoringPool
+from shared.scoring.child import ScoringConfig
 from shared.settings import Settings
 
 SCRIPT = '''
@@ -60,7 +60,7 @@ def score(pool: ScoringPool, key: str, cfg: ScoringConfig) -> list[str]:
     with pool.lease(key, cfg, 1) as proc:
         outcome = proc.run(["a.png"], {"minibatch_index": 0}, 30)
     assert outcome.ok, outcome.message + outcome.traceback
-    assert isinstance(outcome.text, bytes)     # the rows as the child sent them (shared.protocol)
+    assert isinstance(outcome.text, bytes)     # the rows as the child sent them (shared.scoring.protocol)
     return outcome.text.decode().splitlines()[0].split("|")
 
 

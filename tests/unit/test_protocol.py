@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from shared import protocol
-from shared.protocol import ChannelClosed, ChannelTimeout, Limits, ProtocolError, Reader
+from shared.scoring import protocol
+from shared.scoring.protocol import ChannelClosed, ChannelTimeout, Limits, ProtocolError, Reader
 
 
 def pipe_reader(limits: Limits = Limits()) -> tuple[Reader, int]:
@@ -97,5 +97,5 @@ def test_a_writer_whose_reader_takes_nothing_gives_up() -> None:
     ("", True),                                  # a public container: no token at all
 ])
 def test_only_read_only_tokens_go_to_scoring_processes(sas: str, ok: bool) -> None:
-    from shared.worker import read_only
+    from shared.service.working.worker import read_only
     assert read_only(sas) is ok

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from shared.scoring import format_rows
+from shared.scoring.child import format_rows
 
 
 def test_list_results_are_str_of_each_element_per_line() -> None:

@@ -11,9 +11,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_scoring_and_table_loading_import_no_storage_sdk() -> None:
-    code = ("import sys, shared.scoring, shared.tables, shared.blobreader, shared.textrows\n"
-            "shared.tables.TableLoader()\n"
-            "shared.scoring._warm_imports()\n"
+    code = ("import sys, shared.scoring.child, shared.scoring.tables, shared.scoring.blobreader, shared.scoring.textrows\n"
+            "shared.scoring.tables.TableLoader()\n"
+            "shared.scoring.child._warm_imports()\n"
             "print(sorted({m.split('.')[0] + '.' + m.split('.')[1] if m.startswith('azure.') "
             "else m.split('.')[0] for m in sys.modules "
             "if m.startswith(('azure.storage', 'azure.data', 'azure.core', 'pydantic'))}))")

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.tabular import (LocalFileSource, TabularDataError, TabularFormat, infer_schema,
+from shared.scoring.tabular import (LocalFileSource, TabularDataError, TabularFormat, infer_schema,
                             plan_pieces, read_piece)
 
 VALUES = {"i": st.integers(-2**62, 2**62), "f": st.floats(-1e9, 1e9, allow_nan=False),

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shared.tabular import (LocalFileSource, Piece, TabularDataError, TabularFormat, infer_schema,
+from shared.scoring.tabular import (LocalFileSource, Piece, TabularDataError, TabularFormat, infer_schema,
                             plan_pieces, read_piece)
 
 FMT = TabularFormat(kind="parquet")

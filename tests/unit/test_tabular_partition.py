@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.tabular import TabularDataError, parse_partition
+from shared.scoring.tabular import TabularDataError, parse_partition
 
 
 @pytest.mark.parametrize("path,values", [

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pytest
 
 from shared.errors import SubmitterError
-from shared.tabular import (LocalFileSource, Piece, Schema, TabularDataError, TabularFormat,
+from shared.scoring.tabular import (LocalFileSource, Piece, Schema, TabularDataError, TabularFormat,
                             infer_schema, pandas_dtype, plan_pieces, read_piece)
-from shared.tabular import text
+from shared.scoring.tabular import text
 
 
 def _csv(tmp_path: Path, body: str, name: str = "t.csv") -> LocalFileSource:

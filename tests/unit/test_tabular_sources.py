@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.tabular import (BlobSource, LocalFileSource, RangeSource, SourceFile, TabularFormat,
+from shared.scoring.tabular import (BlobSource, LocalFileSource, RangeSource, SourceFile, TabularFormat,
                             infer_schema, plan_pieces, read_piece)
-from shared.tabular import sources
+from shared.scoring.tabular import sources
 
 
 class FakeBlob:

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from shared.scoring import format_rows
-from shared.textrows import numeric_frame_text
+from shared.scoring.child import format_rows
+from shared.scoring.textrows import numeric_frame_text
 
 DTYPES = [np.dtype(t) for t in ("float64", "float32", "int64", "int32", "uint8", "uint64", "bool")]
 

@@ -10,8 +10,7 @@ from typing import Any
 
 import azure.functions as func
 
-from shared import runtime
-
+from shared.service import runtime
 bp = func.Blueprint()
 CALLS: list[dict[str, Any]] = []
 _lock = threading.Lock()

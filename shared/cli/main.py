@@ -1,0 +1,376 @@
+"""The ``parallelrun`` command: parse, call ``shared``, render.
+
+Storage comes from ``AzureWebJobsStorage`` (or the identity-based settings), else from
+``local.settings.json``'s Values, else the local Azurite that ``parallelrun up`` starts. The local
+key (``PARALLELRUN_LOCAL_KEY``) comes from the environment, else from ``local.settings.json``.
+A spec file's relative ``source_directory`` must stay inside the spec file's folder (a folder
+elsewhere is given with ``--source-dir``); the spec is validated before anything is uploaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from azure.core.exceptions import AzureError
+
+from shared.service.jobs import lifecycle as jobs
+from shared.service.working import models
+from shared.service.finalizing import assembly as output
+from shared.service.working import snapshots
+from shared.cli.console import console, err_console, rows_table, status_table, watch
+from shared.errors import ParallelRunError, SpecError, SubmitterError
+from shared.service.ledger.store import Ledger
+from shared.limits import Limits, check_spec_bytes, load_text
+from shared.settings import LOCAL_KEY_SETTING, Settings
+from shared.spec import ContainerName, parse_spec
+from shared.storage import Storage
+
+app = typer.Typer(help="ParallelRunStep-style batch inference on Azure Functions and Azure Storage.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+model_app = typer.Typer(help="Register and list models.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def load_settings() -> Settings:
+    env = dict(os.environ)
+    local = Path("local.settings.json")
+    if local.exists():
+        try:
+            values = json.loads(local.read_text()).get("Values", {})
+        except (ValueError, AttributeError):
+            raise SubmitterError(f"{local.resolve()} must be JSON with a Values object") from None
+        if not any(k.startswith("AzureWebJobsStorage") for k in env):
+            env = {**values, **env}
+        elif values.get(LOCAL_KEY_SETTING):
+            env.setdefault(LOCAL_KEY_SETTING, values[LOCAL_KEY_SETTING])
+    env.setdefault("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    return Settings.from_env(env)
+
+
+def _connect() -> tuple[Storage, Ledger]:
+    storage = Storage(load_settings())
+    storage.ensure()
+    return storage, Ledger(storage.ledger)
+
+
+def _print(data: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        console.print(data)
+
+
+def _overrides(sets: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set takes FIELD=VALUE, got {item!r}")
+        out[key.strip()] = load_text(value, Limits()) if value else ""
+    return out
+
+
+def upload_path(storage: Storage, local: Path, target: str) -> int:
+    """Upload a file or a folder to ``CONTAINER[/PREFIX]``; returns the number of files."""
+    container, _, prefix = target.partition("/")
+    _check_container(container)
+    if not local.exists():
+        raise SubmitterError(f"{local} does not exist")
+    files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
+    base = local.parent if local.is_file() else local
+    err_console.print(f"uploading {local}: {len(files)} file(s), "
+                      f"{_size(sum(p.stat().st_size for p in files))} to {target}", soft_wrap=True)
+    client = storage.ensure_container(container)
+
+    def put(path: Path) -> None:
+        name = output.join(prefix, path.relative_to(base).as_posix())
+        with open(path, "rb") as fh:
+            client.upload_blob(name, fh, overwrite=True)
+
+    from rich.progress import track
+    with ThreadPoolExecutor(16) as pool:
+        for _ in track(pool.map(put, files), total=len(files), console=err_console,
+                       description=f"uploading to {target}"):
+            pass
+    return len(files)
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MB" if n >= 1 << 20 else f"{n:,} bytes"
+
+
+def _check_container(name: str) -> str:
+    from pydantic import TypeAdapter, ValidationError
+    try:
+        return TypeAdapter(ContainerName).validate_python(name)
+    except ValidationError as exc:
+        raise SubmitterError(str(exc.errors()[0]["msg"]).removeprefix("Value error, ")) from None
+
+
+def _with_local_key(settings: Settings) -> Settings:
+    """``settings`` with the local key: the configured one, or one saved in local.settings.json."""
+    from dataclasses import replace
+
+    from shared.local.keys import ensure_key
+    if settings.local_key:
+        err_console.print(f"local key required (from {LOCAL_KEY_SETTING})")
+        return settings
+    key, generated = ensure_key(Path("local.settings.json"))
+    err_console.print(f"local key required: {'generated ' + key + ' and saved' if generated else 'read'}"
+                      f" as {LOCAL_KEY_SETTING} in local.settings.json; send it as the "
+                      "x-functions-key header or ?code=", soft_wrap=True)
+    return replace(settings, local_key=key)
+
+
+def parse_ports(text: str) -> tuple[int, int, int]:
+    """``B,Q,T``: Azurite's blob, queue and table ports."""
+    try:
+        ports = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        ports = ()
+    if len(ports) != 3 or not all(0 < p < 65536 for p in ports):
+        raise typer.BadParameter(f"--azurite-ports takes BLOB,QUEUE,TABLE ports, got {text!r}")
+    return ports  # type: ignore[return-value]
+
+
+@app.command()
+def up(nodes: Annotated[int, typer.Option(help="host processes (stand-ins for instances)")] = 1,
+       port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1")] = 7071,
+       data: Annotated[Path, typer.Option(help="Azurite data folder")] = Path(".parallelrun/azurite"),
+       in_memory: Annotated[bool, typer.Option(help="keep Azurite's data in memory")] = False,
+       azurite_ports: Annotated[Optional[str], typer.Option(
+           help="BLOB,QUEUE,TABLE ports of the local Azurite [default: 10000,10001,10002]; "
+                "given, it is the storage even if AzureWebJobsStorage names another")] = None,
+       log_dir: Annotated[Optional[Path], typer.Option(
+           help="the nodes' log files [default: a new temporary folder]")] = None,
+       require_key: Annotated[bool, typer.Option(
+           "--require-key", help="answer 401 without the local key (PARALLELRUN_LOCAL_KEY)")] = False
+       ) -> None:
+    """Azurite plus the local host, in the foreground. Ctrl-C, SIGTERM or closing the terminal
+    stops both; a node that dies is restarted; nothing outlives this process, even killed."""
+    import dataclasses
+    import logging
+    import sys
+
+    from shared.local.azurite import Azurite, port_open
+    from shared.local.cluster import LocalCluster
+    from shared.settings import azurite_connection_string
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    ports = parse_ports(azurite_ports or "10000,10001,10002")
+    local = azurite_connection_string(*ports)
+    settings = load_settings()
+    if azurite_ports is not None:
+        settings = dataclasses.replace(settings, connection_string=local)
+    if require_key:
+        settings = _with_local_key(settings)
+    stop_signals = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+    def on_signal(signum: int, frame: Any) -> None:   # all stop cleanly, like Ctrl-C, once
+        for sig in stop_signals:
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for sig in stop_signals:
+        signal.signal(sig, on_signal)
+    azurite = None
+    try:
+        if settings.connection_string == local and not port_open(ports[0]):
+            azurite = Azurite(*ports, location=None if in_memory else data,
+                              die_with_parent=True).start()
+            err_console.print(f"Azurite on 127.0.0.1:{','.join(map(str, ports))} "
+                              f"({'memory' if in_memory else data})")
+        Storage(settings).ensure()
+        with LocalCluster(settings, nodes=nodes, http_port=port, log_dir=log_dir,
+                          supervise=True) as cluster:
+            err_console.print(f"local host: {nodes} node(s), API on {cluster.http_url}/api, "
+                              f"logs in {cluster.log_dir} — Ctrl-C to stop")
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if azurite:
+            azurite.stop()
+
+
+@app.command()
+def upload(local_path: Path, target: Annotated[str, typer.Argument(metavar="CONTAINER[/PREFIX]")]) -> None:
+    """Upload a file or folder to blob storage."""
+    storage, _ = _connect()
+    n = upload_path(storage, local_path, target)
+    console.print(f"uploaded {n} file(s) to {target}")
+
+
+@model_app.command("register")
+def model_register(name: str, path: Path) -> None:
+    """Register a file or folder as the next version of model NAME."""
+    storage, _ = _connect()
+    m = models.register(storage, name, path)
+    console.print(f"model {m.name} version {m.version} ({len(m.files)} file(s))")
+
+
+@model_app.command("list")
+def model_list(as_json: JsonOpt = False) -> None:
+    storage, _ = _connect()
+    rows = [{"name": m.name, "version": m.version, "files": list(m.files)} for m in models.list_models(storage)]
+    _print(rows, as_json)
+
+
+def load_spec_file(path: Path, source_dir: Path | None, limits: Limits | None = None) -> dict[str, Any]:
+    """A spec file as data, within the limits; a local ``source_directory`` as an absolute folder."""
+    limits = limits or Limits()
+    try:
+        check_spec_bytes(path.stat().st_size, limits)
+        text = path.read_bytes()
+    except OSError as exc:
+        raise SubmitterError(f"cannot read the spec file {path}: {exc.strerror}") from None
+    data = load_text(text, limits)
+    if not isinstance(data, dict):
+        raise SpecError([{"field": "(spec)", "message": f"{path} does not hold a mapping"}])
+    src = data.get("source_directory")
+    if source_dir is not None:
+        data["source_directory"] = str(source_dir.resolve())   # given explicitly: anywhere
+    elif src is not None and not str(src).startswith(snapshots.PREFIX):
+        data["source_directory"] = str(spec_folder(path, str(src)))
+    return data
+
+
+def spec_folder(spec_path: Path, value: str) -> Path:
+    """A spec file's ``source_directory``: relative to the spec's folder, and inside it."""
+    base = spec_path.resolve().parent
+    folder = (base / value).resolve()
+    if Path(value).is_absolute() or not folder.is_relative_to(base):
+        raise SpecError([{"field": "source_directory", "message":
+                          f"{value!r} is outside the spec file's folder {base}: a spec file may only "
+                          "name a folder inside its own; give another with --source-dir"}])
+    return folder
+
+
+def _upload_source(storage: Storage, data: dict[str, Any]) -> dict[str, Any]:
+    """Validate the spec, then upload its local source_directory (saying what and how big first)."""
+    src = data.get("source_directory")
+    if not src or str(src).startswith(snapshots.PREFIX):
+        return data
+    limits = storage.settings.limits
+    spec = parse_spec({**data, "source_directory": snapshots.PREFIX + "0" * 64}, limits)
+    size = snapshots.scan(src, limits)
+    if not (Path(src) / spec.entry_script).is_file():
+        raise SpecError([{"field": "entry_script", "message": f"{spec.entry_script} is not in "
+                          f"source_directory {src}"}])
+    err_console.print(f"uploading source_directory {src}: {size.files} file(s), "
+                      f"{_size(size.expanded_bytes)}", soft_wrap=True)
+    return {**data, "source_directory": snapshots.upload(storage, src)}
+
+
+def _wait_or_print(storage: Storage, ledger: Ledger, job_id: str, wait: bool, as_json: bool) -> None:
+    if not wait:
+        _print({"job_id": job_id} if as_json else f"submitted {job_id}", as_json)
+        return
+    st = watch(lambda: jobs.status(storage, ledger, job_id))
+    _print(st if as_json else status_table(st), as_json)
+    if st["state"] != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command()
+def submit(spec: Path,
+           source_dir: Annotated[Optional[Path], typer.Option(help="overrides source_directory")] = None,
+           set_: Annotated[list[str], typer.Option("--set", help="FIELD=VALUE override")] = [],
+           wait: Annotated[bool, typer.Option(help="show progress until the job ends")] = False,
+           as_json: JsonOpt = False) -> None:
+    """Submit SPEC.json|SPEC.yaml; uploads source_directory as a content-addressed snapshot."""
+    storage, ledger = _connect()
+    data = {**load_spec_file(spec, source_dir, storage.settings.limits), **_overrides(set_)}
+    job = jobs.submit(storage, ledger, _upload_source(storage, data))
+    _wait_or_print(storage, ledger, job.job_id, wait, as_json)
+
+
+@app.command()
+def resubmit(job_id: str,
+             set_: Annotated[list[str], typer.Option("--set", help="FIELD=VALUE override")] = [],
+             wait: Annotated[bool, typer.Option(help="show progress until the job ends")] = False,
+             as_json: JsonOpt = False) -> None:
+    """Submit JOB again with some fields replaced (e.g. --set mini_batch_size=1)."""
+    storage, ledger = _connect()
+    job = jobs.resubmit(storage, ledger, job_id, _overrides(set_))
+    _wait_or_print(storage, ledger, job.job_id, wait, as_json)
+
+
+@app.command()
+def status(job_id: str, watch_: Annotated[bool, typer.Option("--watch")] = False,
+           as_json: JsonOpt = False) -> None:
+    """State, counts, timings, throughput, output and first errors of a job."""
+    storage, ledger = _connect()
+    st = watch(lambda: jobs.status(storage, ledger, job_id)) if watch_ else jobs.status(storage, ledger, job_id)
+    _print(st if as_json else status_table(st), as_json)
+
+
+@app.command("jobs")
+def list_jobs(limit: int = 20, as_json: JsonOpt = False) -> None:
+    """Recent jobs, newest first."""
+    storage, _ = _connect()
+    _print(jobs.list_jobs(storage, limit), as_json)
+
+
+@app.command()
+def cancel(job_id: str) -> None:
+    """Stop a job: unrun mini-batches are dropped, finished output is kept."""
+    storage, ledger = _connect()
+    job = jobs.cancel(storage, ledger, job_id)
+    console.print(f"{job.job_id}: {job.state} {job.error}")
+
+
+@app.command()
+def results(job_id: str, head: int = 10,
+            download: Annotated[Optional[Path], typer.Option(help="save the output file here")] = None) -> None:
+    """Show the first rows of a job's output, or download it."""
+    storage, ledger = _connect()
+    out = jobs.status(storage, ledger, job_id, error_limit=0)["output"]
+    if out["replaced_by"]:
+        raise ParallelRunError(f"job {job_id}: output replaced by job {out['replaced_by']}")
+    if out["blob"] is None:
+        raise ParallelRunError(f"job {job_id} writes no rows (output_action summary_only)")
+    if download:
+        path = output.download_to(storage, out["container"], out["blob"], download / Path(out["blob"]).name)
+        console.print(f"saved {path}")
+    else:
+        console.print(rows_table(output.read_head(storage, out["container"], out["blob"], head),
+                                 f"first {head} rows"))
+        console.print(out["url"], soft_wrap=True)
+
+
+@app.command()
+def demo(nodes: Annotated[int, typer.Option(help="host processes")] = 2,
+         port: Annotated[int, typer.Option(help="HTTP port (a free one if taken)")] = 7071) -> None:
+    """Replay the PRS MNIST tutorial end to end on a private Azurite."""
+    from shared.cli.demo import run_demo
+    run_demo(nodes=nodes, port=port)
+
+
+def main() -> None:
+    try:
+        app()
+    except SpecError as exc:
+        err_console.print("[red]invalid job spec:[/red]")
+        for e in exc.errors:
+            err_console.print(f"  {e['field']}: {e['message']}")
+        raise SystemExit(2) from None
+    except ParallelRunError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(1) from None
+    except AzureError as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        err_console.print(f"[red]storage error:[/red] {message}")
+        raise SystemExit(1) from None

@@ -1,0 +1,317 @@
+"""The channel between the worker and its scoring processes: data only, bounded in size and time.
+
+Both sides import this module (stdlib only: the scoring processes load neither the storage SDKs nor
+pydantic). A message is one frame::
+
+    b"PRF1" | control length (u32) | body length (u32) | control: UTF-8 JSON object | body: bytes
+
+The control part names the message type (``"t"``) and carries its fields; the body carries bulk
+bytes as they are (a mini-batch's rows) instead of escaping them into JSON. JSON cannot run code
+when it is read, so a script that writes its own frames to the result pipe can at worst send an
+answer for its own mini-batch, which the worker checks like any other answer: a malformed,
+out-of-sequence or oversized one fails that try, and nothing the child writes is ever executed.
+
+Every read by the worker has a deadline, for the header and for the body alike: a child that sends
+a header and nothing else, or stops answering, is given up on (:class:`ChannelTimeout`), never
+waited for. Sizes are checked before anything is read: the control part may not exceed
+``Limits.max_control_bytes``, the body ``Limits.max_body_bytes`` (the worker's
+``PARALLELRUN_MAX_RESULT_BYTES``, 256 MiB by default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import json
+import os
+import select
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+MAGIC = b"PRF1"
+HEADER = struct.Struct(">4sII")
+MAX_CONTROL_BYTES = 1 << 20            # child -> worker: tracebacks are cut to fit well below
+MAX_REQUEST_BYTES = 256 << 20          # worker -> child: a request's paths / piece descriptions
+DEFAULT_MAX_RESULT_BYTES = 256 << 20   # a mini-batch's rows (PARALLELRUN_MAX_RESULT_BYTES)
+BODY_TIMEOUT_S = 30.0                  # from a frame's header to its last byte
+WRITE_TIMEOUT_S = 30.0                 # a request the child does not take in by then: it is stuck
+PIPE_SIZE = 1 << 20                    # F_SETPIPE_SZ where allowed: fewer wake-ups for large rows
+TEXT_LIMIT = 64 << 10                  # error messages and tracebacks are cut to this many chars
+
+# Environment variables of a scoring process (read by shared.scoring.child and the compat layer).
+ENV_JOB_ID = "PARALLELRUN_JOB_ID"
+ENV_NODE_ID = "PARALLELRUN_NODE_ID"
+ENV_PROCESS_NAME = "PARALLELRUN_PROCESS_NAME"
+ENV_LOG_DIR = "PARALLELRUN_LOG_DIR"
+ENV_WORK_DIR = "PARALLELRUN_WORK_DIR"
+ENV_MODEL_PINS = "PARALLELRUN_MODEL_PINS"
+ENV_MODEL_PATHS = "PARALLELRUN_MODEL_PATHS"
+ENV_PROCESS_TOKEN = "PARALLELRUN_PROCESS_TOKEN"   # marks a process and everything it starts
+ENV_PARENT_PID = "PARALLELRUN_PARENT_PID"         # the worker: its scoring process ends without it
+
+
+class ProtocolError(Exception):
+    """The other side sent something that is not a valid message."""
+
+
+class ChannelClosed(Exception):
+    """The other side closed its end (it exited or was killed)."""
+
+
+class ChannelTimeout(Exception):
+    """Nothing (or only part of a frame) arrived before the deadline."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_control_bytes: int = MAX_CONTROL_BYTES
+    max_body_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    body_timeout_s: float = BODY_TIMEOUT_S
+
+
+# -- messages ----------------------------------------------------------------------------------
+# Each type lists its fields with their JSON types; ``body`` (bytes) travels as the frame's body.
+
+@dataclass(frozen=True)
+class Assign:
+    """worker -> child: the job (a ``shared.scoring.child.ScoringConfig`` as a plain dict)."""
+    config: dict[str, Any]
+    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {"config": (dict,)}
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """worker -> child: run() on file paths (a list) or a table to read (a dict)."""
+    seq: int
+    payload: list[str] | dict[str, Any]
+    context: dict[str, Any]
+    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {"seq": (int,), "payload": (list, dict),
+                                                    "context": (dict,)}
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """worker -> child: call shutdown() and exit."""
+    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {}
+
+
+@dataclass(frozen=True)
+class Warm:
+    """child -> worker: a spare's imports are done (``ok``: back at normal priority)."""
+    ok: bool
+    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {"ok": (bool,)}
+
+
+@dataclass(frozen=True)
+class Ready:
+    """child -> worker: init() succeeded."""
+    pid: int
+    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {"pid": (int,)}
+
+
+@dataclass(frozen=True)
+class InitFailed:
+    message: str
+    traceback: str = ""
+    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {"message": (str,), "traceback": (str,)}
+
+
+@dataclass(frozen=True)
+class Begin:
+    """child -> worker: request ``seq`` received; from here on a death is the mini-batch's try."""
+    seq: int
+    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {"seq": (int,)}
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """child -> worker: the table of request ``seq`` is read (``rows`` rows); run() starts."""
+    seq: int
+    rows: int
+    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {"seq": (int,), "rows": (int,)}
+
+
+@dataclass(frozen=True)
+class Result:
+    """child -> worker: run() returned ``rows`` rows, formatted in ``body``."""
+    seq: int
+    rows: int
+    seconds: float
+    header: str = ""
+    body: bytes = field(default=b"", repr=False)
+    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {"seq": (int,), "rows": (int,),
+                                                    "seconds": (int, float), "header": (str,)}
+
+
+@dataclass(frozen=True)
+class RunFailed:
+    seq: int
+    message: str
+    traceback: str = ""
+    seconds: float = 0.0
+    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {"seq": (int,), "message": (str,),
+                                                    "traceback": (str,), "seconds": (int, float)}
+
+
+@dataclass(frozen=True)
+class Bye:
+    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {}
+
+
+Message = (Assign | RunRequest | Shutdown | Warm | Ready | InitFailed | Begin | Loaded | Result
+           | RunFailed | Bye)
+MESSAGES: dict[str, type] = {cls.__name__: cls for cls in (
+    Assign, RunRequest, Shutdown, Warm, Ready, InitFailed, Begin, Loaded, Result, RunFailed, Bye)}
+
+
+def encode(message: Message) -> bytes:
+    """One frame for ``message``."""
+    head, body = _parts(message)
+    return head + body
+
+
+def _parts(message: Message) -> tuple[bytes, bytes]:
+    """A frame as header + control, and body (kept apart: rows are not copied to be framed)."""
+    fields = {f.name: getattr(message, f.name) for f in dataclasses.fields(message)}
+    body = fields.pop("body", b"")
+    control = json.dumps({"t": type(message).__name__, **fields}, separators=(",", ":"),
+                         ensure_ascii=False).encode()
+    return HEADER.pack(MAGIC, len(control), len(body)) + control, body
+
+
+def decode(control: bytes, body: bytes) -> Message:
+    """The message of a frame's two parts; :class:`ProtocolError` if it is not a valid one."""
+    try:
+        data = json.loads(control)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"not a JSON object: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("t"), str):
+        raise ProtocolError("no message type")
+    cls = MESSAGES.get(data.pop("t"))
+    if cls is None:
+        raise ProtocolError("unknown message type")
+    types: dict[str, tuple[type, ...]] = cls.TYPES    # type: ignore[attr-defined]
+    if set(data) != set(types):
+        raise ProtocolError(f"{cls.__name__}: fields {sorted(data)} are not {sorted(types)}")
+    for name, allowed in types.items():
+        value = data[name]
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise ProtocolError(f"{cls.__name__}.{name} has the wrong type")
+    if body and cls is not Result:
+        raise ProtocolError(f"{cls.__name__} carries no body")
+    return cls(**data, body=body) if cls is Result else cls(**data)
+
+
+def cut(text: str, limit: int = TEXT_LIMIT) -> str:
+    """``text`` shortened to ``limit`` characters (the end kept: tracebacks end with the error)."""
+    return text if len(text) <= limit else "…" + text[-(limit - 1):]
+
+
+def widen(fd: int) -> None:
+    """Ask for a larger pipe buffer (best effort)."""
+    try:
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+    except OSError:
+        pass
+
+
+# -- reading and writing -----------------------------------------------------------------------
+
+class Reader:
+    """Reads frames from a pipe; with a deadline, never blocks past it."""
+
+    def __init__(self, fd: int, limits: Limits) -> None:
+        self.fd = fd
+        self.limits = limits
+        self._buffer = bytearray()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def ready(self) -> bool:
+        """Whether something (a frame's start, or the end of the pipe) can be read now."""
+        return bool(self._buffer) or _wait_readable(self.fd, 0.0)
+
+    def read(self, deadline: float | None = None) -> Message:
+        """The next message; ``deadline`` (``time.monotonic()``) bounds the wait for its header,
+        and the body must follow within ``limits.body_timeout_s`` (None: wait, the child's way)."""
+        head = self._take(HEADER.size, deadline)
+        magic, control_len, body_len = HEADER.unpack(head)
+        if magic != MAGIC:
+            raise ProtocolError("not a frame (bad magic)")
+        if control_len > self.limits.max_control_bytes:
+            raise ProtocolError(f"a message of {control_len} bytes exceeds the limit of "
+                                f"{self.limits.max_control_bytes}")
+        if body_len > self.limits.max_body_bytes:
+            raise ProtocolError(f"an answer of {body_len} bytes exceeds the limit of "
+                                f"{self.limits.max_body_bytes} (PARALLELRUN_MAX_RESULT_BYTES)")
+        body_deadline = None if deadline is None else time.monotonic() + self.limits.body_timeout_s
+        try:
+            control = self._take(control_len, body_deadline)
+            body = self._take(body_len, body_deadline) if body_len else b""
+        except ChannelTimeout as exc:
+            raise ProtocolError(f"an incomplete answer: {exc}") from None
+        return decode(control, body)
+
+    def _take(self, n: int, deadline: float | None) -> bytes:
+        while len(self._buffer) < n:
+            if deadline is not None and not _wait_readable(self.fd, deadline - time.monotonic()):
+                raise ChannelTimeout(f"{len(self._buffer)} of {n} bytes by the deadline")
+            try:
+                chunk = os.read(self.fd, max(n - len(self._buffer), 1 << 16))
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                raise ChannelClosed(str(exc)) from None
+            if not chunk:
+                raise ChannelClosed("end of pipe")
+            self._buffer += chunk
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return data
+
+
+def write(fd: int, message: Message, timeout_s: float | None = None) -> None:
+    """Write one frame; with ``timeout_s``, ``fd`` must be non-blocking and a reader that does not
+    take it in time raises :class:`ChannelTimeout`. A closed reader raises :class:`ChannelClosed`."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    for part in _parts(message):
+        _write_all(fd, memoryview(part), deadline)
+
+
+def _write_all(fd: int, data: memoryview, deadline: float | None) -> None:
+    while data:
+        try:
+            written = os.write(fd, data)
+        except BlockingIOError:
+            written = 0
+        except InterruptedError:
+            continue
+        except OSError as exc:        # EPIPE: the reader is gone
+            raise ChannelClosed(errno.errorcode.get(exc.errno or 0, str(exc))) from None
+        data = data[written:]
+        if data and deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not _wait(fd, select.POLLOUT, remaining):
+                raise ChannelTimeout(f"{len(data)} bytes not taken in by the deadline")
+
+
+def _wait_readable(fd: int, timeout_s: float) -> bool:
+    return _wait(fd, select.POLLIN, timeout_s)
+
+
+def _wait(fd: int, event: int, timeout_s: float) -> bool:
+    poller = select.poll()
+    poller.register(fd, event)
+    end = time.monotonic() + max(0.0, timeout_s)
+    while True:
+        try:
+            # POLLHUP / POLLERR count as ready: the read or write that follows reports them
+            return bool(poller.poll(max(0.0, end - time.monotonic()) * 1000))
+        except InterruptedError:
+            continue

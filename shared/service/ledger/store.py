@@ -1,0 +1,402 @@
+"""The ledger: one Table partition per job holding the job row, one row per mini-batch, counter
+shards and error records.
+
+Row keys: ``job``; ``b000000042`` (mini-batch 42); ``c-<instance>-<k>`` (counter shards, one set per
+worker process so concurrent workers never contend); ``e000000042-001`` (error of try 1 of batch 42).
+Every state move is a conditional (ETag) write; a mini-batch's final transition and its counter
+update commit together in one entity-group transaction, so only one writer can ever count it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+
+from shared.errors import NotFoundError
+from shared.states import BatchState, JobState
+
+log = logging.getLogger("parallelrun.ledger")
+
+JOB_KEY = "job"
+_CHUNK = 30_000          # characters per string property (Table limit: 64 KiB of UTF-16)
+_MAX_CHUNKS = 28         # keeps an entity well under the 1 MiB limit
+COUNTER_SHARDS = 4       # shards per worker process
+
+
+class Conflict(Exception):
+    """A conditional write lost: somebody else changed the row first."""
+
+
+def batch_key(index: int) -> str:
+    return f"b{index:09d}"
+
+
+def _put_long(entity: dict[str, Any], name: str, text: str) -> None:
+    chunks = [text[i:i + _CHUNK] for i in range(0, len(text), _CHUNK)] or [""]
+    if len(chunks) > _MAX_CHUNKS:
+        raise ValueError(f"{name} is too large for a ledger row ({len(text):,} characters)")
+    entity[name] = chunks[0]
+    for i, chunk in enumerate(chunks[1:], 1):
+        entity[f"{name}_{i}"] = chunk
+
+
+def _get_long(entity: dict[str, Any], name: str) -> str:
+    parts, i = [entity.get(name, "")], 1
+    while f"{name}_{i}" in entity:
+        parts.append(entity[f"{name}_{i}"])
+        i += 1
+    return "".join(parts)
+
+
+@dataclass(frozen=True)
+class JobRow:
+    job_id: str
+    spec: dict[str, Any]
+    state: str = JobState.QUEUED
+    planned: int = 0
+    items_total: int = 0             # files; for tables, the rows known at planning (Parquet)
+    text_bytes: int = 0              # tables: bytes of the text pieces planned (rows not known)
+    planning_done: bool = False
+    plan_step: int = 0
+    plan_cursor: dict[str, Any] = field(default_factory=dict)
+    window: int = 1
+    snapshot: str = ""
+    models: dict[str, int] = field(default_factory=dict)
+    schemas: dict[str, Any] = field(default_factory=dict)   # tabular input index -> schema
+    output_container: str = ""
+    output_prefix: str = ""
+    stop_reason: str = ""
+    stopped_at: float = 0.0
+    error: str = ""
+    rows: int = 0
+    created_at: float = 0.0
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    repairs: int = 0                # rounds in which the finalizer re-ran mini-batches storage lost
+    rerun: dict[str, str] = field(default_factory=dict)   # the last round: index -> lost block id
+    checkpoint_at: float = 0.0      # when the staged rows were last committed (long jobs)
+    etag: str = ""
+
+    _JSON = ("spec", "plan_cursor", "models", "schemas", "rerun")
+
+    def to_entity(self) -> dict[str, Any]:
+        entity: dict[str, Any] = {"PartitionKey": self.job_id, "RowKey": JOB_KEY}
+        for f in fields(self):
+            if f.name in ("job_id", "etag"):
+                continue
+            value = getattr(self, f.name)
+            if f.name in self._JSON:
+                _put_long(entity, f.name, json.dumps(value, separators=(",", ":")))
+            else:
+                entity[f.name] = value
+        return entity
+
+    @classmethod
+    def from_entity(cls, e: dict[str, Any]) -> JobRow:
+        kw: dict[str, Any] = {"job_id": e["PartitionKey"], "etag": e.metadata["etag"]}
+        for f in fields(cls):
+            if f.name in ("job_id", "etag"):
+                continue
+            if f.name in cls._JSON:
+                kw[f.name] = json.loads(_get_long(e, f.name) or "{}")
+            elif f.name in e:
+                kw[f.name] = e[f.name]
+        return cls(**kw)
+
+    @property
+    def active(self) -> bool:
+        """Mini-batches of this job may still run (not stopped, not finalizing or finished)."""
+        return self.state in (JobState.QUEUED, JobState.RUNNING) and not self.stop_reason
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    job_id: str
+    index: int
+    items: list[list[Any]]           # [[input index, blob name], ...] in input order
+    state: str = BatchState.PENDING
+    tries: int = 0                   # failed tries so far (raise, timeout, crash)
+    deliveries: int = 0              # times a worker started it
+    try_id: str = ""                 # set when a try starts; identifies its commits
+    block_id: str = ""
+    shard: int = 0
+    size: int = -1                   # items once known: files, or a table's rows once loaded
+    header: str = ""                 # output_format csv: the result's header line
+    reruns: int = 0                  # times it ran again because storage lost its staged rows
+    rows: int = 0
+    ok: int = 0
+    failed: int = 0
+    error: str = ""
+    node: str = ""
+    pid: int = 0
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    etag: str = ""
+
+    def to_entity(self) -> dict[str, Any]:
+        entity: dict[str, Any] = {"PartitionKey": self.job_id, "RowKey": batch_key(self.index)}
+        for f in fields(self):
+            if f.name in ("job_id", "index", "etag", "items"):
+                continue
+            entity[f.name] = getattr(self, f.name)
+        _put_long(entity, "items", json.dumps(self.items, separators=(",", ":")))
+        entity["n_items"] = len(self.items)
+        return entity
+
+    @classmethod
+    def from_entity(cls, e: dict[str, Any]) -> BatchRow:
+        kw: dict[str, Any] = {"job_id": e["PartitionKey"], "index": int(e["RowKey"][1:]),
+                              "etag": e.metadata["etag"],
+                              "items": json.loads(_get_long(e, "items") or "[]")}
+        for f in fields(cls):
+            if f.name not in kw and f.name in e:
+                kw[f.name] = e[f.name]
+        return cls(**kw)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in (BatchState.SUCCEEDED, BatchState.FAILED)
+
+
+@dataclass(frozen=True)
+class Totals:
+    """The job's counters, summed over every counter shard."""
+
+    batches_succeeded: int = 0
+    batches_failed: int = 0
+    items_succeeded: int = 0
+    items_failed: int = 0
+    tries_failed: int = 0
+    rows: int = 0
+    tries: int = 0          # tries settled (succeeded, failed or retried), for averages
+    ms_queue: int = 0       # waiting in the queue: enqueued -> a worker started the try
+    ms_download: int = 0    # fetching the mini-batch's files
+    ms_wait: int = 0        # waiting for a free scoring process (including init())
+    ms_run: int = 0         # run() (for tables: reading the pieces, then run())
+    ms_write: int = 0       # staging rows, uploading outputs and logs
+    calls: int = 0          # storage round trips of the worker, besides downloading inputs
+    items_bounded: int = 0  # failed items counted as an upper bound (lines of unparsable pieces)
+    text_bytes_read: int = 0   # bytes of settled text pieces (tables), and their rows:
+    text_rows_read: int = 0    # what estimates the rows of the pieces not read yet
+
+    STAGES = ("queue", "download", "wait", "run", "write")
+
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    @property
+    def batches_done(self) -> int:
+        return self.batches_succeeded + self.batches_failed
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    """One failed try, as the status API and the logs show it."""
+
+    batch: int
+    attempt: int
+    kind: str            # "error" | "timeout" | "crash" | "init" | "item" | "poison" | "job"
+    message: str
+    traceback: str = ""
+    file: str = ""
+    node: str = ""
+    process: str = ""
+    at: float = 0.0
+
+    def to_entity(self, job_id: str) -> dict[str, Any]:
+        entity = {"PartitionKey": job_id,
+                  "RowKey": f"e{self.batch:09d}-{self.attempt:03d}-{self.kind}-{int(self.at * 1000)}",
+                  "batch": self.batch, "attempt": self.attempt, "kind": self.kind,
+                  "message": self.message[:_CHUNK], "file": self.file, "node": self.node,
+                  "process": self.process, "at": self.at}
+        _put_long(entity, "traceback", self.traceback[-_CHUNK * 4:])
+        return entity
+
+    @classmethod
+    def from_entity(cls, e: dict[str, Any]) -> ErrorRecord:
+        return cls(batch=e["batch"], attempt=e["attempt"], kind=e["kind"], message=e["message"],
+                   traceback=_get_long(e, "traceback"), file=e.get("file", ""),
+                   node=e.get("node", ""), process=e.get("process", ""), at=e.get("at", 0.0))
+
+
+class _Shard:
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.lock = threading.Lock()
+        self.values: dict[str, dict[str, int]] = {}   # job id -> counters
+        self.etags: dict[str, str] = {}
+
+
+class Ledger:
+    """Typed, conditional access to the ledger table. One instance per process is enough."""
+
+    def __init__(self, table: TableClient, instance_id: str | None = None) -> None:
+        self.table = table
+        self.instance_id = instance_id or uuid.uuid4().hex[:12]
+        self._shards = [_Shard(f"c-{self.instance_id}-{k}") for k in range(COUNTER_SHARDS)]
+        self._next_shard = 0
+        self._shard_lock = threading.Lock()
+
+    # -- jobs ------------------------------------------------------------------------------
+    def create_job(self, job: JobRow) -> JobRow:
+        try:
+            self.table.create_entity(job.to_entity())
+        except ResourceExistsError:
+            existing = self.get_job(job.job_id)
+            if existing.created_at != job.created_at:   # not our own create, answered late
+                raise
+        return self.get_job(job.job_id)
+
+    def get_job(self, job_id: str) -> JobRow:
+        try:
+            return JobRow.from_entity(self.table.get_entity(job_id, JOB_KEY))
+        except ResourceNotFoundError:
+            raise NotFoundError(f"no such job: {job_id}") from None
+
+    def update_job(self, job: JobRow, **changes: Any) -> JobRow:
+        """Conditionally apply ``changes`` to ``job``; raises :class:`Conflict` if it moved."""
+        new = replace(job, **changes)
+        try:
+            self.table.update_entity(new.to_entity(), mode=UpdateMode.REPLACE, etag=job.etag,
+                                     match_condition=MatchConditions.IfNotModified)
+        except ResourceModifiedError:
+            raise Conflict(job.job_id) from None
+        return self.get_job(job.job_id)
+
+    # -- mini-batches ----------------------------------------------------------------------
+    def put_batches(self, rows: list[BatchRow]) -> None:
+        """Upsert planned mini-batch rows (idempotent: re-planning writes the same content)."""
+        for start in range(0, len(rows), 100):
+            ops = [("upsert", r.to_entity(), {"mode": UpdateMode.REPLACE})
+                   for r in rows[start:start + 100]]
+            self.table.submit_transaction(ops)
+
+    def get_batch(self, job_id: str, index: int) -> BatchRow | None:
+        try:
+            return BatchRow.from_entity(self.table.get_entity(job_id, batch_key(index)))
+        except ResourceNotFoundError:
+            return None
+
+    def batches(self, job_id: str, lo: int = 0, hi: int | None = None,
+                select: list[str] | None = None) -> Iterator[BatchRow]:
+        """Mini-batch rows ``lo <= index < hi`` in index order."""
+        upper = batch_key(hi) if hi is not None else "c"
+        query = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
+        params = {"pk": job_id, "lo": batch_key(lo), "hi": upper}
+        for e in self.table.query_entities(query, parameters=params, select=select):
+            if select is not None:
+                e.setdefault("items", "[]")
+            yield BatchRow.from_entity(e)
+
+    def mark_running(self, batch: BatchRow, node: str) -> BatchRow:
+        """Start a try (a fresh ``try_id``); raises :class:`Conflict` if the row moved."""
+        new = replace(batch, state=BatchState.RUNNING, deliveries=batch.deliveries + 1,
+                      node=node, try_id=uuid.uuid4().hex[:12], started_at=time.time())
+        try:
+            meta = self.table.update_entity(new.to_entity(), mode=UpdateMode.REPLACE, etag=batch.etag,
+                                            match_condition=MatchConditions.IfNotModified)
+        except ResourceModifiedError:
+            latest = self.get_batch(batch.job_id, batch.index)
+            if latest is not None and latest.try_id == new.try_id:
+                return latest   # our write landed; only its answer was lost (and retried)
+            raise Conflict(batch_key(batch.index)) from None
+        return replace(new, etag=meta["etag"])
+
+    def commit(self, batch: BatchRow, delta: Totals, error: ErrorRecord | None = None) -> bool:
+        """Write ``batch`` (its new state) conditionally on its ETag together with ``delta`` on one
+        of this process's counter shards and ``error``. Returns False if the row moved meanwhile
+        (the caller re-reads and decides again)."""
+        shard = self._pick_shard()
+        with shard.lock:
+            current = shard.values.get(batch.job_id) or {f.name: 0 for f in fields(Totals)}
+            counters = {k: current[k] + getattr(delta, k) for k in current}
+            counter_entity = {"PartitionKey": batch.job_id, "RowKey": shard.key, **counters}
+            etag = shard.etags.get(batch.job_id)
+            counter_op: tuple[str, dict[str, Any], dict[str, Any]] = (
+                ("update", counter_entity, {"mode": UpdateMode.REPLACE, "etag": etag,
+                                            "match_condition": MatchConditions.IfNotModified})
+                if etag else ("create", counter_entity, {}))
+            ops = [("update", batch.to_entity(), {"mode": UpdateMode.REPLACE, "etag": batch.etag,
+                                                  "match_condition": MatchConditions.IfNotModified}),
+                   counter_op]
+            if error is not None:
+                ops.append(("upsert", error.to_entity(batch.job_id), {"mode": UpdateMode.REPLACE}))
+            try:
+                result = self.table.submit_transaction(ops)
+            except TableTransactionError as exc:
+                if exc.status_code not in (404, 409, 412):   # 404: storage lost the shard
+                    raise
+                self._reload_shard(shard, batch.job_id)
+                log.info("commit lost: job=%s batch=%d (%s)", batch.job_id, batch.index,
+                         exc.error_code)
+                return False
+            shard.values[batch.job_id] = counters
+            shard.etags[batch.job_id] = result[1]["etag"]
+            return True
+
+    def _pick_shard(self) -> _Shard:
+        with self._shard_lock:
+            for _ in range(len(self._shards)):
+                shard = self._shards[self._next_shard]
+                self._next_shard = (self._next_shard + 1) % len(self._shards)
+                if not shard.lock.locked():
+                    return shard
+            return shard
+
+    def _reload_shard(self, shard: _Shard, job_id: str) -> None:
+        try:
+            e = self.table.get_entity(job_id, shard.key)
+        except ResourceNotFoundError:
+            shard.values.pop(job_id, None)
+            shard.etags.pop(job_id, None)
+            return
+        shard.values[job_id] = {f.name: int(e.get(f.name, 0)) for f in fields(Totals)}
+        shard.etags[job_id] = e.metadata["etag"]
+
+    def unsettle(self, batch: BatchRow, note: ErrorRecord) -> bool:
+        """Move a succeeded mini-batch whose staged rows storage lost back to ``pending``, taking
+        its counts off the totals in the same transaction (no try is consumed). False if the row
+        moved meanwhile."""
+        new = replace(batch, state=BatchState.PENDING, block_id="", header="", rows=0, ok=0,
+                      failed=0, error=note.message, reruns=batch.reruns + 1, ended_at=0.0)
+        delta = Totals(batches_succeeded=-1, items_succeeded=-batch.ok, items_failed=-batch.failed,
+                       rows=-batch.rows)
+        return self.commit(new, delta, note)
+
+    # -- counters and errors ---------------------------------------------------------------
+    def totals(self, job_id: str) -> Totals:
+        total = Totals()
+        query = "PartitionKey eq @pk and RowKey ge 'c-' and RowKey lt 'c.'"
+        for e in self.table.query_entities(query, parameters={"pk": job_id}):
+            total = total + Totals(**{f.name: int(e.get(f.name, 0)) for f in fields(Totals)})
+        return total
+
+    def record_error(self, job_id: str, error: ErrorRecord) -> None:
+        """An error that belongs to no try's commit (the job cannot run at all)."""
+        self.table.upsert_entity(error.to_entity(job_id), mode=UpdateMode.REPLACE)
+
+    def count_batches(self, job_id: str, state: str) -> int:
+        query = "PartitionKey eq @pk and RowKey ge 'b' and RowKey lt 'c' and state eq @state"
+        return sum(1 for _ in self.table.query_entities(
+            query, parameters={"pk": job_id, "state": state}, select=["RowKey"]))
+
+    def errors(self, job_id: str, limit: int = 100) -> list[ErrorRecord]:
+        if limit <= 0:
+            return []
+        query = "PartitionKey eq @pk and RowKey ge 'e' and RowKey lt 'f'"
+        out: list[ErrorRecord] = []
+        for e in self.table.query_entities(query, parameters={"pk": job_id}, results_per_page=limit):
+            out.append(ErrorRecord.from_entity(e))
+            if len(out) >= limit:
+                break
+        return out

@@ -1,0 +1,127 @@
+"""File inputs (PRS's FileDataset): listing blobs page by page, and downloading a mini-batch.
+
+An input is a container plus a prefix and an optional glob, or an explicit list of blob names.
+Listing is incremental (one page per planner step), so a million-blob input never has to fit in
+memory; the order is the listing order (lexicographic), or the list's own order.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from shared.errors import SubmitterError
+from shared.storage import Storage
+
+log = logging.getLogger("parallelrun.datasets")
+
+PAGE_SIZE = 5000
+
+
+@dataclass(frozen=True)
+class FileInput:
+    name: str
+    container: str
+    prefix: str = ""
+    glob: str | None = None
+    files: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_spec(cls, data: dict[str, Any], index: int) -> FileInput:
+        files = data.get("files")
+        return cls(name=data.get("name") or f"input_{index}", container=data["container"],
+                   prefix=data.get("prefix") or "", glob=data.get("glob"),
+                   files=tuple(files) if files else None)
+
+    def matches(self, blob_name: str) -> bool:
+        if blob_name.endswith("/"):
+            return False
+        if not self.glob:
+            return True
+        rel = blob_name[len(self.prefix):] if blob_name.startswith(self.prefix) else blob_name
+        return fnmatch.fnmatchcase(rel, self.glob)
+
+    def describe(self) -> str:
+        where = f"{self.container}/{self.prefix}"
+        return f"{where} (glob {self.glob})" if self.glob else where
+
+
+def list_page(storage: Storage, item: FileInput, token: str | None,
+              page_size: int = PAGE_SIZE) -> tuple[list[str], str | None]:
+    """One page of the input's blob names, and the token of the next page (None at the end)."""
+    if item.files is not None:
+        start = int(token or 0)
+        names = list(item.files[start:start + page_size])
+        end = start + len(names)
+        return names, (str(end) if end < len(item.files) else None)
+    container = storage.container(item.container)
+    try:
+        # Names only: the same List Blobs call, but the SDK skips building a BlobProperties per
+        # blob (~0.2 ms of client CPU each, 5x the rest of the page's cost). Continuation tokens
+        # are the service's NextMarker either way, so cursors written by list_blobs still work.
+        pages = container.list_blob_names(name_starts_with=item.prefix or None,
+                                          results_per_page=page_size).by_page(continuation_token=token)
+        page = next(pages)
+        names = [name for name in page if item.matches(name)]
+    except ResourceNotFoundError:
+        raise SubmitterError(f"input {item.name}: container {item.container!r} does not exist") from None
+    except StopIteration:
+        return [], None
+    return names, pages.continuation_token
+
+
+def local_path(root: Path, input_name: str, blob_name: str) -> Path:
+    """Where a blob is downloaded for ``run()``; never outside ``root``."""
+    parts = PurePosixPath(blob_name).parts
+    if not parts or any(p in ("..", "") for p in parts) or blob_name.startswith("/"):
+        raise SubmitterError(f"blob name {blob_name!r} cannot be used as a file path")
+    path = root.joinpath(input_name, *parts)
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise SubmitterError(f"blob name {blob_name!r} escapes the download folder")
+    return path
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    paths: list[str]                        # in mini-batch order, present files only
+    missing: list[tuple[str, str]]          # (blob name, reason) of items that could not be fetched
+    names: dict[str, str] = field(default_factory=dict)   # local path -> blob name
+
+
+def download_batch(storage: Storage, inputs: list[FileInput], items: list[list[Any]],
+                   root: Path, pool: Executor) -> Downloaded:
+    """Download a mini-batch's blobs concurrently on ``pool`` (plain HTTP GETs, see
+    :mod:`shared.scoring.blobreader`); a missing blob is reported, not raised."""
+    reader = storage.blob_reader
+
+    def fetch(item: list[Any]) -> tuple[str | None, tuple[str, str] | None, str]:
+        input_index, blob_name = item
+        source = inputs[input_index]
+        try:
+            path = local_path(root, source.name, blob_name)
+        except SubmitterError as exc:
+            return None, (blob_name, str(exc)), blob_name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(path, "wb") as fh:
+                reader.read_into(source.container, blob_name, fh)
+        except ResourceNotFoundError:
+            path.unlink(missing_ok=True)
+            return None, (blob_name, f"blob {source.container}/{blob_name} does not exist"), blob_name
+        return str(path), None, blob_name
+
+    results = list(pool.map(fetch, items))
+    paths = [p for p, _, _ in results if p is not None]
+    missing = [m for _, m, _ in results if m is not None]
+    return Downloaded(paths, missing, {p: b for p, _, b in results if p is not None})
+
+
+def total_bytes(paths: list[str]) -> int:
+    return sum(os.path.getsize(p) for p in paths)

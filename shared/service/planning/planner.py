@@ -1,0 +1,265 @@
+"""The planner: lists a job's inputs page by page, writes mini-batch rows, keeps the queue short.
+
+Each invocation plans one page of one input (``PlanMessage.step`` guards against duplicates), writes
+its mini-batch rows, advances the job's cursor with a conditional write, then enqueues: the first
+``window`` mini-batches of the job, plus any mini-batch whose predecessor ``index - window``
+already settled (its finisher could not enqueue it because it was not planned yet). Every other
+mini-batch is enqueued by the finisher of its predecessor (see :mod:`shared.service.working.worker`).
+
+Two overlaps keep a step short without changing what it commits:
+
+* a page's mini-batch rows are written as concurrent entity-group transactions (all of them finish
+  before the cursor moves, so workers never see a cursor ahead of its rows);
+* as soon as a step knows where the next page starts, that page is listed in the background, and
+  the next step takes it if this process runs it (``_Prefetcher``). Otherwise the next step lists
+  it itself, exactly as without listing ahead, and listing ahead stops for the job (the cursor's
+  ``ahead``). Listing is not a snapshot in Azure Storage either, so a page listed a moment earlier
+  is as right as one listed now.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from shared.service.planning import fileinputs as datasets
+from shared.service.ledger import decisions
+from shared.service.jobs import joblist as index
+from shared.scoring import tables
+from shared.service.planning.fileinputs import FileInput
+from shared.errors import SubmitterError
+from shared.service.ledger.store import BatchRow, Conflict, JobRow, Ledger
+from shared.messages import BatchMessage, FinalizeMessage, PlanMessage
+from shared.spec import JobSpec, parse_mini_batch_size, parse_spec
+from shared.states import JobState
+from shared.storage import Storage
+
+log = logging.getLogger("parallelrun.planner")
+
+TRANSACTION_ROWS = 100      # an entity-group transaction holds at most 100 operations
+WRITE_CONCURRENCY = 4       # transactions of one page in flight at once (1: one after another)
+PREFETCH = True             # list the next page while the current one is written
+
+Page = tuple[list[str], str | None]   # blob names, the next page's continuation token
+
+
+@dataclass
+class _Pending:
+    started: float
+    future: Future[Page]
+
+
+class _Prefetcher:
+    """Pages listed ahead for the next planner step, kept in this process.
+
+    At most ``max_pages`` pages (~0.5 MB each) are held, each for at most ``ttl_s``: a page whose
+    step runs in another process is simply dropped. A page that failed to list is never used (the
+    step lists again and meets the error itself)."""
+
+    def __init__(self, max_pages: int = 4, ttl_s: float = 120.0) -> None:
+        self.max_pages = max_pages
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._pages: OrderedDict[Hashable, _Pending] = OrderedDict()
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="plan-prefetch")
+
+    def start(self, key: Hashable, list_fn: Callable[[], Page]) -> None:
+        with self._lock:
+            self._expire()
+            if key in self._pages:
+                return
+            while len(self._pages) >= self.max_pages:
+                self._pages.popitem(last=False)[1].future.cancel()
+            self._pages[key] = _Pending(time.monotonic(), self._pool.submit(list_fn))
+
+    def take(self, key: Hashable) -> Page | None:
+        """The page listed ahead under ``key`` (waiting for it if still listing), or None."""
+        with self._lock:
+            self._expire()
+            pending = self._pages.pop(key, None)
+        if pending is None:
+            return None
+        try:
+            return pending.future.result()
+        except Exception as exc:  # noqa: BLE001 - the step lists again and handles the error
+            log.info("prefetched page failed, listing again: %s", exc)
+            return None
+
+    def clear(self) -> None:
+        with self._lock:
+            for pending in self._pages.values():
+                pending.future.cancel()
+            self._pages.clear()
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, p in self._pages.items() if now - p.started > self.ttl_s]:
+            self._pages.pop(key).future.cancel()
+
+
+_prefetcher = _Prefetcher()
+_writers = ThreadPoolExecutor(max_workers=WRITE_CONCURRENCY, thread_name_prefix="plan-write")
+
+
+def plan_step(storage: Storage, ledger: Ledger, msg: PlanMessage) -> None:
+    """Plan one page of the job's inputs. Safe to run more than once per message."""
+    job = ledger.get_job(msg.job_id)
+    if job.active and job.plan_step == msg.step + 1:
+        _side_effects(storage, ledger, job)   # the step was committed; its planner may have died
+        return
+    if not job.active or job.plan_step != msg.step or job.planning_done:
+        log.info("plan step dropped: job=%s step=%d (job step=%d, state=%s)", msg.job_id,
+                 msg.step, job.plan_step, job.state)
+        return
+    spec = parse_spec(job.spec)
+    try:
+        new_rows, cursor, done, schemas = _next_page(storage, job, spec)
+    except SubmitterError as exc:
+        _fail_planning(storage, ledger, job, str(exc))
+        return
+    if done and job.planned + len(new_rows) == 0:
+        _fail_planning(storage, ledger, job, "the inputs matched no files: " + ", ".join(
+            FileInput.from_spec(i, n).describe() for n, i in enumerate(job.spec["inputs"])))
+        return
+    _put_rows(ledger, new_rows)
+    planned = job.planned + len(new_rows)
+    # items: files; for tables the rows of Parquet pieces (metadata) and the bytes of text pieces,
+    # whose rows are known once read (estimated meanwhile: shared.service.ledger.decisions.items_total)
+    rows, text_bytes = (tables.planned_counts(it for r in new_rows for it in r.items)
+                        if spec.input_type == "tabular" else
+                        (sum(len(r.items) for r in new_rows), 0))
+    try:
+        job = ledger.update_job(
+            job, planned=planned, plan_cursor=cursor, plan_step=job.plan_step + 1,
+            planning_done=done, schemas=schemas, items_total=job.items_total + rows,
+            text_bytes=job.text_bytes + text_bytes,
+            state=JobState.RUNNING, started_at=job.started_at or time.time())
+    except Conflict:
+        job = ledger.get_job(msg.job_id)
+        if job.plan_step == msg.step:
+            # another write moved the job row (a checkpoint, a stop): this step is still to do;
+            # the host delivers the message again and the step is redone (idempotent)
+            raise
+        if job.plan_step != msg.step + 1:
+            log.info("plan step lost a race: job=%s step=%d", msg.job_id, msg.step)
+            return
+        # the step was committed (by us, with a lost answer, or by an identical duplicate)
+    _side_effects(storage, ledger, job)
+    log.info("planned: job=%s step=%d batches=%d total=%d done=%s", job.job_id, msg.step,
+             len(new_rows), planned, done)
+
+
+def _side_effects(storage: Storage, ledger: Ledger, job: JobRow) -> None:
+    """After a step's commit: enqueue its mini-batches, then the next step or the finalizer.
+    Safe to repeat (duplicate messages are harmless)."""
+    if job.plan_step == 1:
+        index.set_state(storage, job, JobState.RUNNING)   # never moves the index row backwards
+    _enqueue_new(storage, ledger, job, range(job.plan_cursor.get("first", job.planned), job.planned))
+    if not job.planning_done:
+        storage.queue(storage.settings.plan_queue).send_message(
+            PlanMessage(job.job_id, job.plan_step).to_json())
+    elif decisions.complete(job, ledger.totals(job.job_id)):
+        storage.queue(storage.settings.finalize_queue).send_message(FinalizeMessage(job.job_id).to_json())
+
+
+def _next_page(storage: Storage, job: JobRow, spec: JobSpec
+               ) -> tuple[list[BatchRow], dict[str, Any], bool, dict[str, Any]]:
+    """The mini-batches of the next page, the new cursor, whether planning is finished, and the
+    inputs' schemas (tabular)."""
+    cursor = dict(job.plan_cursor) or {"input": 0, "token": None, "carry": []}
+    specs = job.spec["inputs"]
+    index = cursor["input"]
+    names, token, ahead = _page(storage, job, specs, cursor)
+    last_page = token is None
+    tabular = spec.input_type == "tabular"
+    schemas = dict(job.schemas)
+    new: list[list[Any]] = []
+    for name in names:
+        if not tabular:
+            new.append([index, name])
+            continue
+        if str(index) not in schemas:
+            schemas[str(index)] = tables.schema_for(storage, specs[index], name)
+        new.extend(tables.pieces(storage, specs[index], index, name,
+                                 parse_mini_batch_size(spec.mini_batch_size, "tabular")))
+    groups, carry = tables.group(cursor["carry"] + new, specs, spec.partition_keys,
+                                 spec.file_batch_size if not tabular else 0, tabular, last_page)
+    rows = [BatchRow(job.job_id, job.planned + k, g) for k, g in enumerate(groups)]
+    done = last_page and index + 1 >= len(specs)
+    cursor = ({"input": index + 1, "token": None, "carry": []} if last_page
+              else {"input": index, "token": token, "carry": carry})
+    cursor["first"] = job.planned   # this step's first mini-batch, to redo its side effects
+    if ahead is not None:
+        cursor["ahead"] = ahead
+    return rows, cursor, done, schemas
+
+
+def _page(storage: Storage, job: JobRow, specs: list[dict[str, Any]], cursor: dict[str, Any]
+          ) -> tuple[list[str], str | None, bool | None]:
+    """The cursor's page of blob names, the next page's token, and the cursor's new ``ahead``:
+    True if the next page is being listed ahead in this process, False once listing ahead has
+    stopped for the job, None if nothing was listed ahead.
+
+    A step that does not find its page listed ahead here ran in another process than the step
+    before it: the job's steps are spread over processes, and listing ahead stops for the job, so
+    at most one page per job is listed in vain."""
+    index, token, page_size = cursor["input"], cursor["token"], storage.settings.plan_page_size
+    item = FileInput.from_spec(specs[index], index)
+    expected = cursor.get("ahead") if PREFETCH else None
+    page = _prefetcher.take((job.job_id, index, token, page_size)) if expected else None
+    missed = expected is True and page is None
+    names, next_token = page if page is not None else datasets.list_page(storage, item, token,
+                                                                          page_size)
+    if expected is False or missed:
+        return names, next_token, False
+    nxt_index, nxt_token = (index, next_token) if next_token is not None else (index + 1, None)
+    if not PREFETCH or nxt_index >= len(specs):
+        return names, next_token, None
+    nxt_item = FileInput.from_spec(specs[nxt_index], nxt_index)
+    if nxt_item.files is not None:          # an explicit list of names: nothing to list
+        return names, next_token, None
+    _prefetcher.start((job.job_id, nxt_index, nxt_token, page_size),
+                      lambda: datasets.list_page(storage, nxt_item, nxt_token, page_size))
+    return names, next_token, True
+
+
+def _put_rows(ledger: Ledger, rows: list[BatchRow]) -> None:
+    """Upsert the page's mini-batch rows, up to ``WRITE_CONCURRENCY`` transactions at once; returns
+    when every transaction has finished, raising the first failure (the step is then redone, and
+    upserts of the same rows are harmless)."""
+    chunks = [rows[i:i + TRANSACTION_ROWS] for i in range(0, len(rows), TRANSACTION_ROWS)]
+    if len(chunks) <= 1 or WRITE_CONCURRENCY <= 1:
+        ledger.put_batches(rows)
+        return
+    futures = [_writers.submit(ledger.put_batches, chunk) for chunk in chunks]
+    wait(futures)
+    for future in futures:
+        future.result()
+
+
+def _enqueue_new(storage: Storage, ledger: Ledger, job: JobRow, new: range) -> None:
+    if not len(new):
+        return
+    lo = max(0, new.start - job.window)
+    settled = [b.index for b in ledger.batches(job.job_id, lo, max(lo, new.stop - job.window),
+                                               select=["PartitionKey", "RowKey", "state"])
+               if decisions.settled(b.state)]
+    queue = storage.queue(storage.settings.batch_queue)
+    for i in decisions.planner_enqueues(new, job.window, settled):
+        queue.send_message(BatchMessage(job.job_id, i, ready_at=time.time()).to_json())
+
+
+def _fail_planning(storage: Storage, ledger: Ledger, job: JobRow, reason: str) -> None:
+    log.warning("planning failed: job=%s: %s", job.job_id, reason)
+    try:
+        ledger.update_job(job, stop_reason=f"planning failed: {reason}", error=reason,
+                          planning_done=True, stopped_at=time.time())
+    except Conflict:
+        return
+    storage.queue(storage.settings.finalize_queue).send_message(FinalizeMessage(job.job_id).to_json())
