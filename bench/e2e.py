@@ -40,7 +40,7 @@ from shared.service.working import snapshots  # noqa: E402
 from shared.service.ledger.store import Ledger  # noqa: E402
 from shared.local.azurite import Azurite  # noqa: E402
 from shared.local.cluster import LocalCluster  # noqa: E402
-from shared.local.faults import scoring_processes  # noqa: E402
+from shared.local.chaos import scoring_processes  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.states import JobState  # noqa: E402
 from shared.storage import Storage  # noqa: E402
@@ -241,7 +241,7 @@ def count_round_trips(env: Env, batch: int, processes: int = 2, nodes: int = 1) 
     """One images job with every storage request going through counting proxies: requests per
     mini-batch by service and kind, counted on the wire (planner, finalizer and idle polling
     included, spread over the mini-batches)."""
-    from shared.local.faults import FaultyProxy
+    from shared.local.faultproxy import FaultyProxy
     from shared.settings import azurite_connection_string
 
     az = env.azurite

@@ -57,7 +57,7 @@ from shared.service.working.jobcontext import output_target  # noqa: E402
 from shared.service.ledger.store import Ledger  # noqa: E402
 from shared.local.azurite import Azurite, free_port  # noqa: E402
 from shared.local.cluster import LocalCluster  # noqa: E402
-from shared.local.faults import Chaos, kill  # noqa: E402
+from shared.local.chaos import Chaos, kill  # noqa: E402
 from shared.messages import BatchMessage, FinalizeMessage, PlanMessage  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.states import JobState  # noqa: E402
@@ -223,7 +223,7 @@ class Soak:
         (self.faults if done else self.misses)[kind] += 1
 
     def _kill_process(self, chaos: Chaos) -> bool:
-        from shared.local.faults import scoring_processes
+        from shared.local.chaos import scoring_processes
         nodes = [n.process.pid for n in chaos.cluster.nodes if n.process and n.process.poll() is None]
         victims = scoring_processes(nodes)
         return bool(victims) and kill(self.random.choice(victims))

@@ -32,7 +32,7 @@ from shared.service.working import snapshots  # noqa: E402
 from shared.service.ledger.store import Ledger  # noqa: E402
 from shared.local.azurite import Azurite  # noqa: E402
 from shared.local.cluster import LocalCluster  # noqa: E402
-from shared.local.faults import scoring_processes  # noqa: E402
+from shared.local.chaos import scoring_processes  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.states import JobState  # noqa: E402
 from shared.storage import Storage  # noqa: E402

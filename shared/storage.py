@@ -6,10 +6,12 @@ retry policy configured here, so they never consume a user's ``run_max_try``.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 import os
 import threading
+import urllib.parse
 from typing import Any
 
 import requests
@@ -17,13 +19,15 @@ from azure.core.exceptions import ResourceExistsError
 from azure.core.pipeline.policies import RetryPolicy
 from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import (BlobServiceClient, ContainerClient, ContainerSasPermissions,
+                                generate_container_sas)
 from azure.storage.blob import ExponentialRetry as BlobRetry
 from azure.storage.queue import ExponentialRetry as QueueRetry
 from azure.storage.queue import (QueueClient, QueueServiceClient, TextBase64DecodePolicy,
                                  TextBase64EncodePolicy)
 
-from shared.scoring.blobreader import BACKOFF
+from shared.backoff import BACKOFF
+from shared.scoring.blobreader import SAS_LIFETIME, SAS_RENEW_BEFORE, BlobReader
 from shared.settings import Settings
 
 log = logging.getLogger("parallelrun.storage")
@@ -135,10 +139,12 @@ class Storage:
                                                      **self._options()))
 
     @functools.cached_property
-    def blob_reader(self) -> Any:
-        """Whole-blob GETs without the SDK's per-request cost (:mod:`shared.scoring.blobreader`)."""
-        from shared.scoring.blobreader import BlobReader
-        return BlobReader.for_storage(self)
+    def blob_reader(self) -> BlobReader:
+        """Whole-blob GETs without the SDK's per-request cost (:mod:`shared.scoring.blobreader`),
+        with read-only SAS tokens this account makes and renews."""
+        service = self.blob_service
+        return BlobReader(service.url, service.api_version, self.settings.storage_timeout_s,
+                          _StorageSas(self))
 
     # -- resource clients ------------------------------------------------------------------
     def container(self, name: str) -> ContainerClient:
@@ -192,3 +198,36 @@ def _create(create: Any) -> None:
         create()
     except ResourceExistsError:
         pass
+
+
+def blob_path(prefix: str, name: str) -> str:
+    """``name`` under the folder ``prefix`` of a container (no leading or doubled slashes)."""
+    prefix = prefix.strip("/")
+    return f"{prefix}/{name}" if prefix else name
+
+
+class _StorageSas:
+    """Read-only container SAS tokens for a :class:`Storage`'s account."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._delegation_key = None
+        self._delegation_key_expiry = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+    def __call__(self, container: str, now: dt.datetime) -> str:
+        service = self.storage.blob_service
+        credential = service.credential
+        key = getattr(credential, "account_key", None)
+        common = {"account_name": service.account_name, "container_name": container,
+                  "permission": ContainerSasPermissions(read=True),
+                  "start": now - dt.timedelta(minutes=5), "expiry": now + SAS_LIFETIME}
+        if key:
+            return generate_container_sas(account_key=key, **common)
+        if credential is None:   # the connection string carries a SAS (or the account is public)
+            return urllib.parse.urlsplit(service.url).query
+        if self._delegation_key is None or self._delegation_key_expiry - now < SAS_RENEW_BEFORE:
+            expiry = now + dt.timedelta(hours=2)
+            self._delegation_key = service.get_user_delegation_key(now - dt.timedelta(minutes=5),
+                                                                   expiry)
+            self._delegation_key_expiry = expiry
+        return generate_container_sas(user_delegation_key=self._delegation_key, **common)

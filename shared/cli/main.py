@@ -22,7 +22,7 @@ from azure.core.exceptions import AzureError
 
 from shared.service.jobs import lifecycle as jobs
 from shared.service.working import models
-from shared.service.finalizing import assembly as output
+from shared.service import results
 from shared.service.working import snapshots
 from shared.cli.console import console, err_console, rows_table, status_table, watch
 from shared.errors import ParallelRunError, SpecError, SubmitterError
@@ -30,7 +30,7 @@ from shared.service.ledger.store import Ledger
 from shared.limits import Limits, check_spec_bytes, load_text
 from shared.settings import LOCAL_KEY_SETTING, Settings
 from shared.spec import ContainerName, parse_spec
-from shared.storage import Storage
+from shared.storage import Storage, blob_path
 
 app = typer.Typer(help="ParallelRunStep-style batch inference on Azure Functions and Azure Storage.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -92,7 +92,7 @@ def upload_path(storage: Storage, local: Path, target: str) -> int:
     client = storage.ensure_container(container)
 
     def put(path: Path) -> None:
-        name = output.join(prefix, path.relative_to(base).as_posix())
+        name = blob_path(prefix, path.relative_to(base).as_posix())
         with open(path, "rb") as fh:
             client.upload_blob(name, fh, overwrite=True)
 
@@ -343,10 +343,10 @@ def results(job_id: str, head: int = 10,
     if out["blob"] is None:
         raise ParallelRunError(f"job {job_id} writes no rows (output_action summary_only)")
     if download:
-        path = output.download_to(storage, out["container"], out["blob"], download / Path(out["blob"]).name)
+        path = results.download_to(storage, out["container"], out["blob"], download / Path(out["blob"]).name)
         console.print(f"saved {path}")
     else:
-        console.print(rows_table(output.read_head(storage, out["container"], out["blob"], head),
+        console.print(rows_table(results.read_head(storage, out["container"], out["blob"], head),
                                  f"first {head} rows"))
         console.print(out["url"], soft_wrap=True)
 

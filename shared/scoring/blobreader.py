@@ -35,10 +35,9 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, TypeVar
+from typing import IO, TypeVar
 
-if TYPE_CHECKING:
-    from shared.storage import Storage
+from shared.backoff import BACKOFF
 
 log = logging.getLogger("parallelrun.blobreader")
 
@@ -47,11 +46,6 @@ SAS_RENEW_BEFORE = dt.timedelta(minutes=10)
 TRANSIENT = {408, 429, 500, 502, 503, 504}
 CHUNK = 1 << 20
 T = TypeVar("T")
-# Blob and queue clients' backoff (the SDK retry policies use it too): first retry after ~0.5 s
-# (the SDK's default waits 15 s), then 2.5, 4.5, 8.5, 16.5 ... s: about two minutes in all, enough
-# to ride out a storage restart.
-BACKOFF = {"initial_backoff": 0.5, "increment_base": 2, "retry_total": 8, "retry_connect": 8,
-           "retry_read": 8, "retry_status": 8, "random_jitter_range": 1}
 
 
 @dataclass
@@ -60,40 +54,11 @@ class _Sas:
     expires: dt.datetime
 
 
-class _StorageSas:
-    """Read-only container SAS tokens for a :class:`Storage`'s account."""
-
-    def __init__(self, storage: Storage) -> None:
-        self.storage = storage
-        self._delegation_key = None
-        self._delegation_key_expiry = dt.datetime.min.replace(tzinfo=dt.UTC)
-
-    def __call__(self, container: str, now: dt.datetime) -> str:
-        from azure.storage.blob import ContainerSasPermissions, generate_container_sas
-
-        service = self.storage.blob_service
-        credential = service.credential
-        key = getattr(credential, "account_key", None)
-        common = {"account_name": service.account_name, "container_name": container,
-                  "permission": ContainerSasPermissions(read=True),
-                  "start": now - dt.timedelta(minutes=5), "expiry": now + SAS_LIFETIME}
-        if key:
-            return generate_container_sas(account_key=key, **common)
-        if credential is None:   # the connection string carries a SAS (or the account is public)
-            return urllib.parse.urlsplit(service.url).query
-        if self._delegation_key is None or self._delegation_key_expiry - now < SAS_RENEW_BEFORE:
-            expiry = now + dt.timedelta(hours=2)
-            self._delegation_key = service.get_user_delegation_key(now - dt.timedelta(minutes=5),
-                                                                   expiry)
-            self._delegation_key_expiry = expiry
-        return generate_container_sas(user_delegation_key=self._delegation_key, **common)
-
-
 class BlobReader:
     """Reads blobs, whole or by byte range, of one storage account; thread-safe, one connection
     per thread.
 
-    :meth:`for_storage` makes and renews its own SAS tokens; :meth:`with_tokens` uses tokens made
+    :meth:`shared.storage.Storage.blob_reader` makes and renews its own SAS tokens; :meth:`with_tokens` uses tokens made
     elsewhere, so a scoring process reads its tables with this module and ``http.client`` alone
     (importing the storage SDKs would cost it ~0.4 s of CPU at every start)."""
 
@@ -112,12 +77,6 @@ class BlobReader:
         self._local = threading.local()
         self.api_version = api_version
         self._cache_tokens = cache_tokens   # False: make_token is a cheap lookup of given tokens
-
-    @classmethod
-    def for_storage(cls, storage: Storage) -> BlobReader:
-        service = storage.blob_service
-        return cls(service.url, service.api_version, storage.settings.storage_timeout_s,
-                   _StorageSas(storage))
 
     @classmethod
     def with_tokens(cls, url: str, api_version: str, timeout_s: float,

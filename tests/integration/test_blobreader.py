@@ -12,7 +12,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.scoring.blobreader import BlobReader
 from shared.local.azurite import Azurite
-from shared.local.faults import FaultyProxy
+from shared.local.faultproxy import FaultyProxy
 from shared.settings import azurite_connection_string
 from shared.storage import Storage
 
@@ -29,7 +29,7 @@ def inputs(storage: Storage) -> str:
 
 
 def test_reads_every_blob_exactly(storage: Storage, inputs: str) -> None:
-    reader = BlobReader.for_storage(storage)
+    reader = storage.blob_reader
     for name, body in NAMES.items():
         buf = io.BytesIO()
         assert reader.read_into(inputs, name, buf) == len(body)
@@ -38,7 +38,7 @@ def test_reads_every_blob_exactly(storage: Storage, inputs: str) -> None:
 
 def test_a_missing_blob_raises_not_found(storage: Storage, inputs: str) -> None:
     with pytest.raises(ResourceNotFoundError, match="reader-inputs/nope.png"):
-        BlobReader.for_storage(storage).read_into(inputs, "nope.png", io.BytesIO())
+        storage.blob_reader.read_into(inputs, "nope.png", io.BytesIO())
 
 
 def test_a_sas_from_a_connection_string_is_used_as_is(storage: Storage, inputs: str) -> None:
@@ -48,7 +48,7 @@ def test_a_sas_from_a_connection_string_is_used_as_is(storage: Storage, inputs: 
     conn = f"BlobEndpoint={blob};SharedAccessSignature={token}"
     sas_storage = Storage(dataclasses.replace(storage.settings, connection_string=conn))
     buf = io.BytesIO()
-    BlobReader.for_storage(sas_storage).read_into(inputs, "plain.bin", buf)
+    sas_storage.blob_reader.read_into(inputs, "plain.bin", buf)
     assert buf.getvalue() == NAMES["plain.bin"]
 
 
@@ -59,7 +59,7 @@ def test_throttling_lost_answers_and_stalls_are_retried(storage: Storage, inputs
         conn = azurite_connection_string(proxy.port, azurite.queue_port, azurite.table_port)
         faulty = Storage(dataclasses.replace(storage.settings, connection_string=conn,
                                              storage_timeout_s=1.0))
-        reader = BlobReader.for_storage(faulty)
+        reader = faulty.blob_reader
         for _ in range(4):
             for name, body in NAMES.items():
                 buf = io.BytesIO()

@@ -14,7 +14,7 @@ from shared.service.jobs import lifecycle as jobs
 from shared.service.working import snapshots
 from shared.service.ledger.store import Ledger
 from shared.local.cluster import LocalCluster
-from shared.local.faults import Chaos
+from shared.local.chaos import Chaos
 from shared.settings import Settings
 from shared.states import JobState
 from shared.storage import Storage

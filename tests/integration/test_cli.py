@@ -21,7 +21,7 @@ import yaml
 from click.testing import Result
 from typer.testing import CliRunner
 
-from shared.cli.main import main as cli
+from shared.cli import main as cli
 from shared.service.working import snapshots
 from shared.local.host import LocalHost
 from shared.settings import Settings

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli.main import main as cli
+from shared.cli import main as cli
 from shared.settings import Settings
 from shared.storage import Storage
 

@@ -14,7 +14,7 @@ from shared.service.working import snapshots
 from shared.service.ledger.store import Ledger
 from shared.local.azurite import Azurite
 from shared.local.cluster import LocalCluster
-from shared.local.faults import FaultyProxy
+from shared.local.faultproxy import FaultyProxy
 from shared.local.host import LocalHost, load_app
 from shared.settings import Settings, azurite_connection_string
 from shared.states import JobState

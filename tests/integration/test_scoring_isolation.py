@@ -20,7 +20,7 @@ from shared.service.planning import planner
 from shared.scoring import reaper
 from shared.service.ledger.store import Ledger
 from shared.local.azurite import Azurite, free_port
-from shared.local.faults import FaultyProxy
+from shared.local.faultproxy import FaultyProxy
 from shared.local.host import LocalHost, load_app
 from shared.messages import BatchMessage, PlanMessage
 from shared.service.working.pool import ScoringPool

@@ -19,7 +19,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from shared.scoring import blobreader
 from shared.scoring import tables
 from shared.local.azurite import Azurite
-from shared.local.faults import FaultyProxy
+from shared.local.faultproxy import FaultyProxy
 from shared.settings import azurite_connection_string
 from shared.storage import Storage, requests_sent_by_this_thread
 

@@ -14,11 +14,9 @@ folder that the finalizer commits and appends to the output in chunks.
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (HttpResponseError, ResourceExistsError, ResourceModifiedError,
@@ -217,52 +215,3 @@ def missing_blocks(storage: Storage, target: OutputTarget,
         held = {b.id for b in committed} | {b.id for b in uncommitted}
         missing += [batch for batch, bid in wanted if bid not in held]
     return missing
-
-
-def upload_folder_changes(storage: Storage, folder: Path, container: str, prefix: str,
-                          seen: dict[str, tuple[float, int]]) -> int:
-    """Upload files under ``folder`` that are new or changed since ``seen`` (updated in place).
-
-    This is how files a script writes to ``EntryScript().output_dir`` / ``AZUREML_BI_OUTPUT_PATH``
-    (PRS's ``summary_only`` pattern) reach the job's output folder."""
-    uploaded = 0
-    client = storage.container(container)
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        stat = path.stat()
-        rel = path.relative_to(folder).as_posix()
-        if seen.get(rel) == (stat.st_mtime, stat.st_size):
-            continue
-        with open(path, "rb") as fh:
-            client.upload_blob(f"{prefix}{rel}" if prefix else rel, fh, overwrite=True)
-        seen[rel] = (stat.st_mtime, stat.st_size)
-        uploaded += 1
-    return uploaded
-
-
-def join(prefix: str, name: str) -> str:
-    prefix = prefix.strip("/")
-    return f"{prefix}/{name}" if prefix else name
-
-
-def read_head(storage: Storage, container: str, blob_name: str, n: int) -> list[str]:
-    """The first ``n`` rows of an output blob (reads only as much as needed)."""
-    blob = storage.container(container).get_blob_client(blob_name)
-    rows: list[str] = []
-    buf = b""
-    for chunk in blob.download_blob().chunks():
-        buf += chunk
-        *lines, buf = buf.split(b"\n")
-        rows.extend(line.decode("utf-8") for line in lines)
-        if len(rows) >= n:
-            return rows[:n]
-    if buf:
-        rows.append(buf.decode("utf-8"))
-    return rows[:n]
-
-
-def download_to(storage: Storage, container: str, blob_name: str, dest: str | os.PathLike[str]) -> Path:
-    path = Path(dest)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:
-        storage.container(container).get_blob_client(blob_name).download_blob().readinto(fh)
-    return path

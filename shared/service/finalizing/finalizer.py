@@ -21,9 +21,9 @@ from shared.service.jobs import summary
 from shared.service.working.jobcontext import output_target
 from shared.service.ledger.store import BatchRow, Conflict, ErrorRecord, JobRow, Ledger, Totals
 from shared.messages import BatchMessage, FinalizeMessage
-from shared.service.finalizing.assembly import LostBlocks, assemble, assemble_parts, checkpoint, join, missing_blocks
+from shared.service.finalizing.assembly import LostBlocks, assemble, assemble_parts, checkpoint, missing_blocks
 from shared.states import BatchState, JobState
-from shared.storage import Storage
+from shared.storage import Storage, blob_path
 
 log = logging.getLogger("parallelrun.finalizer")
 
@@ -233,4 +233,4 @@ def _write_logs(storage: Storage, ledger: Ledger, job: JobRow, totals: Totals, s
     }
     container = storage.container(job.output_container)
     for name, text in files.items():
-        container.upload_blob(join(job.output_prefix, name), text.encode("utf-8"), overwrite=True)
+        container.upload_blob(blob_path(job.output_prefix, name), text.encode("utf-8"), overwrite=True)

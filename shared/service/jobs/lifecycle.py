@@ -23,7 +23,6 @@ from shared.service.jobs import claims
 from shared.service.ledger import decisions
 from shared.service.jobs import joblist as index
 from shared.service.working import models
-from shared.service.finalizing import assembly as output
 from shared.service.working import snapshots
 from shared.service.jobs import summary
 from shared.errors import IntegrityError, NotFoundError, SpecError
@@ -33,7 +32,7 @@ from shared.messages import FinalizeMessage, PlanMessage
 from shared.settings import Settings
 from shared.spec import JobSpec, parse_spec
 from shared.states import BatchState, JobState
-from shared.storage import Storage
+from shared.storage import Storage, blob_path
 
 log = logging.getLogger("parallelrun.jobs")
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")   # no '/', '\\', '#', '?': table keys
@@ -213,7 +212,7 @@ def status(storage: Storage, ledger: Ledger, job_id: str, error_limit: int = 10)
         "output": {"container": job.output_container, "prefix": job.output_prefix,
                    "blob": target.blob_name if job.spec.get("output_action") != "summary_only" else None,
                    "url": storage.blob_url(job.output_container, target.blob_name),
-                   "logs": f"{job.output_container}/{output.join(job.output_prefix, 'logs/')}",
+                   "logs": f"{job.output_container}/{blob_path(job.output_prefix, 'logs/')}",
                    "partial": JobState(job.state).terminal and totals.batches_succeeded < job.planned,
                    "replaced_by": replaced_by or None,
                    **({"note": f"output replaced by job {replaced_by}: its files are that job's, "

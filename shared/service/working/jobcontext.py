@@ -25,11 +25,11 @@ from shared.scoring import tables
 from shared.service.planning.fileinputs import FileInput
 from shared.errors import SubmitterError
 from shared.service.ledger.store import JobRow, Ledger
-from shared.service.finalizing.assembly import OutputTarget, join
+from shared.service.finalizing.assembly import OutputTarget
 from shared.scoring.child import ScoringConfig
 from shared.settings import Settings
 from shared.spec import JobSpec, parse_spec
-from shared.storage import Storage
+from shared.storage import Storage, blob_path
 
 log = logging.getLogger("parallelrun.jobcontext")
 
@@ -85,7 +85,7 @@ def output_target(settings: Settings, job: JobRow) -> OutputTarget:
     parts = job.spec.get("output_format") == "parquet"
     if parts:
         name = name.rsplit(".", 1)[0] + ".parquet"
-    return OutputTarget(job.job_id, job.output_container, join(job.output_prefix, name),
+    return OutputTarget(job.job_id, job.output_container, blob_path(job.output_prefix, name),
                         settings.system_container, settings.blocks_per_shard, parts)
 
 

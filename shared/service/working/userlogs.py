@@ -21,8 +21,7 @@ from azure.core.exceptions import (HttpResponseError, ResourceExistsError, Resou
                                    ResourceNotFoundError)
 from azure.storage.blob import BlobClient
 
-from shared.service.finalizing.assembly import join
-from shared.storage import Storage
+from shared.storage import Storage, blob_path
 
 log = logging.getLogger("parallelrun.userlogs")
 
@@ -69,7 +68,7 @@ class LogShipper:
             if kind is not None:
                 process = path.name.split(".", 1)[0]
                 shipped += self._append(path, container,
-                                        join(prefix, f"logs/user/{kind}/{self.node_id}/{process}.txt"))
+                                        blob_path(prefix, f"logs/user/{kind}/{self.node_id}/{process}.txt"))
         return shipped
 
     def _state(self, key: str) -> _Shipped:

@@ -32,7 +32,8 @@ from shared.errors import OperatorError
 from shared.service.working.jobcontext import JobContext, JobContexts, JobUnrunnable
 from shared.service.ledger.store import BatchRow, Conflict, ErrorRecord, Ledger, Totals
 from shared.messages import BatchMessage, FinalizeMessage
-from shared.service.finalizing.assembly import stage_rows, upload_folder_changes
+from shared.service.finalizing.assembly import stage_rows
+from shared.service.working.outputs import upload_folder_changes
 from shared.service.working.pool import RunOutcome, ScoringPool
 from shared.service.ledger.settlement import Settlement
 from shared.states import BatchState

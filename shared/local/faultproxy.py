@@ -1,5 +1,5 @@
-"""Fault injection for local runs: an HTTP proxy that makes storage misbehave, and a chaos monkey
-that kills scoring processes and host nodes. Used by the failure tests and ``bench/soak.py``; never by the service.
+"""Storage faults for local runs: an HTTP proxy that makes storage misbehave. Used by the failure
+tests and the benchmarks; never by the service (processes are killed by :mod:`shared.local.chaos`).
 
 :class:`FaultyProxy` sits between the SDK and Azurite (bound to 127.0.0.1). For each request it
 may answer ``503 ServerBusy`` without forwarding (throttling), forward it and then drop the
@@ -20,12 +20,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from shared.local.azurite import free_port
-
-if TYPE_CHECKING:
-    from shared.local.cluster import LocalCluster
 
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 
@@ -147,65 +143,3 @@ class FaultyProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def children(pid: int) -> list[int]:
-    """Direct child processes of ``pid`` (Linux /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def scoring_processes(node_pids: list[int]) -> list[int]:
-    """The scoring processes (``python -m shared.scoring``) started by the given host processes."""
-    found = []
-    for parent in node_pids:
-        for child in children(parent):
-            try:
-                cmd = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"shared.scoring" in cmd:
-                found.append(child)
-    return found
-
-
-def kill(pid: int) -> bool:
-    try:
-        os.kill(pid, signal.SIGKILL)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-class Chaos:
-    """Kills scoring processes and host nodes of a :class:`LocalCluster` at random (SIGKILL).
-
-    Each :meth:`strike` kills either one scoring process of a live node, or a whole node, which
-    is then restarted (its in-flight messages come back after the lease)."""
-
-    def __init__(self, cluster: "LocalCluster", seed: int = 0, node_share: float = 0.3) -> None:
-        self.cluster = cluster
-        self.random = random.Random(seed)
-        self.node_share = node_share
-        self.kills = {"scoring process": 0, "node": 0}
-
-    def strike(self) -> str:
-        nodes = [n.process.pid for n in self.cluster.nodes if n.process and n.process.poll() is None]
-        victims = scoring_processes(nodes)
-        if victims and self.random.random() >= self.node_share:
-            pid = self.random.choice(victims)
-            if kill(pid):
-                self.kills["scoring process"] += 1
-                return f"killed scoring process {pid}"
-        index = self.random.randrange(len(self.cluster.nodes))
-        self.cluster.kill(index)
-        self.kills["node"] += 1
-        self.cluster.restart(index)
-        return f"killed and restarted node{index}"
