@@ -246,13 +246,10 @@ def _name_inputs(v: Any) -> Any:
     return named
 
 
-FORMAT_NAMES = {"csv": {"kind": "delimited"}, "tsv": {"kind": "delimited", "separator": "\t"},
-                "delimited": {"kind": "delimited"}, "parquet": {"kind": "parquet"},
-                "jsonl": {"kind": "jsonl"}, "json": {"kind": "jsonl"}}
 
 
 def _check_format(v: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
-    from shared.scoring.tabular import TabularDataError, TabularFormat
+    from shared.scoring.tabular import FORMAT_NAMES, TabularDataError, TabularFormat
     if isinstance(v, str):
         if v.lower() not in FORMAT_NAMES:
             raise ValueError(f"{v!r} is not one of {', '.join(FORMAT_NAMES)} (or an options object)")

@@ -19,7 +19,7 @@ asks for the blob's properties.
 Everything else - listing, writes, the ledger - stays on the SDK. Transient faults (408, 429, 5xx,
 a dropped connection, a stalled answer past ``storage_timeout_s``) are retried with the same
 backoff as the SDK clients (:data:`BACKOFF`); 404 raises
-:class:`~azure.core.exceptions.ResourceNotFoundError`, like the SDK.
+:class:`BlobNotFound` (the SDK's ``ResourceNotFoundError`` without importing the SDK).
 """
 
 from __future__ import annotations
@@ -46,6 +46,15 @@ SAS_RENEW_BEFORE = dt.timedelta(minutes=10)
 TRANSIENT = {408, 429, 500, 502, 503, 504}
 CHUNK = 1 << 20
 T = TypeVar("T")
+
+
+class BlobNotFound(FileNotFoundError):
+    """The blob does not exist (HTTP 404)."""
+
+
+class BlobReadError(OSError):
+    """A read that failed for good: a status that is not transient, retries used up, or an answer
+    that cannot be used."""
 
 
 @dataclass
@@ -171,15 +180,13 @@ class BlobReader:
                 self._connection(fresh=True)
                 status, body = 0, str(exc).encode()
             if status == 404:
-                from azure.core.exceptions import ResourceNotFoundError
-                raise ResourceNotFoundError(f"blob {container}/{name} does not exist")
+                raise BlobNotFound(f"blob {container}/{name} does not exist")
             if status == 403 and not renewed:   # a SAS revoked or expired early: one new one
                 self._token(container, renew=True)
                 renewed = True
                 continue
             if status not in TRANSIENT and status != 0 or attempt >= BACKOFF["retry_total"]:
-                from azure.core.exceptions import HttpResponseError
-                raise HttpResponseError(f"GET {container}/{name}: HTTP {status or 'no answer'}: "
+                raise BlobReadError(f"GET {container}/{name}: HTTP {status or 'no answer'}: "
                                         f"{body[:300].decode(errors='replace')}")
             time.sleep(_backoff(attempt))
             attempt += 1
@@ -231,8 +238,7 @@ def _ranged_body(response: http.client.HTTPResponse, offset: int, length: int) -
     content_range = response.getheader("Content-Range") or ""
     total = content_range.rpartition("/")[2].strip()
     if not content_range.startswith("bytes ") or not total.isdigit():
-        from azure.core.exceptions import HttpResponseError
-        raise HttpResponseError(f"HTTP {response.status} with an unusable Content-Range "
+        raise BlobReadError(f"HTTP {response.status} with an unusable Content-Range "
                                 f"{content_range!r}")
     size = int(total)
     data = b"" if response.status == 416 else body

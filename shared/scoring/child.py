@@ -181,7 +181,7 @@ _held: list[int] = []
 
 def _hold_snapshot(source_dir: str) -> None:
     """Hold a shared lock on the extracted snapshot for this process's life (never evicted)."""
-    from shared.service.working.snapshots import hold
+    from shared.scoring.holds import hold
 
     fd = hold(Path(source_dir))
     if fd is not None:

@@ -8,9 +8,8 @@ import io
 import os
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
 
-from shared.scoring.blobreader import BlobReader
+from shared.scoring.blobreader import BlobNotFound, BlobReader
 from shared.local.azurite import Azurite
 from shared.local.faultproxy import FaultyProxy
 from shared.settings import azurite_connection_string
@@ -37,7 +36,7 @@ def test_reads_every_blob_exactly(storage: Storage, inputs: str) -> None:
 
 
 def test_a_missing_blob_raises_not_found(storage: Storage, inputs: str) -> None:
-    with pytest.raises(ResourceNotFoundError, match="reader-inputs/nope.png"):
+    with pytest.raises(BlobNotFound, match="reader-inputs/nope.png"):
         storage.blob_reader.read_into(inputs, "nope.png", io.BytesIO())
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.scoring import holds
 from shared.service.working import snapshots
 from shared.errors import SubmitterError
 from shared.settings import Settings
@@ -149,7 +150,7 @@ def test_an_extraction_a_live_process_runs_from_is_never_evicted(storage: Storag
     keep_one = Storage(dataclasses.replace(storage.settings, snapshot_cache_count=1))
     old, new = (snapshot_of(storage, tmp_path / name, f"# {name}\n") for name in ("old", "new"))
     root = tmp_path / "snapshots"
-    held = snapshots.hold(snapshots.extract(keep_one, old, root))
+    held = holds.hold(snapshots.extract(keep_one, old, root))
     assert held is not None
     try:
         backdate(root, old)

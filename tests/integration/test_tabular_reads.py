@@ -14,10 +14,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
 
 from shared.scoring import blobreader
 from shared.scoring import tables
+from shared.service.planning import tables as table_plans
 from shared.local.azurite import Azurite
 from shared.local.faultproxy import FaultyProxy
 from shared.settings import azurite_connection_string
@@ -51,7 +51,7 @@ def test_ranged_reads_return_the_bytes_and_the_size(storage: Storage, blobs: str
 
 
 def test_a_ranged_read_of_a_missing_blob_raises_not_found(storage: Storage, blobs: str) -> None:
-    with pytest.raises(ResourceNotFoundError, match="tabreads/nope.csv"):
+    with pytest.raises(blobreader.BlobNotFound, match="tabreads/nope.csv"):
         storage.blob_reader.read_range(blobs, "nope.csv", 0, 10)
     for offset, length in ((-1, 5), (0, 0)):
         with pytest.raises(ValueError):
@@ -103,8 +103,8 @@ def test_a_piece_costs_a_few_ranged_reads_and_no_sdk_request(
     encode, most = FILES[name]
     put_files(storage, "tabreads-pieces", {name: encode(frame)})
     spec = {"container": "tabreads-pieces", "prefix": name.split("/")[0] + "/", "type": "tabular"}
-    schema = tables.schema_for(storage, spec, name)
-    items = list(tables.pieces(storage, spec, 0, name, 256_000))
+    schema = table_plans.schema_for(storage, spec, name)
+    items = list(table_plans.pieces(storage, spec, 0, name, 256_000))
     assert len(items) > 3
 
     calls: list[tuple[int, int]] = []
@@ -134,8 +134,8 @@ def test_a_scoring_process_reads_with_the_worker_s_tokens_alone(storage: Storage
     frame = _frame(5_000)
     put_files(storage, "tabreads-grant", {"g/t.csv": frame.to_csv(index=False).encode()})
     spec = {"container": "tabreads-grant", "prefix": "g/", "type": "tabular"}
-    schema = tables.schema_for(storage, spec, "g/t.csv")
-    [item] = list(tables.pieces(storage, spec, 0, "g/t.csv", 1 << 20))
+    schema = table_plans.schema_for(storage, spec, "g/t.csv")
+    [item] = list(table_plans.pieces(storage, spec, 0, "g/t.csv", 1 << 20))
     grant = storage.blob_reader.read_grant(["tabreads-grant"])
     assert set(grant) == {"url", "api_version", "timeout_s", "tokens"}
     loader = tables.TableLoader()

@@ -7,12 +7,12 @@ the dtype policy (:mod:`.schema`), the splitters (:mod:`.text`, :mod:`.parquet`)
 (:mod:`.pieces`) and path partitions (:mod:`.partition`).
 """
 
-from shared.scoring.tabular.formats import COLUMN_TYPES, Piece, TabularDataError, TabularFormat
+from shared.scoring.tabular.formats import COLUMN_TYPES, FORMAT_NAMES, Piece, TabularDataError, TabularFormat
 from shared.scoring.tabular.partition import parse_partition
 from shared.scoring.tabular.pieces import infer_schema, plan_pieces, read_piece
 from shared.scoring.tabular.schema import Schema, pandas_dtype
 from shared.scoring.tabular.sources import BlobSource, LocalFileSource, RangeSource, SourceFile
 
-__all__ = ["COLUMN_TYPES", "BlobSource", "LocalFileSource", "Piece", "RangeSource", "Schema",
+__all__ = ["COLUMN_TYPES", "FORMAT_NAMES", "BlobSource", "LocalFileSource", "Piece", "RangeSource", "Schema",
            "SourceFile", "TabularDataError", "TabularFormat", "infer_schema", "pandas_dtype",
            "parse_partition", "plan_pieces", "read_piece"]

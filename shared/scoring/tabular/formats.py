@@ -174,3 +174,9 @@ class Piece:
                        est_bytes=int(data.get("est_bytes", 0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise TabularDataError(f"malformed piece {dict(data)!r}: {exc}") from exc
+
+
+# The names a job spec may give as an input's ``format``, and what each means.
+FORMAT_NAMES = {"csv": {"kind": "delimited"}, "tsv": {"kind": "delimited", "separator": "\t"},
+                "delimited": {"kind": "delimited"}, "parquet": {"kind": "parquet"},
+                "jsonl": {"kind": "jsonl"}, "json": {"kind": "jsonl"}}

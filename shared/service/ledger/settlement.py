@@ -77,7 +77,7 @@ def settle(batch: BatchRow, outcome: RunOutcome, files: Downloaded, *, run_max_t
     the job's output is Parquet part files (rows are counted, not lines).
 
     ``unread``: for a table whose rows this try could not read, the rows of its pieces and whether
-    that is exact (:func:`shared.scoring.tables.rows_unread`); the failed items then count those rows
+    that is exact (:func:`shared.service.planning.tables.rows_unread`); the failed items then count those rows
     (an upper bound, said so in the error, unless exact)."""
     result = _settle(batch, outcome, files, run_max_try=run_max_try, block_id=block_id, shard=shard,
                      node=node, now=now, tabular=tabular, unread=unread, parts=parts)
@@ -89,7 +89,7 @@ def settle(batch: BatchRow, outcome: RunOutcome, files: Downloaded, *, run_max_t
 def _text_read(batch: BatchRow, rows: int) -> Totals:
     """A settled table mini-batch's text pieces: their bytes and rows, for the job's estimate of
     the rows it has not read yet."""
-    from shared.scoring.tables import planned_counts
+    from shared.service.planning.tables import planned_counts
 
     parquet_rows, text_bytes = planned_counts(batch.items)
     if not text_bytes:

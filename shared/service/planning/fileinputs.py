@@ -18,6 +18,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.errors import SubmitterError
+from shared.scoring.blobreader import BlobNotFound
 from shared.storage import Storage
 
 log = logging.getLogger("parallelrun.datasets")
@@ -112,7 +113,7 @@ def download_batch(storage: Storage, inputs: list[FileInput], items: list[list[A
         try:
             with open(path, "wb") as fh:
                 reader.read_into(source.container, blob_name, fh)
-        except ResourceNotFoundError:
+        except BlobNotFound:
             path.unlink(missing_ok=True)
             return None, (blob_name, f"blob {source.container}/{blob_name} does not exist"), blob_name
         return str(path), None, blob_name

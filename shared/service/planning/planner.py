@@ -31,7 +31,7 @@ from typing import Any
 from shared.service.planning import fileinputs as datasets
 from shared.service.ledger import decisions
 from shared.service.jobs import joblist as index
-from shared.scoring import tables
+from shared.service.planning import tables
 from shared.service.planning.fileinputs import FileInput
 from shared.errors import SubmitterError
 from shared.service.ledger.store import BatchRow, Conflict, JobRow, Ledger

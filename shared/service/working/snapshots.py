@@ -33,6 +33,8 @@ from shared.errors import IntegrityError, NotFoundError, SubmitterError
 from shared.limits import Limits
 from shared.storage import Storage
 
+from shared.scoring.holds import USED
+
 log = logging.getLogger("parallelrun.snapshots")
 
 PREFIX = "snapshot:"
@@ -196,7 +198,6 @@ def _download(storage: Storage, sha: str) -> bytes:
 
 
 _lock = threading.Lock()
-USED = ".used"            # touched at every use; its mtime orders eviction
 RECENT_S = 600.0          # an extraction used this recently is never evicted (other processes)
 
 
@@ -278,22 +279,6 @@ def extract(storage: Storage, reference: str, root: str | os.PathLike[str],
 
 def _touch(base: Path, sha: str) -> None:
     (base / f".{sha}{USED}").touch()
-
-
-def _mark(folder: Path) -> Path:
-    return folder.parent / f".{folder.name}{USED}"
-
-
-def hold(folder: Path) -> int | None:
-    """A scoring process's shared lock on the extraction it runs from (kept open for its life):
-    :func:`evict` skips an extraction whose mark someone holds. None if ``folder`` is no
-    extraction."""
-    try:
-        fd = os.open(_mark(folder), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    fcntl.flock(fd, fcntl.LOCK_SH)
-    return fd
 
 
 def _remove_unless_held(base: Path, sha: str) -> bool:

@@ -25,7 +25,7 @@ from pathlib import Path
 from shared.service.ledger import decisions
 from shared.service.finalizing import finalizer
 from shared.service.ledger import settlement
-from shared.scoring import tables
+from shared.service.planning import tables
 from shared.service.planning.fileinputs import Downloaded, download_batch
 from shared.service.ledger.decisions import Delivery
 from shared.errors import OperatorError
