@@ -22,7 +22,7 @@ from azure.core.exceptions import AzureError
 
 from shared.service.jobs import lifecycle as jobs
 from shared.service.working import models
-from shared.service import results
+from shared.service.results import download_to, read_head
 from shared.service.working import snapshots
 from shared.cli.console import console, err_console, rows_table, status_table, watch
 from shared.errors import ParallelRunError, SpecError, SubmitterError
@@ -343,10 +343,10 @@ def results(job_id: str, head: int = 10,
     if out["blob"] is None:
         raise ParallelRunError(f"job {job_id} writes no rows (output_action summary_only)")
     if download:
-        path = results.download_to(storage, out["container"], out["blob"], download / Path(out["blob"]).name)
+        path = download_to(storage, out["container"], out["blob"], download / Path(out["blob"]).name)
         console.print(f"saved {path}")
     else:
-        console.print(rows_table(results.read_head(storage, out["container"], out["blob"], head),
+        console.print(rows_table(read_head(storage, out["container"], out["blob"], head),
                                  f"first {head} rows"))
         console.print(out["url"], soft_wrap=True)
 

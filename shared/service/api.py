@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from shared.service.jobs import lifecycle as jobs
-from shared.service import results
+from shared.service.results import read_head
 from shared.service import runtime
 from shared.service.working import snapshots
 from shared.errors import (ConflictError, GoneError, NotFoundError, OperatorError, PayloadTooLarge,
@@ -173,7 +173,7 @@ def results(job_id: str, head: int = Query(10, ge=0, le=10_000)) -> dict[str, An
     if out["blob"] is None or not jobs.output_exists(rt.storage, out["container"], out["blob"]):
         raise NotFoundError(f"job {job_id} has no output rows yet (state {st['state']})")
     return {"job_id": job_id, "url": out["url"],
-            "rows": results.read_head(rt.storage, out["container"], out["blob"], head)}
+            "rows": read_head(rt.storage, out["container"], out["blob"], head)}
 
 
 @app.post("/api/snapshots", status_code=201)
