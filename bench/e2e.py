@@ -32,15 +32,15 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import workloads  # noqa: E402
 
-from shared.service.jobs import lifecycle as jobs  # noqa: E402
-
-from shared.service.working import models  # noqa: E402
-
-from shared.service.working import snapshots  # noqa: E402
-from shared.service.ledger.store import Ledger  # noqa: E402
 from shared.local.azurite import Azurite  # noqa: E402
-from shared.local.cluster import LocalCluster  # noqa: E402
 from shared.local.chaos import scoring_processes  # noqa: E402
+from shared.local.cluster import LocalCluster  # noqa: E402
+from shared.service.jobs import lifecycle as jobs  # noqa: E402
+from shared.service.ledger.store import Ledger  # noqa: E402
+from shared.service.working import (
+    models,  # noqa: E402
+    snapshots,  # noqa: E402
+)
 from shared.settings import Settings  # noqa: E402
 from shared.states import JobState  # noqa: E402
 from shared.storage import Storage  # noqa: E402

@@ -53,7 +53,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -660,7 +660,7 @@ def http_target(target: Target, container: str) -> HttpTarget:
         raise SystemExit(f"io-http speaks plain HTTP to host:port only, not {url.geturl()}")
     sas = generate_container_sas(fields["AccountName"], container, account_key=fields["AccountKey"],
                                  permission=ContainerSasPermissions(read=True),
-                                 expiry=datetime.now(timezone.utc) + timedelta(hours=6))
+                                 expiry=datetime.now(UTC) + timedelta(hours=6))
     return HttpTarget(url.hostname, url.port, url.path.rstrip("/"), sas)
 
 

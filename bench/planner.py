@@ -44,16 +44,13 @@ from typing import Any, TypeVar
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shared.service.planning import fileinputs as datasets  # noqa: E402
-
-from shared.service.jobs import lifecycle as jobs  # noqa: E402
-
-from shared.service.planning import planner  # noqa: E402
-
-from shared.service.working import snapshots  # noqa: E402
-from shared.service.ledger.store import Ledger  # noqa: E402
 from shared.local.azurite import Azurite  # noqa: E402
 from shared.messages import PlanMessage  # noqa: E402
+from shared.service.jobs import lifecycle as jobs  # noqa: E402
+from shared.service.ledger.store import Ledger  # noqa: E402
+from shared.service.planning import fileinputs as datasets  # noqa: E402
+from shared.service.planning import planner  # noqa: E402
+from shared.service.working import snapshots  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.storage import Storage  # noqa: E402
 

@@ -63,7 +63,8 @@ def images_section(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         rows.append([f"**ParallelRun**, tutorial's mini_batch_size 5 ({tutorial['processes']} x "
                      f"{tutorial['nodes']})", f"**{_rate(tutorial)}**",
                      f"**{_pct(_ratio(tutorial, io_limit))}**", ""])
-    text = _table([f"images ({res.get('images', 10_000):,} PNGs in Azurite)", "images/s", "of I/O limit", "notes"], rows)
+    text = _table([f"images ({res.get('images', 10_000):,} PNGs in Azurite)", "images/s", "of I/O limit", "notes"],
+                  rows)
     figures = {"io_limit": io_limit, "best": best, "tutorial": tutorial, "ray": ray_any,
                "ray_azurite": ray_azurite, "compute": compute_best}
     if grid:
@@ -113,7 +114,8 @@ def tables_section(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                 extra = (f"mini_batch_size {r['batch']}, {r['processes']} processes x {r['nodes']} node(s)"
                          if r is ours else r.get("notes", ""))
                 rows.append([fmt, label, _rate(r), _pct(_ratio(r, compute)), extra])
-    text = _table(["format", f"tables ({res.get('rows', 1_000_000):,} rows)", "rows/s", "of compute limit", "notes"], rows)
+    text = _table(["format", f"tables ({res.get('rows', 1_000_000):,} rows)", "rows/s", "of compute limit", "notes"],
+                  rows)
     return text + timeline_section(res.get("tables", []), figures), figures
 
 
@@ -191,10 +193,12 @@ def targets_section(res: dict[str, Any], img: dict[str, Any], tab: dict[str, Any
         shown = "n/a" if value is None else fmt.format(value)
         rows.append([target, shown, "met" if met else "**missed**"])
 
-    add("images, best mini_batch_size: >= 70% of the I/O limit", _ratio(img.get("best"), img.get("io_limit")), 0.7, "{:.0%}")
+    add("images, best mini_batch_size: >= 70% of the I/O limit", _ratio(img.get("best"), img.get("io_limit")),
+        0.7, "{:.0%}")
     ray = img.get("ray_azurite") or img.get("ray")
     add(f"images: >= 2x Ray Data ({ray.get('source') if ray else 'n/a'})", _ratio(img.get("best"), ray), 2.0, "{:.1f}x")
-    add("images, mini_batch_size 5: >= 40% of the I/O limit", _ratio(img.get("tutorial"), img.get("io_limit")), 0.4, "{:.0%}")
+    add("images, mini_batch_size 5: >= 40% of the I/O limit", _ratio(img.get("tutorial"), img.get("io_limit")),
+        0.4, "{:.0%}")
     for fmt in ("csv", "parquet"):
         add(f"tables ({fmt}): >= 70% of the compute limit", _ratio(tab.get(fmt, {}).get("ours"),
                                                                    tab.get(fmt, {}).get("compute")), 0.7, "{:.0%}")

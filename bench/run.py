@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import signal
 import os
 import platform
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -144,7 +144,7 @@ def main() -> int:
             # ParallelRun first, the limits after: if anything else loads the machine early on, it
             # lowers our figures, not the limits they are compared with
             common = ["--connection-string", cs, "--runs", runs, "--azurite-pid", str(env.azurite.process.pid)]
-            def save() -> None:   # after every part: a cut-short run still has its figures
+            def save() -> None:   # noqa: B023 - after every part: a cut-short run still has its figures
                 res["seconds"] = time.monotonic() - started
                 args.json.parent.mkdir(parents=True, exist_ok=True)
                 args.json.write_text(json.dumps(res, indent=1))

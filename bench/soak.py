@@ -36,8 +36,9 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -49,16 +50,15 @@ from azure.storage.blob import BlobBlock, BlockState  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from shared.service.jobs import lifecycle as jobs  # noqa: E402
-
-from shared.service.working import snapshots  # noqa: E402
 from shared.errors import ParallelRunError  # noqa: E402
-from shared.service.working.jobcontext import output_target  # noqa: E402
-from shared.service.ledger.store import Ledger  # noqa: E402
 from shared.local.azurite import Azurite, free_port  # noqa: E402
-from shared.local.cluster import LocalCluster  # noqa: E402
 from shared.local.chaos import Chaos, kill  # noqa: E402
+from shared.local.cluster import LocalCluster  # noqa: E402
 from shared.messages import BatchMessage, FinalizeMessage, PlanMessage  # noqa: E402
+from shared.service.jobs import lifecycle as jobs  # noqa: E402
+from shared.service.ledger.store import Ledger  # noqa: E402
+from shared.service.working import snapshots  # noqa: E402
+from shared.service.working.jobcontext import output_target  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.states import JobState  # noqa: E402
 from shared.storage import Storage  # noqa: E402

@@ -26,13 +26,12 @@ sys.path.insert(0, str(ROOT))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from shared.service.jobs import lifecycle as jobs  # noqa: E402
-
-from shared.service.working import snapshots  # noqa: E402
-from shared.service.ledger.store import Ledger  # noqa: E402
 from shared.local.azurite import Azurite  # noqa: E402
-from shared.local.cluster import LocalCluster  # noqa: E402
 from shared.local.chaos import scoring_processes  # noqa: E402
+from shared.local.cluster import LocalCluster  # noqa: E402
+from shared.service.jobs import lifecycle as jobs  # noqa: E402
+from shared.service.ledger.store import Ledger  # noqa: E402
+from shared.service.working import snapshots  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.states import JobState  # noqa: E402
 from shared.storage import Storage  # noqa: E402

@@ -2,9 +2,9 @@
 
 import azure.functions as func
 
-from shared.service.finalizing import finalizer
-from shared.service import runtime
 from shared.messages import FinalizeMessage
+from shared.service import runtime
+from shared.service.finalizing import finalizer
 
 bp = func.Blueprint()
 

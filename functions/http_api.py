@@ -3,6 +3,7 @@
 import azure.functions as func
 
 from shared.service import api
+
 bp = func.Blueprint()
 _asgi = func.AsgiMiddleware(api.app)
 

@@ -2,9 +2,9 @@
 
 import azure.functions as func
 
-from shared.service.planning import planner
-from shared.service import runtime
 from shared.messages import PlanMessage
+from shared.service import runtime
+from shared.service.planning import planner
 
 bp = func.Blueprint()
 

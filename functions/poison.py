@@ -2,8 +2,9 @@
 
 import azure.functions as func
 
-from shared.service.jobs import poison
 from shared.service import runtime
+from shared.service.jobs import poison
+
 bp = func.Blueprint()
 
 

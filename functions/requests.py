@@ -4,8 +4,9 @@ import logging
 
 import azure.functions as func
 
-from shared.service.jobs import submissions as requests
 from shared.service import runtime
+from shared.service.jobs import submissions as requests
+
 bp = func.Blueprint()
 log = logging.getLogger("parallelrun.functions.requests")
 

@@ -5,6 +5,7 @@ import azure.functions as func
 
 from shared.service import runtime
 from shared.service.jobs import sweep as sweeper
+
 bp = func.Blueprint()
 
 

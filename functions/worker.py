@@ -2,8 +2,8 @@
 
 import azure.functions as func
 
-from shared.service import runtime
 from shared.messages import BatchMessage
+from shared.service import runtime
 
 bp = func.Blueprint()
 

@@ -19,12 +19,10 @@ from azure.core.exceptions import ResourceExistsError
 from azure.core.pipeline.policies import RetryPolicy
 from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient
-from azure.storage.blob import (BlobServiceClient, ContainerClient, ContainerSasPermissions,
-                                generate_container_sas)
+from azure.storage.blob import BlobServiceClient, ContainerClient, ContainerSasPermissions, generate_container_sas
 from azure.storage.blob import ExponentialRetry as BlobRetry
 from azure.storage.queue import ExponentialRetry as QueueRetry
-from azure.storage.queue import (QueueClient, QueueServiceClient, TextBase64DecodePolicy,
-                                 TextBase64EncodePolicy)
+from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from shared.backoff import BACKOFF
 from shared.scoring.blobreader import SAS_LIFETIME, SAS_RENEW_BEFORE, BlobReader

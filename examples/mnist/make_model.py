@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
 
     model, accuracy, x_test, y_test = train()
-    print(f"held-out accuracy: {accuracy:.4f} on {len(y_test)} images (train/test split {1 - TEST_SIZE:.2f}/{TEST_SIZE:.2f}, seed {SEED})")
+    print(f"held-out accuracy: {accuracy:.4f} on {len(y_test)} images "
+          f"(train/test split {1 - TEST_SIZE:.2f}/{TEST_SIZE:.2f}, seed {SEED})")
     if accuracy < MIN_ACCURACY:
         print(f"error: accuracy below {MIN_ACCURACY}", file=sys.stderr)
         return 1

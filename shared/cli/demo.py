@@ -21,13 +21,12 @@ from typing import Any
 import httpx
 import yaml
 
-from shared.service.working import models
-from shared.service.working import snapshots
-from shared.cli.main import upload_path
 from shared.cli.console import console, rows_table, watch
-from shared.local.azurite import Azurite, free_port, port_open
+from shared.cli.main import upload_path
 from shared.local import keys
+from shared.local.azurite import Azurite, free_port, port_open
 from shared.local.cluster import LocalCluster
+from shared.service.working import models, snapshots
 from shared.settings import Settings
 from shared.storage import Storage
 

@@ -15,19 +15,18 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from azure.core.exceptions import AzureError
 
-from shared.service.jobs import lifecycle as jobs
-from shared.service.working import models
-from shared.service.results import download_to, read_head
-from shared.service.working import snapshots
 from shared.cli.console import console, err_console, rows_table, status_table, watch
 from shared.errors import ParallelRunError, SpecError, SubmitterError
-from shared.service.ledger.store import Ledger
 from shared.limits import Limits, check_spec_bytes, load_text
+from shared.service.jobs import lifecycle as jobs
+from shared.service.ledger.store import Ledger
+from shared.service.results import download_to, read_head
+from shared.service.working import models, snapshots
 from shared.settings import LOCAL_KEY_SETTING, Settings
 from shared.spec import ContainerName, parse_spec
 from shared.storage import Storage, blob_path
@@ -69,9 +68,9 @@ def _print(data: Any, as_json: bool) -> None:
         console.print(data)
 
 
-def _overrides(sets: list[str]) -> dict[str, Any]:
+def _overrides(sets: list[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for item in sets:
+    for item in sets or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise typer.BadParameter(f"--set takes FIELD=VALUE, got {item!r}")
@@ -147,10 +146,10 @@ def up(nodes: Annotated[int, typer.Option(help="host processes (stand-ins for in
        port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1")] = 7071,
        data: Annotated[Path, typer.Option(help="Azurite data folder")] = Path(".parallelrun/azurite"),
        in_memory: Annotated[bool, typer.Option(help="keep Azurite's data in memory")] = False,
-       azurite_ports: Annotated[Optional[str], typer.Option(
+       azurite_ports: Annotated[str | None, typer.Option(
            help="BLOB,QUEUE,TABLE ports of the local Azurite [default: 10000,10001,10002]; "
                 "given, it is the storage even if AzureWebJobsStorage names another")] = None,
-       log_dir: Annotated[Optional[Path], typer.Option(
+       log_dir: Annotated[Path | None, typer.Option(
            help="the nodes' log files [default: a new temporary folder]")] = None,
        require_key: Annotated[bool, typer.Option(
            "--require-key", help="answer 401 without the local key (PARALLELRUN_LOCAL_KEY)")] = False
@@ -286,8 +285,8 @@ def _wait_or_print(storage: Storage, ledger: Ledger, job_id: str, wait: bool, as
 
 @app.command()
 def submit(spec: Path,
-           source_dir: Annotated[Optional[Path], typer.Option(help="overrides source_directory")] = None,
-           set_: Annotated[list[str], typer.Option("--set", help="FIELD=VALUE override")] = [],
+           source_dir: Annotated[Path | None, typer.Option(help="overrides source_directory")] = None,
+           set_: Annotated[list[str] | None, typer.Option("--set", help="FIELD=VALUE override")] = None,
            wait: Annotated[bool, typer.Option(help="show progress until the job ends")] = False,
            as_json: JsonOpt = False) -> None:
     """Submit SPEC.json|SPEC.yaml; uploads source_directory as a content-addressed snapshot."""
@@ -299,7 +298,7 @@ def submit(spec: Path,
 
 @app.command()
 def resubmit(job_id: str,
-             set_: Annotated[list[str], typer.Option("--set", help="FIELD=VALUE override")] = [],
+             set_: Annotated[list[str] | None, typer.Option("--set", help="FIELD=VALUE override")] = None,
              wait: Annotated[bool, typer.Option(help="show progress until the job ends")] = False,
              as_json: JsonOpt = False) -> None:
     """Submit JOB again with some fields replaced (e.g. --set mini_batch_size=1)."""
@@ -334,7 +333,7 @@ def cancel(job_id: str) -> None:
 
 @app.command()
 def results(job_id: str, head: int = 10,
-            download: Annotated[Optional[Path], typer.Option(help="save the output file here")] = None) -> None:
+            download: Annotated[Path | None, typer.Option(help="save the output file here")] = None) -> None:
     """Show the first rows of a job's output, or download it."""
     storage, ledger = _connect()
     out = jobs.status(storage, ledger, job_id, error_limit=0)["output"]

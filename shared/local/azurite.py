@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.settings import azurite_connection_string
 from shared.local.procs import die_with_parent as parent_death_signal
+from shared.settings import azurite_connection_string
 
 log = logging.getLogger("parallelrun.local.azurite")
 

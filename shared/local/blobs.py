@@ -23,14 +23,13 @@ from typing import Any
 
 import azure.functions as func
 from azure.core import MatchConditions
-from azure.core.exceptions import (AzureError, ResourceExistsError, ResourceModifiedError,
-                                   ResourceNotFoundError)
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
-from shared.settings import Settings
-from shared.storage import Storage
 from shared.local.invocation import FunctionSpec, StatsBook, resolve_expression
 from shared.local.receipts import MAX_ATTEMPTS, PENDING, Receipt, decide
+from shared.settings import Settings
+from shared.storage import Storage
 
 log = logging.getLogger("parallelrun.local.blobs")
 

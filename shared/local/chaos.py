@@ -54,7 +54,7 @@ class Chaos:
     Each :meth:`strike` kills either one scoring process of a live node, or a whole node, which
     is then restarted (its in-flight messages come back after the lease)."""
 
-    def __init__(self, cluster: "LocalCluster", seed: int = 0, node_share: float = 0.3) -> None:
+    def __init__(self, cluster: LocalCluster, seed: int = 0, node_share: float = 0.3) -> None:
         self.cluster = cluster
         self.random = random.Random(seed)
         self.node_share = node_share

@@ -33,12 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from shared.settings import Settings
-from shared.storage import Storage
 from shared.local.host import DEFAULT_APP, DEFAULT_HOST_JSON, PROJECT_ROOT
 from shared.local.hostconfig import load_host_config
 from shared.local.node import READY
 from shared.local.procs import children
+from shared.settings import Settings
+from shared.storage import Storage
 
 log = logging.getLogger("parallelrun.local.cluster")
 

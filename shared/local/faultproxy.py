@@ -12,14 +12,11 @@ A targeted rule (:meth:`FaultyProxy.hold`) holds every request it matches, unfor
 from __future__ import annotations
 
 import http.client
-import os
 import random
-import signal
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from shared.local.azurite import free_port
 

@@ -3,8 +3,8 @@
 It reads the app's trigger declarations (``app.get_functions()``) and ``host.json``, installs the
 process-wide runtime (:func:`shared.service.runtime.configure`), then runs a listener per function: queue
 triggers (:mod:`.queues`), blob triggers (:mod:`.blobs`), timer triggers (:mod:`.timers`) and HTTP
-triggers (:mod:`.http`, on 127.0.0.1). Other trigger types are reported and skipped. Tests call :meth:`LocalHost.drain` to
-step the system until every trigger has nothing left to do.
+triggers (:mod:`.http`, on 127.0.0.1). Other trigger types are reported and skipped. Tests call
+:meth:`LocalHost.drain` to step the system until every trigger has nothing left to do.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from shared.service import runtime
-from shared.settings import Settings
-from shared.storage import Storage
 from shared.local.blobs import BlobTrigger
 from shared.local.hostconfig import HostConfig, load_host_config
 from shared.local.http import FunctionsAsgiApp, HttpServer
 from shared.local.invocation import FunctionSpec, FunctionStats, StatsBook, resolve_expression
 from shared.local.queues import QueueConsumer
 from shared.local.timers import TimerTrigger
+from shared.service import runtime
+from shared.settings import Settings
+from shared.storage import Storage
 
 log = logging.getLogger("parallelrun.local.host")
 

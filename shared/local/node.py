@@ -26,9 +26,9 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from shared.settings import Settings
 from shared.local.host import DEFAULT_APP, DEFAULT_HOST_JSON, LocalHost, load_app
 from shared.local.procs import kill_children, watch_parent
+from shared.settings import Settings
 
 log = logging.getLogger("parallelrun.local.node")
 

@@ -32,9 +32,9 @@ import azure.functions as func
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 from azure.storage.queue import QueueClient, QueueMessage
 
-from shared.storage import Storage
 from shared.local.hostconfig import QueueHostConfig
 from shared.local.invocation import FunctionSpec, StatsBook
+from shared.storage import Storage
 
 log = logging.getLogger("parallelrun.local.queues")
 

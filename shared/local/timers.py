@@ -25,13 +25,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from azure.functions.timer import TimerRequest
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
+from azure.functions.timer import TimerRequest
 from azure.storage.blob import BlobClient, BlobLeaseClient
 
+from shared.local.invocation import FunctionSpec, StatsBook, resolve_expression
 from shared.settings import Settings
 from shared.storage import Storage
-from shared.local.invocation import FunctionSpec, StatsBook, resolve_expression
 
 log = logging.getLogger("parallelrun.local.timers")
 

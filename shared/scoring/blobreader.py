@@ -29,7 +29,6 @@ import http.client
 import logging
 import random
 import select
-import socket
 import threading
 import time
 import urllib.parse
@@ -175,7 +174,7 @@ class BlobReader:
                 if status in ok:
                     return handle(response)
                 body = response.read()
-            except (OSError, http.client.HTTPException, socket.timeout) as exc:
+            except (TimeoutError, OSError, http.client.HTTPException) as exc:
                 # a dropped or stalled connection: the GET may be repeated safely
                 self._connection(fresh=True)
                 status, body = 0, str(exc).encode()

@@ -30,8 +30,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
-from shared.scoring import protocol
-from shared.scoring import reaper
+from shared.scoring import protocol, reaper
+
 COMPAT_DIR = Path(__file__).resolve().parent / "compat"
 # What a warm spare imports before it is given a job (shared.service.working.pool): the libraries of the design card
 # and the table reader. A script's own environment variables (config.environment) must be set before

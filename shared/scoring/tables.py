@@ -23,10 +23,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from shared.errors import SubmitterError
-from shared.scoring.tabular import (FORMAT_NAMES, BlobSource, Piece, Schema, TabularFormat, parse_partition,
-                                   read_piece)
-
 from shared.scoring.blobreader import BlobReader
+from shared.scoring.tabular import FORMAT_NAMES, BlobSource, Piece, Schema, TabularFormat, parse_partition, read_piece
 
 if TYPE_CHECKING:    # the service passes its Storage (whose blob_reader reads); never imported here
     from shared.storage import Storage

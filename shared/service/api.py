@@ -27,13 +27,20 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from shared.errors import (
+    ConflictError,
+    GoneError,
+    NotFoundError,
+    OperatorError,
+    PayloadTooLarge,
+    SpecError,
+    SubmitterError,
+)
+from shared.limits import Limits, load_text
+from shared.service import runtime
 from shared.service.jobs import lifecycle as jobs
 from shared.service.results import read_head
-from shared.service import runtime
 from shared.service.working import snapshots
-from shared.errors import (ConflictError, GoneError, NotFoundError, OperatorError, PayloadTooLarge,
-                     SpecError, SubmitterError)
-from shared.limits import Limits, load_text
 
 log = logging.getLogger("parallelrun.api")
 

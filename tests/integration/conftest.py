@@ -12,10 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.service.working import models
-from shared.service.working import snapshots
 from shared.local.azurite import free_port
 from shared.local.host import LocalHost, load_app
+from shared.service.working import models, snapshots
 from shared.settings import Settings
 from shared.storage import Storage
 

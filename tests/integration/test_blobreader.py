@@ -9,9 +9,9 @@ import os
 
 import pytest
 
-from shared.scoring.blobreader import BlobNotFound, BlobReader
 from shared.local.azurite import Azurite
 from shared.local.faultproxy import FaultyProxy
+from shared.scoring.blobreader import BlobNotFound
 from shared.settings import azurite_connection_string
 from shared.storage import Storage
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from shared.service.jobs import lifecycle as jobs
-from shared.service.working import snapshots
-from shared.service.ledger.store import Ledger
-from shared.local.cluster import LocalCluster
 from shared.local.chaos import Chaos
+from shared.local.cluster import LocalCluster
+from shared.service.jobs import lifecycle as jobs
+from shared.service.ledger.store import Ledger
+from shared.service.working import snapshots
 from shared.settings import Settings
 from shared.states import JobState
 from shared.storage import Storage

@@ -22,8 +22,8 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from shared.cli import main as cli
-from shared.service.working import snapshots
 from shared.local.host import LocalHost
+from shared.service.working import snapshots
 from shared.settings import Settings
 from shared.storage import Storage
 
@@ -206,7 +206,8 @@ def test_cancel_stops_a_running_job(run: Cli, host: LocalHost, tmp_path: Path,
 
 # -- errors, through the installed entry point -----------------------------------------------------
 def test_an_invalid_spec_exits_2_naming_every_bad_field(
-        env: None, tmp_path: Path, storage: Storage, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        env: None, tmp_path: Path, storage: Storage, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     storage.ensure_container("clidata")
     spec = write_job(tmp_path, name="Bad_Name", run_max_try=0, models=[])
     code, out, err = entry_point(monkeypatch, capsys, "submit", str(spec),

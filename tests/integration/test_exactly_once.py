@@ -8,19 +8,17 @@ from pathlib import Path
 
 import httpx
 
+from shared.local.azurite import free_port
+from shared.local.host import LocalHost, load_app
+from shared.messages import BatchMessage, FinalizeMessage, PlanMessage
+from shared.service import runtime
 from shared.service.finalizing import finalizer
 from shared.service.jobs import lifecycle as jobs
 from shared.service.planning import planner
-from shared.service import runtime
-from shared.local.host import LocalHost, load_app
-from shared.local.azurite import free_port
-from shared.messages import BatchMessage, FinalizeMessage, PlanMessage
 from shared.settings import Settings
 from shared.storage import Storage
 
 from .conftest import output_rows, put_files, submit
-
-
 
 
 def misbehave(code: str, container: str, mode: str, **extra) -> dict:

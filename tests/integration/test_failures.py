@@ -15,8 +15,6 @@ from shared.storage import Storage
 from .conftest import output_rows, put_files, submit
 
 
-
-
 def job(code: str, container: str, mode: str, **extra) -> dict:
     return {"name": f"fail-{mode}", "entry_script": "misbehave.py", "source_directory": code,
             "inputs": [f"{container}/"], "mini_batch_size": "1", "arguments": ["--mode", mode],
@@ -111,9 +109,9 @@ def test_a_poisoned_mini_batch_is_recorded_as_failed_and_counted(
                              node_count=1))
     queue = storage.queue(storage.settings.batch_queue)
     host.stop()   # stop consuming; plan the second job and poison its first mini-batch by hand
-    from shared.service.planning import planner
-    from shared.service import runtime
     from shared.messages import PlanMessage
+    from shared.service import runtime
+    from shared.service.planning import planner
     rt = runtime.configure(storage.settings)
     [plan] = storage.queue(storage.settings.plan_queue).receive_messages(max_messages=1)
     planner.plan_step(storage, rt.ledger, PlanMessage.from_json(plan.content))
@@ -140,8 +138,9 @@ def jobs_status(storage: Storage, job_id: str) -> dict:
 
 def test_bad_inputs_are_failures_named_by_file_and_odd_names_work(
         host: LocalHost, api: httpx.Client, storage: Storage, mnist_code: str) -> None:
-    import numpy as np
     from io import BytesIO
+
+    import numpy as np
     from PIL import Image
     png = BytesIO()
     Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(png, format="PNG")

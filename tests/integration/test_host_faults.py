@@ -10,13 +10,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.service.jobs import lifecycle as jobs
-from shared.service.working import snapshots
-from shared.service.ledger.store import Ledger
 from shared.local.azurite import Azurite, free_port
 from shared.local.cluster import LocalCluster
 from shared.local.faultproxy import FaultyProxy
 from shared.local.host import LocalHost, load_app
+from shared.service.jobs import lifecycle as jobs
+from shared.service.ledger.store import Ledger
+from shared.service.working import snapshots
 from shared.settings import Settings, azurite_connection_string
 from shared.storage import Storage
 

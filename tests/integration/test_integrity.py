@@ -15,13 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from shared.service.jobs import lifecycle as jobs
-from shared.service.working import models
-from shared.service.working import snapshots
 from shared.errors import IntegrityError, SpecError
-from shared.service.working.jobcontext import JobContexts, JobUnrunnable
-from shared.service.ledger.store import Ledger
 from shared.local.host import LocalHost, load_app
+from shared.service.jobs import lifecycle as jobs
+from shared.service.ledger.store import Ledger
+from shared.service.working import models, snapshots
+from shared.service.working.jobcontext import JobContexts, JobUnrunnable
 from shared.settings import Settings
 from shared.storage import Storage
 

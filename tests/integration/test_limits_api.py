@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.service.jobs import lifecycle as jobs
 from shared.limits import Limits
 from shared.local.azurite import free_port
 from shared.local.host import LocalHost, load_app
+from shared.service.jobs import lifecycle as jobs
 from shared.settings import Settings
 from shared.storage import Storage
 
@@ -38,8 +38,9 @@ def settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def code(storage: Storage) -> str:
-    from .conftest import SCRIPTS
     from shared.service.working import snapshots
+
+    from .conftest import SCRIPTS
     return snapshots.upload(storage, SCRIPTS)
 
 

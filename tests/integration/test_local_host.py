@@ -22,8 +22,7 @@ import pytest
 from shared.local.blobs import compile_path
 from shared.local.cluster import LocalCluster
 from shared.local.host import DEFAULT_HOST_JSON, LocalHost, load_app
-from shared.local.hostconfig import (QueueHostConfig, load_host_config, parse_host_config,
-                                     parse_timespan)
+from shared.local.hostconfig import QueueHostConfig, load_host_config, parse_host_config, parse_timespan
 from shared.local.http import build_routes
 from shared.local.invocation import FunctionSpec
 from shared.local.receipts import Receipt, decide

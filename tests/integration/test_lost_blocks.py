@@ -9,14 +9,14 @@ import time
 
 from azure.storage.blob import BlobBlock
 
-from shared.service.finalizing import finalizer
-from shared.service.jobs import lifecycle as jobs
-from shared.service.working import snapshots
-from shared.service.working.jobcontext import output_target
-from shared.service.ledger.store import Ledger
 from shared.local.azurite import Azurite
 from shared.local.faultproxy import FaultyProxy
 from shared.local.host import LocalHost, load_app
+from shared.service.finalizing import finalizer
+from shared.service.jobs import lifecycle as jobs
+from shared.service.ledger.store import Ledger
+from shared.service.working import snapshots
+from shared.service.working.jobcontext import output_target
 from shared.settings import Settings, azurite_connection_string
 from shared.states import BatchState, JobState
 from shared.storage import Storage

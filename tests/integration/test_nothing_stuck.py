@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from shared.service.jobs import lifecycle as jobs
-from shared.service.working import snapshots
-from shared.service.ledger.store import Ledger
 from shared.local.azurite import Azurite
 from shared.local.cluster import LocalCluster
 from shared.local.faultproxy import FaultyProxy
 from shared.local.host import LocalHost, load_app
+from shared.service.jobs import lifecycle as jobs
+from shared.service.ledger.store import Ledger
+from shared.service.working import snapshots
 from shared.settings import Settings, azurite_connection_string
 from shared.states import JobState
 from shared.storage import Storage

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import httpx
 
+from shared.local.host import LocalHost
 from shared.service.jobs import lifecycle as jobs
 from shared.service.ledger.store import Ledger
-from shared.local.host import LocalHost
 from shared.storage import Storage
 
 from .conftest import put_files, submit

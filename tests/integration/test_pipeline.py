@@ -12,8 +12,6 @@ from shared.storage import Storage
 from .conftest import output_rows, put_files, register_text_model, submit
 
 
-
-
 def test_file_job_writes_one_row_per_input_in_input_order(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str, tmp_path: Path) -> None:
     names = {f"data/part{i // 10}/f{i:03d}.txt": str(i).encode() for i in range(47)}

@@ -8,13 +8,13 @@ import time
 
 import pytest
 
-from shared.service.planning import fileinputs as datasets
-from shared.service.jobs import lifecycle as jobs
-from shared.service.planning import planner
-from shared.service import runtime
-from shared.service.ledger.store import Ledger
 from shared.local.host import LocalHost, load_app
 from shared.messages import BatchMessage, PlanMessage
+from shared.service import runtime
+from shared.service.jobs import lifecycle as jobs
+from shared.service.ledger.store import Ledger
+from shared.service.planning import fileinputs as datasets
+from shared.service.planning import planner
 from shared.settings import Settings
 from shared.storage import Storage
 

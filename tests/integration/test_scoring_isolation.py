@@ -15,19 +15,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.service.jobs import lifecycle as jobs
-from shared.service.planning import planner
-from shared.scoring import reaper
-from shared.service.ledger.store import Ledger
 from shared.local.azurite import Azurite, free_port
 from shared.local.faultproxy import FaultyProxy
 from shared.local.host import LocalHost, load_app
 from shared.messages import BatchMessage, PlanMessage
+from shared.scoring import reaper
+from shared.service.jobs import lifecycle as jobs
+from shared.service.ledger.store import Ledger
+from shared.service.planning import planner
 from shared.service.working.pool import ScoringPool
-from shared.settings import Settings, azurite_connection_string
-from shared.storage import Storage
 from shared.service.working.userlogs import LogShipper
 from shared.service.working.worker import Worker
+from shared.settings import Settings, azurite_connection_string
+from shared.storage import Storage
 
 from .conftest import output_rows, put_files, submit
 

@@ -12,12 +12,12 @@ import stat
 import uuid
 from pathlib import Path
 
-from shared.service.jobs import lifecycle as jobs
-from shared.service.working import snapshots
-from shared.service.working.jobcontext import JobContexts
-from shared.service.ledger.store import Ledger
 from shared.local.azurite import Azurite
 from shared.local.host import LocalHost, load_app
+from shared.service.jobs import lifecycle as jobs
+from shared.service.ledger.store import Ledger
+from shared.service.working import snapshots
+from shared.service.working.jobcontext import JobContexts
 from shared.settings import Settings
 from shared.storage import Storage
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from shared.errors import SubmitterError
 from shared.scoring import holds
 from shared.service.working import snapshots
-from shared.errors import SubmitterError
 from shared.settings import Settings
 from shared.storage import Storage
 
@@ -57,7 +57,8 @@ def files_under(root: Path) -> list[Path]:
 
 @pytest.fixture
 def small(storage: Storage) -> Storage:
-    return Storage(dataclasses.replace(storage.settings, limits=dataclasses.replace(storage.settings.limits, max_snapshot_expanded_bytes=8 << 20)))
+    limits = dataclasses.replace(storage.settings.limits, max_snapshot_expanded_bytes=8 << 20)
+    return Storage(dataclasses.replace(storage.settings, limits=limits))
 
 
 def test_a_zip_bomb_is_refused_before_it_is_expanded(small: Storage, tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ import httpx
 import pytest
 import yaml
 
-from shared.service.ledger.store import Ledger
 from shared.local.host import LocalHost
+from shared.service.ledger.store import Ledger
 from shared.settings import Settings
 from shared.states import BatchState
 from shared.storage import Storage

@@ -7,28 +7,25 @@ import dataclasses
 import datetime as dt
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import azure.functions as func
 import httpx
 import pytest
 
-from shared.service.finalizing import finalizer
-from shared.service.jobs import joblist as index
-from shared.service.jobs import lifecycle as jobs
-from shared.service.working import snapshots
-from shared.service.jobs import sweep
-from shared.service.ledger.store import JobRow, Ledger
-from shared.local.azurite import free_port
 from shared.local.host import LocalHost, load_app
 from shared.local.invocation import FunctionSpec, StatsBook
 from shared.local.timers import TimerTrigger
+from shared.service.finalizing import finalizer
+from shared.service.jobs import joblist as index
+from shared.service.jobs import lifecycle as jobs
+from shared.service.jobs import sweep
+from shared.service.ledger.store import JobRow, Ledger
 from shared.settings import Settings
 from shared.states import JobState
 from shared.storage import Storage
 
-from .conftest import SCRIPTS, output_rows, put_files, wait_for
+from .conftest import output_rows, put_files, wait_for
 
 
 def slow_spec(code: str, container: str, **fields: Any) -> dict[str, Any]:
@@ -198,9 +195,9 @@ def test_a_running_job_whose_messages_storage_lost_is_redriven_and_completes(
     ago). Nothing would ever deliver them again; the sweep sees the job not moving and re-drives."""
     from azure.data.tables import UpdateMode
 
-    from shared.service.planning import planner
-    from shared.service.ledger.store import batch_key
     from shared.messages import PlanMessage
+    from shared.service.ledger.store import batch_key
+    from shared.service.planning import planner
 
     storage = Storage(sweeping)
     storage.ensure()

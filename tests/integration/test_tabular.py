@@ -17,8 +17,6 @@ from shared.storage import Storage
 from .conftest import output_rows, put_files, submit
 
 
-
-
 def frame(n: int, start: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(start)
     ids = np.arange(start, start + n)
@@ -191,11 +189,11 @@ def test_delimited_options_header_separator_and_multi_line_fields(
 def test_the_tabular_example_scores_the_breast_cancer_table(
         host: LocalHost, api: httpx.Client, storage: Storage, tmp_path) -> None:
     import importlib.util
+
     import yaml
 
-    from shared.service.working import models
+    from shared.service.working import models, snapshots
 
-    from shared.service.working import snapshots
     from .conftest import EXAMPLES
 
     spec_ = importlib.util.spec_from_file_location("make_data", EXAMPLES / "tabular" / "make_data.py")

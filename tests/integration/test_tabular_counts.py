@@ -10,11 +10,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shared.service.jobs import lifecycle as jobs
-from shared.service.planning import planner
-from shared.service.ledger.store import Ledger
 from shared.local.host import LocalHost
 from shared.messages import PlanMessage
+from shared.service.jobs import lifecycle as jobs
+from shared.service.ledger.store import Ledger
+from shared.service.planning import planner
 from shared.storage import Storage
 
 from .conftest import put_files
@@ -90,9 +90,9 @@ def test_an_estimate_follows_the_rows_per_byte_of_the_pieces_read(
     batch_queue = storage.queue(storage.settings.batch_queue)
     assert ledger.get_job(job.job_id).planned == 2
     # run only the first mini-batch: the second one's message is held back
+    from shared.messages import BatchMessage
     from shared.service.working.pool import ScoringPool
     from shared.service.working.worker import Worker
-    from shared.messages import BatchMessage
     batch_queue.clear_messages()
     pool = ScoringPool(storage.settings)
     try:

@@ -15,11 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shared.scoring import blobreader
-from shared.scoring import tables
-from shared.service.planning import tables as table_plans
 from shared.local.azurite import Azurite
 from shared.local.faultproxy import FaultyProxy
+from shared.scoring import blobreader, tables
+from shared.service.planning import tables as table_plans
 from shared.settings import azurite_connection_string
 from shared.storage import Storage, requests_sent_by_this_thread
 

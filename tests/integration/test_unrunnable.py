@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.service.jobs import lifecycle as jobs
-from shared.service.planning import planner
-from shared.service.working import snapshots
-from shared.service.ledger.store import Ledger
 from shared.local.host import LocalHost
 from shared.messages import BatchMessage, PlanMessage
-from shared.storage import Storage
+from shared.service.jobs import lifecycle as jobs
+from shared.service.ledger.store import Ledger
+from shared.service.planning import planner
+from shared.service.working import snapshots
 from shared.service.working.worker import Worker
+from shared.storage import Storage
 
 from .conftest import put_files, register_text_model
 

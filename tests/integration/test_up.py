@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from shared.service.jobs import lifecycle as jobs
-from shared.service.working import snapshots
-from shared.service.ledger.store import Ledger
 from shared.local.azurite import free_port
 from shared.local.cluster import LocalCluster, restart_delay
+from shared.service.jobs import lifecycle as jobs
+from shared.service.ledger.store import Ledger
+from shared.service.working import snapshots
 from shared.settings import Settings
 from shared.storage import Storage
 

@@ -1,6 +1,8 @@
 """Output claim keys: a folder's sub-folders form one key range, its parents are enumerable."""
 
 from shared.service.jobs import claims
+
+
 def test_keys_keep_prefixes_and_carry_no_slash() -> None:
     outer, inner = claims.key("c", "a/b"), claims.key("c", "a/b/c d")
     assert "/" not in outer and inner.startswith(outer)

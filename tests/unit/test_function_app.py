@@ -163,7 +163,7 @@ def _run_score_batch(monkeypatch: pytest.MonkeyPatch, body: str) -> tuple:
     seen: list[tuple] = []
     worker = types.SimpleNamespace(handle=lambda *args: seen.append(args))
     monkeypatch.setattr(adapter.runtime, "current", lambda: types.SimpleNamespace(worker=worker))
-    inserted = datetime.datetime(2026, 1, 1, 12, 0, 7, tzinfo=datetime.timezone.utc)
+    inserted = datetime.datetime(2026, 1, 1, 12, 0, 7, tzinfo=datetime.UTC)
     msg = func.queue.QueueMessage(body=body.encode(), dequeue_count=2, insertion_time=inserted)
     adapter.score_batch._function._func(msg)
     [args] = seen

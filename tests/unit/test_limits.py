@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.service.working import snapshots
 from shared.errors import SpecError, SubmitterError
 from shared.limits import Limits
+from shared.service.working import snapshots
 from shared.settings import Settings
 from shared.spec import parse_spec
 
@@ -179,7 +179,7 @@ def test_a_zip_within_the_limits_is_measured() -> None:
     assert size == snapshots.SnapshotSize(files=2, expanded_bytes=7)
 
 
-@pytest.mark.parametrize("data", [b"", b"not a zip", zip_of({"a": b"x"})[:-30]])
+@pytest.mark.parametrize("data", [b"", b"not a zip", zip_of({"a": b"x"})[:-30]], ids=["empty", "text", "cut short"])
 def test_what_is_not_a_zip_is_refused(data: bytes) -> None:
     with pytest.raises(SubmitterError, match="not a valid zip"):
         snapshots.check_zip(data, Limits())

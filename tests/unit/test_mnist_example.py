@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from .examples import load_entry_script, load_module
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "mnist"

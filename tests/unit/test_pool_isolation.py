@@ -14,10 +14,9 @@ from typing import TypeVar
 
 import pytest
 
-from shared.scoring import protocol
-from shared.scoring import reaper
-from shared.service.working.pool import RunOutcome, ScoringPool, ScoringProcess, child_env
+from shared.scoring import protocol, reaper
 from shared.scoring.child import ScoringConfig
+from shared.service.working.pool import RunOutcome, ScoringPool, ScoringProcess, child_env
 from shared.settings import Settings
 
 T = TypeVar("T")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.service.working.pool import ScoringPool
 from shared.scoring.child import ScoringConfig
+from shared.service.working.pool import ScoringPool
 from shared.settings import Settings
 
 SCRIPT = '''

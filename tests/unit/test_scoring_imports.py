@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_scoring_and_table_loading_import_no_storage_sdk() -> None:
-    code = ("import sys, shared.scoring.child, shared.scoring.tables, shared.scoring.blobreader, shared.scoring.textrows\n"
+    code = ("import sys, shared.scoring.child, shared.scoring.tables, shared.scoring.blobreader\n"
+            "import shared.scoring.textrows\n"
             "shared.scoring.tables.TableLoader()\n"
             "shared.scoring.child._warm_imports()\n"
             "print(sorted({m.split('.')[0] + '.' + m.split('.')[1] if m.startswith('azure.') "

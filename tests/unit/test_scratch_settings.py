@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 from shared.scoring.sandbox import REFER, TRUNCATE, WRITE_FILE, write_rights
-from shared.settings import Settings
 from shared.service.working.snapshots import eviction_order
+from shared.settings import Settings
 
 CHANGED = {"scratch_dir": "/srv/scratch", "snapshot_cache_count": 3, "snapshot_cache_bytes": 1 << 25, "sandbox": False,
            "sandbox_writable": ("/data/a", "/data/b")}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from shared.service.jobs import joblist as index
+from shared.service.jobs.sweep import Decision, decide
 from shared.service.ledger.store import JobRow
 from shared.states import JobState
-from shared.service.jobs.sweep import Decision, decide
 
 JOB = JobRow(job_id="j1", spec={"name": "j"}, created_at=1.0)
 
@@ -54,8 +54,8 @@ def test_a_long_finalization_or_a_stopped_job_gets_a_finalize_message() -> None:
 
 
 def test_a_stalled_job_is_redriven_from_its_lowest_unsettled_mini_batches() -> None:
-    from shared.service.ledger.store import BatchRow
     from shared.service.jobs.sweep import STALE_MARGIN_S, progress_of, redrive
+    from shared.service.ledger.store import BatchRow
 
     job = JobRow("j", {"run_invocation_timeout": 60}, state="running", window=3, planned=10)
     now = 10_000.0

@@ -12,9 +12,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.scoring.tabular import (LocalFileSource, Piece, TabularDataError, TabularFormat, infer_schema,
-                            plan_pieces, read_piece)
-from shared.scoring.tabular import text
+from shared.scoring.tabular import (
+    LocalFileSource,
+    Piece,
+    TabularDataError,
+    TabularFormat,
+    infer_schema,
+    plan_pieces,
+    read_piece,
+    text,
+)
 
 SETTINGS = settings(max_examples=100, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])

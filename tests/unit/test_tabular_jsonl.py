@@ -11,8 +11,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.scoring.tabular import (LocalFileSource, TabularDataError, TabularFormat, infer_schema,
-                            plan_pieces, read_piece)
+from shared.scoring.tabular import (
+    LocalFileSource,
+    TabularDataError,
+    TabularFormat,
+    infer_schema,
+    plan_pieces,
+    read_piece,
+)
 
 VALUES = {"i": st.integers(-2**62, 2**62), "f": st.floats(-1e9, 1e9, allow_nan=False),
           "s": st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=10),

@@ -10,8 +10,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shared.scoring.tabular import (LocalFileSource, Piece, TabularDataError, TabularFormat, infer_schema,
-                            plan_pieces, read_piece)
+from shared.scoring.tabular import (
+    LocalFileSource,
+    Piece,
+    TabularDataError,
+    TabularFormat,
+    infer_schema,
+    plan_pieces,
+    read_piece,
+)
 
 FMT = TabularFormat(kind="parquet")
 DTYPES = {"id": "Int64", "small": "Int32", "gappy": "Int64", "name": "object", "when": "datetime64[us, UTC]",

@@ -10,9 +10,18 @@ import pyarrow as pa
 import pytest
 
 from shared.errors import SubmitterError
-from shared.scoring.tabular import (LocalFileSource, Piece, Schema, TabularDataError, TabularFormat,
-                            infer_schema, pandas_dtype, plan_pieces, read_piece)
-from shared.scoring.tabular import text
+from shared.scoring.tabular import (
+    LocalFileSource,
+    Piece,
+    Schema,
+    TabularDataError,
+    TabularFormat,
+    infer_schema,
+    pandas_dtype,
+    plan_pieces,
+    read_piece,
+    text,
+)
 
 
 def _csv(tmp_path: Path, body: str, name: str = "t.csv") -> LocalFileSource:

@@ -15,9 +15,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.scoring.tabular import (BlobSource, LocalFileSource, RangeSource, SourceFile, TabularFormat,
-                            infer_schema, plan_pieces, read_piece)
-from shared.scoring.tabular import sources
+from shared.scoring.tabular import (
+    BlobSource,
+    LocalFileSource,
+    RangeSource,
+    SourceFile,
+    TabularFormat,
+    infer_schema,
+    plan_pieces,
+    read_piece,
+    sources,
+)
 
 
 class FakeBlob:

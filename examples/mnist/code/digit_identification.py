@@ -14,8 +14,8 @@ import os
 
 import numpy as np
 import onnxruntime
-from PIL import Image
 from azureml.core import Model
+from PIL import Image
 
 IMAGE_SIZE = 28
 
@@ -61,5 +61,5 @@ def run(mini_batch):
 
     result_list = []
     for image, digit in zip(mini_batch, labels):
-        result_list.append("{}: {}".format(os.path.basename(image), int(digit)))
+        result_list.append(f"{os.path.basename(image)}: {int(digit)}")
     return result_list

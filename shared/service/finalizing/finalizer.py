@@ -15,13 +15,13 @@ import time
 
 from azure.core.exceptions import HttpResponseError
 
-from shared.service.ledger import decisions
-from shared.service.jobs import joblist as index
-from shared.service.jobs import summary
-from shared.service.working.jobcontext import output_target
-from shared.service.ledger.store import BatchRow, Conflict, ErrorRecord, JobRow, Ledger, Totals
 from shared.messages import BatchMessage, FinalizeMessage
 from shared.service.finalizing.assembly import LostBlocks, assemble, assemble_parts, checkpoint, missing_blocks
+from shared.service.jobs import joblist as index
+from shared.service.jobs import summary
+from shared.service.ledger import decisions
+from shared.service.ledger.store import BatchRow, Conflict, ErrorRecord, JobRow, Ledger, Totals
+from shared.service.working.jobcontext import output_target
 from shared.states import BatchState, JobState
 from shared.storage import Storage, blob_path
 

@@ -19,16 +19,14 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.service.jobs import claims
-from shared.service.ledger import decisions
-from shared.service.jobs import joblist as index
-from shared.service.working import models
-from shared.service.working import snapshots
-from shared.service.jobs import summary
 from shared.errors import IntegrityError, NotFoundError, SpecError
-from shared.service.working.jobcontext import output_target, process_count
-from shared.service.ledger.store import Conflict, JobRow, Ledger, Totals
 from shared.messages import FinalizeMessage, PlanMessage
+from shared.service.jobs import claims, summary
+from shared.service.jobs import joblist as index
+from shared.service.ledger import decisions
+from shared.service.ledger.store import Conflict, JobRow, Ledger, Totals
+from shared.service.working import models, snapshots
+from shared.service.working.jobcontext import output_target, process_count
 from shared.settings import Settings
 from shared.spec import JobSpec, parse_spec
 from shared.states import BatchState, JobState

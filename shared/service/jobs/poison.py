@@ -14,8 +14,8 @@ import logging
 import time
 
 from shared.errors import OperatorError
-from shared.service.ledger.store import Conflict
 from shared.messages import BatchMessage, FinalizeMessage, PlanMessage
+from shared.service.ledger.store import Conflict
 from shared.service.runtime import Runtime
 from shared.states import JobState
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import logging
 
-from shared.service.jobs import lifecycle as jobs
-from shared.errors import SubmitterError, SpecError
-from shared.service.ledger.store import Ledger
+from shared.errors import SpecError, SubmitterError
 from shared.limits import check_spec_bytes
+from shared.service.jobs import lifecycle as jobs
+from shared.service.ledger.store import Ledger
 from shared.storage import Storage
 
 log = logging.getLogger("parallelrun.requests")

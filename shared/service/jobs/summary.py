@@ -67,7 +67,8 @@ def job_result_text(job: JobRow, totals: Totals, state: JobState, reason: str, u
         lines += ["", "Where to look:",
                   "  logs/processed_mini-batches.csv   every mini-batch: result, tries, node, process, error",
                   "  logs/user/error/<node>/<process>.txt   tracebacks of failed tries",
-                  "  logs/user/stdout|stderr|entry_script_log/<node>/<process>.txt   what the script printed and logged"]
+                  "  logs/user/stdout|stderr|entry_script_log/<node>/<process>.txt   "
+                  "what the script printed and logged"]
     return "\n".join(line for line in lines if line is not None) + "\n"
 
 

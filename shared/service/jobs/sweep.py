@@ -30,11 +30,11 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from shared.service.ledger import decisions
-from shared.service.jobs import joblist as index
 from shared.errors import NotFoundError
-from shared.service.ledger.store import BatchRow, JobRow, Ledger
 from shared.messages import BatchMessage, FinalizeMessage, PlanMessage
+from shared.service.jobs import joblist as index
+from shared.service.ledger import decisions
+from shared.service.ledger.store import BatchRow, JobRow, Ledger
 from shared.states import JobState
 from shared.storage import Storage
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from shared.service.ledger import decisions
-from shared.service.planning.fileinputs import Downloaded
 from shared.service.ledger.decisions import AfterFailure
 from shared.service.ledger.store import BatchRow, ErrorRecord, Totals
+from shared.service.planning.fileinputs import Downloaded
 from shared.service.working.pool import RunOutcome
 from shared.states import BatchState
 

@@ -28,14 +28,14 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from shared.service.planning import fileinputs as datasets
-from shared.service.ledger import decisions
+from shared.errors import SubmitterError
+from shared.messages import BatchMessage, FinalizeMessage, PlanMessage
 from shared.service.jobs import joblist as index
+from shared.service.ledger import decisions
+from shared.service.ledger.store import BatchRow, Conflict, JobRow, Ledger
+from shared.service.planning import fileinputs as datasets
 from shared.service.planning import tables
 from shared.service.planning.fileinputs import FileInput
-from shared.errors import SubmitterError
-from shared.service.ledger.store import BatchRow, Conflict, JobRow, Ledger
-from shared.messages import BatchMessage, FinalizeMessage, PlanMessage
 from shared.spec import JobSpec, parse_mini_batch_size, parse_spec
 from shared.states import JobState
 from shared.storage import Storage

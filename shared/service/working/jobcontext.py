@@ -18,15 +18,13 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.service.working import models
-from shared.service.working import scratch
-from shared.service.working import snapshots
-from shared.scoring import tables
-from shared.service.planning.fileinputs import FileInput
 from shared.errors import SubmitterError
-from shared.service.ledger.store import JobRow, Ledger
-from shared.service.finalizing.assembly import OutputTarget
+from shared.scoring import tables
 from shared.scoring.child import ScoringConfig
+from shared.service.finalizing.assembly import OutputTarget
+from shared.service.ledger.store import JobRow, Ledger
+from shared.service.planning.fileinputs import FileInput
+from shared.service.working import models, scratch, snapshots
 from shared.settings import Settings
 from shared.spec import JobSpec, parse_spec
 from shared.storage import Storage, blob_path

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -28,8 +27,8 @@ from pathlib import Path
 
 from azure.core.exceptions import ResourceExistsError
 
-from shared.service.working import scratch
 from shared.errors import IntegrityError, NotFoundError, SubmitterError
+from shared.service.working import scratch
 from shared.storage import Storage
 
 log = logging.getLogger("parallelrun.models")

@@ -24,8 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from shared.scoring import protocol
-from shared.scoring import reaper
+from shared.scoring import protocol, reaper
 from shared.scoring.child import ScoringConfig
 from shared.settings import AZURITE_KEY, Settings
 

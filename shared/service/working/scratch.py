@@ -47,7 +47,7 @@ def account_key(storage: Storage) -> str:
 
 def make_read_only(path: Path) -> None:
     """Files 0444, folders 0555, beneath ``path`` and ``path`` itself (before it is published)."""
-    for dirpath, dirnames, filenames in os.walk(path):
+    for dirpath, _dirnames, filenames in os.walk(path):
         for name in filenames:
             os.chmod(Path(dirpath) / name, 0o444, follow_symlinks=False)
     for dirpath, dirnames, _ in os.walk(path, topdown=False):

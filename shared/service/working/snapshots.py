@@ -28,12 +28,11 @@ from typing import BinaryIO
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
-from shared.service.working import scratch
 from shared.errors import IntegrityError, NotFoundError, SubmitterError
 from shared.limits import Limits
-from shared.storage import Storage
-
 from shared.scoring.holds import USED
+from shared.service.working import scratch
+from shared.storage import Storage
 
 log = logging.getLogger("parallelrun.snapshots")
 

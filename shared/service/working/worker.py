@@ -22,23 +22,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from shared.service.ledger import decisions
+from shared.errors import OperatorError
+from shared.messages import BatchMessage, FinalizeMessage
 from shared.service.finalizing import finalizer
-from shared.service.ledger import settlement
+from shared.service.finalizing.assembly import stage_rows
+from shared.service.ledger import decisions, settlement
+from shared.service.ledger.decisions import Delivery
+from shared.service.ledger.settlement import Settlement
+from shared.service.ledger.store import BatchRow, Conflict, ErrorRecord, Ledger, Totals
 from shared.service.planning import tables
 from shared.service.planning.fileinputs import Downloaded, download_batch
-from shared.service.ledger.decisions import Delivery
-from shared.errors import OperatorError
 from shared.service.working.jobcontext import JobContext, JobContexts, JobUnrunnable
-from shared.service.ledger.store import BatchRow, Conflict, ErrorRecord, Ledger, Totals
-from shared.messages import BatchMessage, FinalizeMessage
-from shared.service.finalizing.assembly import stage_rows
 from shared.service.working.outputs import upload_folder_changes
 from shared.service.working.pool import RunOutcome, ScoringPool
-from shared.service.ledger.settlement import Settlement
+from shared.service.working.userlogs import LogShipper
 from shared.states import BatchState
 from shared.storage import Storage, requests_sent_by_this_thread
-from shared.service.working.userlogs import LogShipper
 
 log = logging.getLogger("parallelrun.worker")
 READ_RIGHTS = frozenset("rl")   # what a SAS handed to a scoring process may grant
@@ -388,8 +387,8 @@ class Worker:
         An inline finalize runs before this mini-batch's message is deleted: if this worker dies
         meanwhile, the message comes back, finds its mini-batch settled (``_after_settled`` with
         ``redo``) or its job ``finalizing`` (:func:`decisions.refinalize`) and finalizes again.
-        If finalizing fails, the finalizer function takes over with its own retries. Finalizing is idempotent, so a race with another finisher is
-        harmless."""
+        If finalizing fails, the finalizer function takes over with its own retries. Finalizing is
+        idempotent, so a race with another finisher is harmless."""
         msg = FinalizeMessage(job_id)
         if inline:
             try:
