@@ -30,7 +30,7 @@ from shared.service.working import models, snapshots
 from shared.settings import Settings
 from shared.storage import Storage
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "mnist"
 CONTAINER = "mnist-images"
 

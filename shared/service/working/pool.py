@@ -30,7 +30,7 @@ from shared.settings import AZURITE_KEY, Settings
 
 log = logging.getLogger("parallelrun.pool")
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 INIT_TIMEOUT_S = 600.0
 WARM_CHECK_S = 0.25   # how often the pool looks at its spares
 
