@@ -101,74 +101,43 @@ class Settings:
     sweep_grace_s: float = 300.0    # a job's index row this long unchanged is checked by the sweep
 
     @classmethod
+    def env_name(cls, field: str) -> str:
+        """The app setting of a field: the Functions host's own names for the storage connection,
+        the bindings' names for resources, ``PARALLELRUN_<FIELD>`` for everything else."""
+        return _SPECIAL_NAMES.get(field) or _BY_FIELD.get(field) or f"PARALLELRUN_{field.upper()}"
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from app settings; every field is read (generated from the fields, so a new
+        field cannot be forgotten), unset or empty ones keep their defaults."""
         env = os.environ if env is None else env
-        values: dict[str, object] = {}
-        conn = env.get("AzureWebJobsStorage") or None
-        if conn == "UseDevelopmentStorage=true":
-            conn = azurite_connection_string(10000, 10001, 10002)
-        values["connection_string"] = conn
-        for field, suffix in (("account_name", "accountName"), ("blob_service_uri", "blobServiceUri"),
-                              ("queue_service_uri", "queueServiceUri"),
-                              ("table_service_uri", "tableServiceUri")):
-            values[field] = env.get(f"AzureWebJobsStorage__{suffix}") or None
-        for name, field in (*RESOURCE_SETTINGS.items(), *BINDING_SETTINGS.items()):
-            if env.get(name):
-                values[field] = env[name]
-        if env.get("PARALLELRUN_SCRATCH_DIR"):
-            values["scratch_dir"] = env["PARALLELRUN_SCRATCH_DIR"]
-        for name, field in (("PARALLELRUN_WINDOW_PER_SLOT", "window_per_slot"),
-                            ("PARALLELRUN_BLOCKS_PER_SHARD", "blocks_per_shard"),
-                            ("PARALLELRUN_DOWNLOAD_CONCURRENCY", "download_concurrency"),
-                            ("PARALLELRUN_WARM_PROCESSES", "warm_processes"),
-                            ("PARALLELRUN_SNAPSHOT_CACHE_COUNT", "snapshot_cache_count"),
-                            ("PARALLELRUN_SNAPSHOT_CACHE_BYTES", "snapshot_cache_bytes"),
-                            ("PARALLELRUN_MAX_RESULT_BYTES", "max_result_bytes")):
-            if env.get(name):
-                values[field] = int(env[name])
-        for name, field in (("PARALLELRUN_JOB_CACHE_TTL_S", "job_cache_ttl_s"),
-                            ("PARALLELRUN_STORAGE_TIMEOUT_S", "storage_timeout_s"),
-                            ("PARALLELRUN_SWEEP_GRACE_S", "sweep_grace_s"),
-                            ("PARALLELRUN_BLOCK_MAX_AGE_S", "block_max_age_s")):
-            if env.get(name):
-                values[field] = float(env[name])
-        values["limits"] = Limits.from_env(env)
-        values["local_key"] = env.get(LOCAL_KEY_SETTING) or None
-        if env.get("PARALLELRUN_SANDBOX"):
-            values["sandbox"] = env["PARALLELRUN_SANDBOX"].strip().lower() not in ("0", "false", "no", "off")
-        if env.get("PARALLELRUN_SANDBOX_WRITABLE"):
-            values["sandbox_writable"] = tuple(p for p in env["PARALLELRUN_SANDBOX_WRITABLE"].split(os.pathsep) if p)
+        values: dict[str, object] = {"limits": Limits.from_env(env)}
+        for f in dataclasses.fields(cls):
+            if f.name == "limits":
+                continue
+            raw = env.get(cls.env_name(f.name))
+            if not raw:
+                continue
+            if f.name == "connection_string" and raw == "UseDevelopmentStorage=true":
+                raw = azurite_connection_string(10000, 10001, 10002)
+            values[f.name] = _parse(f.type, raw)
         return cls(**values)  # type: ignore[arg-type]
 
     def to_env(self) -> dict[str, str]:
-        """The app settings that reproduce this object through :meth:`from_env` (for child processes)."""
-        env: dict[str, str] = {}
-        if self.connection_string:
-            env["AzureWebJobsStorage"] = self.connection_string
-        for field, suffix in (("account_name", "accountName"), ("blob_service_uri", "blobServiceUri"),
-                              ("queue_service_uri", "queueServiceUri"),
-                              ("table_service_uri", "tableServiceUri")):
-            if getattr(self, field):
-                env[f"AzureWebJobsStorage__{suffix}"] = getattr(self, field)
-        for name, field in (*RESOURCE_SETTINGS.items(), *BINDING_SETTINGS.items()):
-            env[name] = getattr(self, field)
-        env["PARALLELRUN_SCRATCH_DIR"] = self.scratch_dir
-        env["PARALLELRUN_WINDOW_PER_SLOT"] = str(self.window_per_slot)
-        env["PARALLELRUN_BLOCKS_PER_SHARD"] = str(self.blocks_per_shard)
-        env["PARALLELRUN_DOWNLOAD_CONCURRENCY"] = str(self.download_concurrency)
-        env["PARALLELRUN_WARM_PROCESSES"] = str(self.warm_processes)
-        env["PARALLELRUN_JOB_CACHE_TTL_S"] = str(self.job_cache_ttl_s)
-        env["PARALLELRUN_STORAGE_TIMEOUT_S"] = str(self.storage_timeout_s)
-        env.update(self.limits.to_env())
-        if self.local_key:
-            env[LOCAL_KEY_SETTING] = self.local_key
-        env["PARALLELRUN_SNAPSHOT_CACHE_COUNT"] = str(self.snapshot_cache_count)
-        env["PARALLELRUN_SNAPSHOT_CACHE_BYTES"] = str(self.snapshot_cache_bytes)
-        env["PARALLELRUN_SANDBOX"] = "1" if self.sandbox else "0"
-        env["PARALLELRUN_SANDBOX_WRITABLE"] = os.pathsep.join(self.sandbox_writable)
-        env["PARALLELRUN_SWEEP_GRACE_S"] = str(self.sweep_grace_s)
-        env["PARALLELRUN_MAX_RESULT_BYTES"] = str(self.max_result_bytes)
-        env["PARALLELRUN_BLOCK_MAX_AGE_S"] = str(self.block_max_age_s)
+        """The app settings that reproduce this object through :meth:`from_env` (for child
+        processes); generated from the fields, so every field round-trips."""
+        env: dict[str, str] = dict(self.limits.to_env())
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "limits" or value is None:
+                continue
+            if isinstance(value, bool):
+                text = "1" if value else "0"
+            elif isinstance(value, tuple):
+                text = os.pathsep.join(value)
+            else:
+                text = str(value)
+            env[self.env_name(f.name)] = text
         return env
 
     def resolve(self, expression: str) -> str:
@@ -205,3 +174,26 @@ class Settings:
     @property
     def containers(self) -> tuple[str, ...]:
         return (self.requests_container, self.system_container, self.output_container)
+
+
+_SPECIAL_NAMES = {"connection_string": "AzureWebJobsStorage",
+                  "account_name": "AzureWebJobsStorage__accountName",
+                  "blob_service_uri": "AzureWebJobsStorage__blobServiceUri",
+                  "queue_service_uri": "AzureWebJobsStorage__queueServiceUri",
+                  "table_service_uri": "AzureWebJobsStorage__tableServiceUri",
+                  "local_key": LOCAL_KEY_SETTING}
+_BY_FIELD = {field: name for name, field in (*RESOURCE_SETTINGS.items(), *BINDING_SETTINGS.items())}
+
+
+def _parse(annotation: object, raw: str) -> object:
+    """An app setting's text as the type of its field (annotations are strings here)."""
+    kind = str(annotation).replace(" | None", "")
+    if kind == "bool":
+        return raw.strip().lower() not in ("0", "false", "no", "off")
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    if kind.startswith("tuple"):
+        return tuple(p for p in raw.split(os.pathsep) if p)
+    return raw

@@ -225,3 +225,29 @@ def test_a_link_out_of_the_folder_is_refused(tmp_path: Any) -> None:
     (folder / "key.txt").symlink_to(secret)
     with pytest.raises(SubmitterError, match="key.txt is a link to a file outside the folder"):
         snapshots.build_zip(folder)
+
+
+def test_every_settings_field_survives_the_env_round_trip() -> None:
+    """Nodes a LocalCluster starts get their Settings through to_env()/from_env(): a field either
+    drops (plan_page_size and poison_suffix once did) and the node silently runs on a default."""
+    import dataclasses as dc
+    changed: dict[str, object] = {}
+    for f in dc.fields(Settings):
+        default = f.default if f.default is not dc.MISSING else f.default_factory()  # type: ignore[misc]
+        kind = str(f.type).replace(" | None", "")
+        if f.name == "limits":
+            changed[f.name] = dc.replace(Limits(), max_snapshot_members=123)
+        elif kind == "bool":
+            changed[f.name] = not default
+        elif kind == "int":
+            changed[f.name] = (default or 0) + 7
+        elif kind == "float":
+            changed[f.name] = (default or 0.0) + 0.5
+        elif kind.startswith("tuple"):
+            changed[f.name] = ("/a", "/b")
+        else:
+            changed[f.name] = f"x-{f.name}"
+    settings = Settings(**changed)  # type: ignore[arg-type]
+    back = Settings.from_env(settings.to_env())
+    for f in dc.fields(Settings):
+        assert getattr(back, f.name) == getattr(settings, f.name), f.name
