@@ -11,6 +11,8 @@ spec can never leave their container: no leading ``/``, no ``.``/``..`` segments
 from __future__ import annotations
 
 import difflib
+import fnmatch
+import functools
 import logging
 import re
 from collections import Counter
@@ -314,6 +316,25 @@ class InputSpec(BaseModel):
         if self.files is not None and (self.prefix or self.glob):
             raise ValueError("give either files or prefix/glob, not both")
         return self
+
+    @functools.cached_property
+    def wire(self) -> dict[str, Any]:
+        """This input as plain data, as stored in the job row and as the scoring processes get it
+        (they import no pydantic)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def matches(self, blob_name: str) -> bool:
+        """Whether a listed blob is one of this input's files (folders never are)."""
+        if blob_name.endswith("/"):
+            return False
+        if not self.glob:
+            return True
+        rel = blob_name[len(self.prefix):] if blob_name.startswith(self.prefix) else blob_name
+        return fnmatch.fnmatchcase(rel, self.glob)
+
+    def describe(self) -> str:
+        where = f"{self.container}/{self.prefix}"
+        return f"{where} (glob {self.glob})" if self.glob else where
 
 
 class OutputSpec(BaseModel):

@@ -20,6 +20,7 @@ from shared.service.working.jobcontext import output_target
 from shared.settings import Settings, azurite_connection_string
 from shared.states import BatchState, JobState
 from shared.storage import Storage
+from tests.rows import job_row
 
 from .conftest import SCRIPTS, put_files
 from .test_host_faults import assert_exact, spec
@@ -182,11 +183,11 @@ def test_a_counter_shard_that_storage_lost_is_written_again(storage: Storage) ->
     mini-batch then failed until it was poisoned): it reloads the shard and commits again."""
     from dataclasses import replace
 
-    from shared.service.ledger.store import BatchRow, JobRow, Totals
+    from shared.service.ledger.store import BatchRow, Totals
 
     ledger = Ledger(storage.ledger)
     ledger._shards = ledger._shards[:1]   # one shard, so that both commits go to it
-    ledger.create_job(JobRow("lostshard", {"inputs": []}, created_at=time.time()))
+    ledger.create_job(job_row("lostshard", created_at=time.time()))
     ledger.put_batches([BatchRow("lostshard", i, [[0, f"f{i}"]]) for i in range(2)])
     for i in range(2):
         row = ledger.get_batch("lostshard", i)

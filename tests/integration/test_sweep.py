@@ -24,6 +24,7 @@ from shared.service.ledger.store import JobRow, Ledger
 from shared.settings import Settings
 from shared.states import JobState
 from shared.storage import Storage
+from tests.rows import job_row
 
 from .conftest import output_rows, put_files, wait_for
 
@@ -51,7 +52,7 @@ class DiesBeforePlanning:
 
 # -- the index ---------------------------------------------------------------------------------
 def test_an_index_row_never_moves_backwards(storage: Storage) -> None:
-    job = JobRow(job_id="j-order", spec={"name": "order"}, created_at=time.time())
+    job = job_row("j-order", {"name": "order"}, created_at=time.time())
     index.add(storage, job)
     assert index.set_state(storage, job, JobState.RUNNING)
     assert index.set_state(storage, job, JobState.SUCCEEDED)

@@ -4,9 +4,10 @@ the loud note of a job that succeeded although items failed, and the estimate of
 from __future__ import annotations
 
 from shared.service.ledger import decisions, settlement
-from shared.service.ledger.store import BatchRow, JobRow, Totals
+from shared.service.ledger.store import BatchRow, Totals
 from shared.service.planning.fileinputs import Downloaded
 from shared.service.working.pool import RunOutcome
+from tests.rows import job_row
 
 TEXT_PIECE = {"file": "t.csv", "kind": "delimited", "index": 0, "est_bytes": 1000,
               "range": [100, 1100]}
@@ -66,23 +67,23 @@ def test_a_poisoned_table_counts_the_rows_of_its_pieces() -> None:
 
 
 def test_success_with_failed_items_is_said_loudly() -> None:
-    assert decisions.success_note({}, Totals(items_succeeded=3)) == ""
-    note = decisions.success_note({"error_threshold": -1}, Totals(items_failed=300))
+    assert decisions.success_note(job_row().spec, Totals(items_succeeded=3)) == ""
+    note = decisions.success_note(job_row(spec={"error_threshold": -1}).spec, Totals(items_failed=300))
     assert note.startswith("succeeded with 0 of 300 items: 300 failed (error_threshold -1")
-    assert "within error_threshold 5" in decisions.success_note({"error_threshold": 5},
+    assert "within error_threshold 5" in decisions.success_note(job_row(spec={"error_threshold": 5}).spec,
                                                                 Totals(items_succeeded=7, items_failed=3))
 
 
 def test_a_tables_rows_are_estimated_until_every_text_piece_is_read() -> None:
-    files = JobRow("j", {}, items_total=10, planning_done=True)
+    files = job_row("j", items_total=10, planning_done=True)
     assert decisions.items_total(files, Totals()) == (10, False)
-    parquet = JobRow("j", {}, items_total=500, planning_done=True)
+    parquet = job_row("j", items_total=500, planning_done=True)
     assert decisions.items_total(parquet, Totals()) == (500, False)
-    text = JobRow("j", {}, items_total=500, text_bytes=4000, planning_done=True)
+    text = job_row("j", items_total=500, text_bytes=4000, planning_done=True)
     assert decisions.items_total(text, Totals()) == (500, True)          # nothing read yet
     assert decisions.items_total(text, Totals(text_bytes_read=1000, text_rows_read=40)) == (660, True)
     assert decisions.items_total(text, Totals(text_bytes_read=4000, text_rows_read=170)) == (670, False)
     bounded = Totals(text_bytes_read=4000, text_rows_read=170, items_bounded=20)
     assert decisions.items_total(text, bounded) == (670, True)
-    planning = JobRow("j", {}, text_bytes=4000, planning_done=False)
+    planning = job_row("j", text_bytes=4000, planning_done=False)
     assert decisions.items_total(planning, Totals(text_bytes_read=4000, text_rows_read=1))[1] is True

@@ -7,11 +7,13 @@ import pytest
 from shared.service.ledger import decisions
 from shared.service.ledger.decisions import AfterFailure, Delivery
 from shared.service.ledger.store import BatchRow, JobRow, Totals
+from shared.spec import parse_spec
 from shared.states import BatchState, JobState
+from tests.rows import MINIMAL_SPEC, job_row
 
 
 def job(**kw) -> JobRow:
-    return JobRow(job_id="j", spec=kw.pop("spec", {}), **kw)
+    return job_row("j", kw.pop("spec", {}), **kw)
 
 
 def batch(state: str = BatchState.PENDING) -> BatchRow:
@@ -73,7 +75,7 @@ def test_planner_enqueues_first_window_and_orphans() -> None:
     ({"allowed_failed_percent": 100}, Totals(batches_failed=5), 5, True, None),
 ])
 def test_budgets(spec, totals, planned, done, expected) -> None:
-    reason = decisions.budget_exceeded(spec, totals, planned, done)
+    reason = decisions.budget_exceeded(parse_spec({**MINIMAL_SPEC, **spec}), totals, planned, done)
     assert (reason is None) if expected is None else (expected in reason)
 
 

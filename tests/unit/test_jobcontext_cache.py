@@ -15,11 +15,11 @@ def test_concurrent_invocations_share_one_refresh_of_an_expired_job_row(tmp_path
     def get_job(job_id: str) -> SimpleNamespace:
         reads.append(job_id)
         release.wait(5)
-        return SimpleNamespace(job_id=job_id, spec={"v": 1}, state="running")
+        return SimpleNamespace(job_id=job_id, spec_json='{"v":1}', state="running")
 
     storage = SimpleNamespace(settings=SimpleNamespace(job_cache_ttl_s=2.0, scratch_dir=str(tmp_path)))
     contexts = JobContexts(storage, SimpleNamespace(get_job=get_job), "node0")  # type: ignore[arg-type]
-    old = SimpleNamespace(job=SimpleNamespace(spec={"v": 1}, state="old"), spec=None, inputs=[],
+    old = SimpleNamespace(job=SimpleNamespace(spec_json='{"v":1}', state="old"), spec=None, inputs=[],
                           scoring=None, pool_key="k", target=None, processes=1)
     contexts._cache["j1"] = (time.monotonic() - 60, old)        # expired
 

@@ -6,10 +6,10 @@ import dataclasses
 
 from shared.service.jobs import joblist as index
 from shared.service.jobs.sweep import Decision, decide
-from shared.service.ledger.store import JobRow
 from shared.states import JobState
+from tests.rows import job_row
 
-JOB = JobRow(job_id="j1", spec={"name": "j"}, created_at=1.0)
+JOB = job_row("j1", {"name": "job"}, created_at=1.0)
 
 
 def test_index_states_only_move_forwards_and_a_final_state_stays() -> None:
@@ -57,7 +57,7 @@ def test_a_stalled_job_is_redriven_from_its_lowest_unsettled_mini_batches() -> N
     from shared.service.jobs.sweep import STALE_MARGIN_S, progress_of, redrive
     from shared.service.ledger.store import BatchRow
 
-    job = JobRow("j", {"run_invocation_timeout": 60}, state="running", window=3, planned=10)
+    job = job_row("j", {"run_invocation_timeout": 60}, state="running", window=3, planned=10)
     now = 10_000.0
     rows = [BatchRow("j", 7, [], state="pending"),
             BatchRow("j", 2, [], state="running", started_at=now - 5),            # alive

@@ -22,7 +22,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, BlobClient, ContentSettings
 
-from shared.messages import FinalizeMessage
+from shared.service import outbox
 from shared.storage import Storage
 
 log = logging.getLogger("parallelrun.output")
@@ -94,8 +94,7 @@ def stage_rows(storage: Storage, target: OutputTarget, batch: int, data: str | b
         blob.stage_block(bid, data.encode("utf-8") if isinstance(data, str) else data)
     except HttpResponseError as exc:
         if getattr(exc, "error_code", None) == "BlockCountExceedsLimit":
-            storage.queue(storage.settings.finalize_queue).send_message(
-                FinalizeMessage(target.job_id, checkpoint=True).to_json())
+            outbox.finalize(storage, target.job_id, checkpoint=True)
             log.error("job=%s: %s holds too many uncommitted blocks; checkpoint requested",
                       target.job_id, blob.blob_name)
         raise

@@ -51,7 +51,7 @@ def advances(current: str, new: str) -> bool:
 def add(storage: Storage, job: JobRow) -> None:
     storage.table(storage.settings.index_table).upsert_entity({
         "PartitionKey": PARTITION, "RowKey": key(job), "job_id": job.job_id,
-        "name": job.spec.get("name", ""), "state": job.state, "created_at": job.created_at})
+        "name": job.name, "state": job.state, "created_at": job.created_at})
 
 
 def set_state(storage: Storage, job: JobRow, state: str, reason: str = "") -> bool:
@@ -66,7 +66,7 @@ def set_state(storage: Storage, job: JobRow, state: str, reason: str = "") -> bo
         if row is not None and not advances(row.get("state", ""), state):
             return False
         entity = {"PartitionKey": PARTITION, "RowKey": key(job), "job_id": job.job_id,
-                  "name": job.spec.get("name", ""), "created_at": job.created_at,
+                  "name": job.name, "created_at": job.created_at,
                   "state": str(state), "updated_at": time.time()}
         if reason:
             entity["reason"] = reason

@@ -1,5 +1,6 @@
 """Job operations shared by the HTTP API, the blob-upload trigger and the CLI: submit, resubmit,
-status, list, cancel.
+list, cancel (how a job stops is :mod:`shared.service.jobs.stopping`; what a job looks like to a
+user is :mod:`shared.service.jobs.status`).
 
 Submission validates everything it can before anything is written (the spec, the code snapshot and
 its entry script, the models, the input containers): an invalid job is refused with every bad
@@ -20,17 +21,17 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.errors import IntegrityError, NotFoundError, SpecError
-from shared.messages import FinalizeMessage, PlanMessage
-from shared.service.jobs import claims, summary
+from shared.service import outbox
+from shared.service.jobs import claims, stopping
 from shared.service.jobs import joblist as index
+from shared.service.jobs.status import job_status
 from shared.service.ledger import decisions
-from shared.service.ledger.store import Conflict, JobRow, Ledger, Totals
+from shared.service.ledger.store import JobRow, Ledger
 from shared.service.working import models, snapshots
-from shared.service.working.jobcontext import output_target, process_count
+from shared.service.working.jobcontext import process_count
 from shared.settings import Settings
 from shared.spec import JobSpec, parse_spec
-from shared.states import BatchState, JobState
-from shared.storage import Storage, blob_path
+from shared.storage import Storage
 
 log = logging.getLogger("parallelrun.jobs")
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")   # no '/', '\\', '#', '?': table keys
@@ -149,7 +150,7 @@ def submit(storage: Storage, ledger: Ledger, data: Any) -> JobRow:
         if spec.output is not None:
             claims.release(storage, job_id, container, prefix)
         raise
-    storage.queue(settings.plan_queue).send_message(PlanMessage(job_id, 0).to_json())
+    outbox.plan(storage, job_id, 0)
     log.info("submitted: job=%s inputs=%d window=%d", job_id, len(spec.inputs), window)
     return job
 
@@ -165,95 +166,16 @@ def resubmit(storage: Storage, ledger: Ledger, job_id: str, overrides: dict[str,
 
 def cancel(storage: Storage, ledger: Ledger, job_id: str) -> JobRow:
     """Stop a job: unrun mini-batches are dropped; the output of finished ones is still assembled."""
-    job = ledger.get_job(check_job_id(job_id))
-    while job.active:
-        try:
-            job = ledger.update_job(job, stop_reason="cancelled by user", error="cancelled by user",
-                                    stopped_at=time.time())
-            log.info("cancel requested: job=%s", job_id)
-        except Conflict:
-            job = ledger.get_job(job_id)
-    if decisions.refinalize(job):
-        # again, if a first try died here; a finalizing job is complete and only finishes (its
-        # finalizer may have died: the finalize message re-drives it, idempotently)
-        storage.queue(storage.settings.finalize_queue).send_message(FinalizeMessage(job_id).to_json())
-    return job
+    log.info("cancel requested: job=%s", job_id)
+    # a finalizing job is complete and only finishes: its finalize message is sent again, in case
+    # its finalizer died (idempotent)
+    return stopping.stop(storage, ledger, check_job_id(job_id), decisions.CANCELLED)
 
 
 def status(storage: Storage, ledger: Ledger, job_id: str, error_limit: int = 10) -> dict[str, Any]:
-    """Everything a user asks about a job, as one JSON-able dict."""
+    """Everything a user asks about a job, as JSON-able data (see :class:`JobStatus`)."""
     job = ledger.get_job(check_job_id(job_id))
-    totals = ledger.totals(job_id)
-    running = ledger.count_batches(job_id, BatchState.RUNNING) if not JobState(job.state).terminal else 0
-    settled = totals.batches_done
-    end = job.ended_at or time.time()
-    elapsed = max(0.0, end - job.started_at) if job.started_at else 0.0
-    target = output_target(storage.settings, job)
-    replaced_by = replaced(storage, job)
-    errors = summary.group_errors(ledger.errors(job_id, 1000)) if error_limit else []
-    return {
-        "job_id": job.job_id, "name": job.spec.get("name", ""), "state": job.state,
-        "reason": job.error,
-        "mini_batches": {"total": job.planned, "planning_done": job.planning_done,
-                         "queued": max(0, job.planned - settled - running), "running": running,
-                         "succeeded": totals.batches_succeeded, "failed": totals.batches_failed,
-                         "failed_tries": totals.tries_failed},
-        "items": {"total": decisions.items_total(job, totals)[0],
-                  "succeeded": totals.items_succeeded, "failed": totals.items_failed},
-        "items_counted": _items_counted(job, totals),
-        "rows": totals.rows,
-        "timings": {"created_at": job.created_at, "started_at": job.started_at,
-                    "ended_at": job.ended_at, "elapsed_s": round(elapsed, 3)},
-        "throughput": {"items_per_s": round((totals.items_succeeded + totals.items_failed)
-                                            / elapsed, 2) if elapsed else 0.0},
-        "stages": _stages(totals),
-        "output": {"container": job.output_container, "prefix": job.output_prefix,
-                   "blob": target.blob_name if job.spec.get("output_action") != "summary_only" else None,
-                   "url": storage.blob_url(job.output_container, target.blob_name),
-                   "logs": f"{job.output_container}/{blob_path(job.output_prefix, 'logs/')}",
-                   "partial": JobState(job.state).terminal and totals.batches_succeeded < job.planned,
-                   "replaced_by": replaced_by or None,
-                   **({"note": f"output replaced by job {replaced_by}: its files are that job's, "
-                               f"this job's rows are gone"} if replaced_by else {})},
-        "errors": [{k: v for k, v in g.items() if k != "traceback" or i == 0}
-                   for i, g in enumerate(errors[:error_limit])],
-        "spec": job.spec,
-    }
-
-
-def _items_counted(job: JobRow, totals: Totals) -> dict[str, Any]:
-    """How ``items`` was counted: ``total_estimated`` while a table's text pieces are not all read;
-    ``failed_bounded``: failed items counted as the lines of pieces that could not be parsed (an
-    upper bound on their rows), included in ``items.failed``; ``notes`` says both in words."""
-    estimated = decisions.items_total(job, totals)[1]
-    notes = []
-    if estimated:
-        notes.append("items.total is an estimate: the rows of text pieces not read yet are "
-                     "estimated from the rows per byte of those read")
-    if totals.items_bounded:
-        notes.append(f"{totals.items_bounded} of the failed items are an upper bound: the lines "
-                     "of pieces that could not be parsed")
-    return {"total_estimated": estimated, "failed_bounded": totals.items_bounded, "notes": notes}
-
-
-def _stages(totals: Totals) -> dict[str, Any]:
-    """Where the tries' time went: seconds per stage in all, and milliseconds per try on average."""
-    ms = {stage: getattr(totals, f"ms_{stage}") for stage in Totals.STAGES}
-    return {"tries": totals.tries, "total_s": {k: round(v / 1000, 3) for k, v in ms.items()},
-            "per_try_ms": {k: round(v / totals.tries, 1) if totals.tries else 0.0
-                           for k, v in ms.items()},
-            # counted at the transport in the worker's thread: reading the row, marking it running,
-            # staging rows, the commit, enqueueing the successor, shipping logs (not the downloads,
-            # which other threads make, nor the host's receive/delete of the message)
-            "storage_calls_per_try": round(totals.calls / totals.tries, 2) if totals.tries else 0.0}
-
-
-def replaced(storage: Storage, job: JobRow) -> str:
-    """The newer job that took over this finished job's explicit output ("" if none did)."""
-    if not job.spec.get("output"):
-        return ""
-    owner = claims.owner(storage, job.output_container, job.output_prefix)
-    return owner if owner and owner != job.job_id else ""
+    return job_status(storage, ledger, job, error_limit).to_dict()
 
 
 def list_jobs(storage: Storage, limit: int = 50) -> list[dict[str, Any]]:

@@ -11,13 +11,11 @@ A poison message that cannot even be decoded is logged and dropped (there is not
 from __future__ import annotations
 
 import logging
-import time
 
 from shared.errors import OperatorError
 from shared.messages import BatchMessage, FinalizeMessage, PlanMessage
-from shared.service.ledger.store import Conflict
+from shared.service.jobs import stopping
 from shared.service.runtime import Runtime
-from shared.states import JobState
 
 log = logging.getLogger("parallelrun.poison")
 
@@ -33,30 +31,17 @@ def batch(rt: Runtime, body: bytes, dequeue_count: int) -> str:
 
 def plan(rt: Runtime, body: bytes) -> str:
     msg = PlanMessage.from_json(body)
-    job = rt.ledger.get_job(msg.job_id)
     reason = (f"planning failed: step {msg.step} of job {msg.job_id} could not be run "
               "(its message reached the poison queue; see the host's logs)")
-    while job.active:
-        try:
-            job = rt.ledger.update_job(job, stop_reason=reason, error=reason, planning_done=True,
-                                       stopped_at=time.time())
-        except Conflict:
-            job = rt.ledger.get_job(msg.job_id)
-            continue
-        rt.storage.queue(rt.settings.finalize_queue).send_message(FinalizeMessage(job.job_id).to_json())
+    stopping.stop(rt.storage, rt.ledger, msg.job_id, reason, planning_done=True)
     log.error("%s", reason)
     return "recorded"
 
 
 def finalize(rt: Runtime, body: bytes) -> str:
     msg = FinalizeMessage.from_json(body)
-    job = rt.ledger.get_job(msg.job_id)
     reason = (f"finalizing job {msg.job_id} failed repeatedly (its message reached the poison "
               "queue; see the host's logs); the output may be incomplete")
-    while not JobState(job.state).terminal:
-        try:
-            job = rt.ledger.update_job(job, state=JobState.FAILED, error=reason, ended_at=time.time())
-        except Conflict:
-            job = rt.ledger.get_job(msg.job_id)
+    stopping.fail(rt.ledger, msg.job_id, reason)
     log.error("%s", reason)
     return "recorded"

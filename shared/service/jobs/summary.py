@@ -45,7 +45,7 @@ def job_result_text(job: JobRow, totals: Totals, state: JobState, reason: str, u
                     errors: list[ErrorRecord]) -> str:
     partial = state is not JobState.SUCCEEDED or totals.batches_succeeded < job.planned
     lines = [
-        f"Job {job.job_id} ({job.spec.get('name', '')}): {state.value}",
+        f"Job {job.job_id} ({job.name}): {state.value}",
         (f"  WARNING: {reason}" if state is JobState.SUCCEEDED else f"  reason: {reason}")
         if reason else "",
         f"  mini-batches: {job.planned} planned, {totals.batches_succeeded} succeeded, "

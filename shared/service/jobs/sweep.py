@@ -25,17 +25,18 @@ one at a time anyway (a timer runs on one instance).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, replace
 from typing import Any
 
 from shared.errors import NotFoundError
-from shared.messages import BatchMessage, FinalizeMessage, PlanMessage
+from shared.service import outbox
 from shared.service.jobs import joblist as index
 from shared.service.ledger import decisions
 from shared.service.ledger.store import BatchRow, JobRow, Ledger
-from shared.states import JobState
+from shared.states import BatchState, JobState
 from shared.storage import Storage
 
 log = logging.getLogger("parallelrun.sweep")
@@ -84,7 +85,7 @@ def progress_of(job: JobRow, tries: int, settled: int) -> str:
 def redrive(job: JobRow, unsettled: list[BatchRow], now: float) -> list[int]:
     """The mini-batches of a stalled job to send again: of the lowest ``window`` unsettled ones
     (in index order), those pending and those whose try is stale."""
-    timeout = float(job.spec.get("run_invocation_timeout", 60))
+    timeout = float(job.spec.run_invocation_timeout)
     lowest = sorted(unsettled, key=lambda b: b.index)[:job.window]
     return [b.index for b in lowest
             if b.state == "pending" or now - b.started_at > timeout + STALE_MARGIN_S]
@@ -127,12 +128,11 @@ def _sweep_one(storage: Storage, ledger: Ledger, row: dict, now: float) -> Decis
     if decision.index_state:
         index.set_state(storage, job, decision.index_state, job.error)
     if decision.send == "plan":
-        storage.queue(storage.settings.plan_queue).send_message(PlanMessage(job_id, 0).to_json())
+        outbox.plan(storage, job_id, 0)
     elif decision.send.startswith("stalled"):
         pass   # sent by _check_stall
     elif decision.send == "finalize":
-        storage.queue(storage.settings.finalize_queue).send_message(
-            FinalizeMessage(job_id).to_json())
+        outbox.finalize(storage, job_id)
     if decision.idle:
         return decision
     log.warning("sweep: job=%s index=%s ledger=%s: %s", job_id, row["state"], job.state,
@@ -152,15 +152,13 @@ def _check_stall(storage: Storage, ledger: Ledger, job: JobRow, row: dict, total
         return ""
     sent = []
     if not job.planning_done:
-        storage.queue(storage.settings.plan_queue).send_message(
-            PlanMessage(job.job_id, job.plan_step).to_json())
+        outbox.plan(storage, job.job_id, job.plan_step)
         sent.append(f"plan step {job.plan_step}")
     unsettled = [b for b in ledger.batches(job.job_id, select=[
-        "PartitionKey", "RowKey", "state", "started_at"]) if not decisions.settled(b.state)]
+        "PartitionKey", "RowKey", "state", "started_at"]) if not BatchState(b.state).settled]
     again = redrive(job, unsettled, now)
-    queue = storage.queue(storage.settings.batch_queue)
     for i in again:
-        queue.send_message(BatchMessage(job.job_id, i, ready_at=time.time()).to_json())
+        outbox.batch(storage, job.job_id, i)
     if again:
         sent.append(f"mini-batches {again[:10]}")
     return "stalled: " + ", ".join(sent) if sent else ""
@@ -172,7 +170,7 @@ def _abandon(storage: Storage, ledger: Ledger, row: dict) -> JobRow:
     stays failed: the planner drops the plan message of a job that is not active."""
     now = time.time()
     return ledger.create_job(JobRow(
-        job_id=row["job_id"], spec={"name": row.get("name", "")}, state=JobState.FAILED,
+        job_id=row["job_id"], spec_json=json.dumps({"name": row.get("name", "")}), state=JobState.FAILED,
         stop_reason=ABANDONED, error=ABANDONED, stopped_at=now, ended_at=now,
         output_container=storage.settings.output_container, output_prefix=row["job_id"],
         created_at=row["created_at"]))

@@ -6,12 +6,14 @@ which is why these functions carry the densest unit tests.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from enum import StrEnum
-from typing import Any
 
 from shared.service.ledger.store import BatchRow, JobRow, Totals
-from shared.states import BatchState, JobState
+from shared.spec import JobSpec
+from shared.states import JobState
+
+CANCELLED = "cancelled by user"   # the stop reason of a job a user cancelled
 
 
 class Delivery(StrEnum):
@@ -27,7 +29,7 @@ def on_delivery(job: JobRow, batch: BatchRow | None) -> Delivery:
         return Delivery.DROP_JOB_INACTIVE
     if batch is None:
         return Delivery.DROP_UNKNOWN
-    if batch.terminal:
+    if batch.settled:
         return Delivery.DROP_DONE
     return Delivery.RUN
 
@@ -74,18 +76,18 @@ def planner_enqueues(new: range, window: int, settled: Iterable[int]) -> list[in
     return [i for i in new if i < window or (i - window) in done]
 
 
-def budget_exceeded(spec: Mapping[str, Any], totals: Totals, planned: int,
+def budget_exceeded(spec: JobSpec, totals: Totals, planned: int,
                     planning_done: bool) -> str | None:
     """The reason the job must stop, or None. -1 (or None) disables a budget."""
-    threshold = spec.get("error_threshold", -1)
-    if threshold is not None and threshold >= 0 and totals.items_failed > threshold:
+    threshold = spec.error_threshold
+    if threshold >= 0 and totals.items_failed > threshold:
         return (f"error_threshold exceeded: {totals.items_failed} failed items > "
                 f"error_threshold {threshold}")
-    count = spec.get("allowed_failed_count")
+    count = spec.allowed_failed_count
     if count is not None and count >= 0 and totals.batches_failed > count:
         return (f"allowed_failed_count exceeded: {totals.batches_failed} failed mini-batches > "
                 f"allowed_failed_count {count}")
-    percent = spec.get("allowed_failed_percent")
+    percent = spec.allowed_failed_percent
     if (percent is not None and 0 <= percent < 100 and planning_done and planned
             and totals.batches_failed * 100.0 / planned > percent):
         return (f"allowed_failed_percent exceeded: {totals.batches_failed}/{planned} mini-batches "
@@ -126,7 +128,7 @@ def complete(job: JobRow, totals: Totals) -> bool:
 def final_state(job: JobRow, totals: Totals) -> tuple[JobState, str]:
     """The state a finalized job ends in, with the reason shown to the user."""
     if job.stop_reason:
-        if job.stop_reason.startswith("cancelled"):
+        if job.stop_reason == CANCELLED:
             return JobState.CANCELLED, job.stop_reason
         return JobState.FAILED, job.stop_reason
     reason = budget_exceeded(job.spec, totals, job.planned, True)
@@ -135,7 +137,7 @@ def final_state(job: JobRow, totals: Totals) -> tuple[JobState, str]:
     return JobState.SUCCEEDED, success_note(job.spec, totals)
 
 
-def success_note(spec: Mapping[str, Any], totals: Totals) -> str:
+def success_note(spec: JobSpec, totals: Totals) -> str:
     """What a job that succeeded although items failed says, loudly ("" if none failed).
 
     ``error_threshold: -1`` (PRS's default, kept) lets any number of failed items pass, so a job
@@ -143,13 +145,10 @@ def success_note(spec: Mapping[str, Any], totals: Totals) -> str:
     if not totals.items_failed:
         return ""
     total = totals.items_succeeded + totals.items_failed
-    threshold = spec.get("error_threshold", -1)
+    threshold = spec.error_threshold
     why = ("error_threshold -1 lets any number of failed items pass; set error_threshold to fail "
-           "the job instead" if threshold is None or threshold < 0
+           "the job instead" if threshold < 0
            else f"within error_threshold {threshold}")
     return (f"succeeded with {totals.items_succeeded} of {total} items: "
             f"{totals.items_failed} failed ({why})")
 
-
-def settled(state: str) -> bool:
-    return state in (BatchState.SUCCEEDED, BatchState.FAILED)

@@ -10,13 +10,23 @@ failure does not consume a try (the mini-batch never ran); the worker bounds tho
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from enum import StrEnum
 
 from shared.service.ledger import decisions
 from shared.service.ledger.decisions import AfterFailure
 from shared.service.ledger.store import BatchRow, ErrorRecord, Totals
 from shared.service.planning.fileinputs import Downloaded
 from shared.service.working.pool import RunOutcome
-from shared.states import BatchState
+from shared.states import BatchState, ErrorKind
+
+
+class Verdict(StrEnum):
+    """What a try did to its mini-batch."""
+
+    SUCCEEDED = "succeeded"   # settled: its rows staged, its items counted
+    RETRY = "retry"           # the try failed; the mini-batch runs again
+    FAILED = "failed"         # settled: out of tries (or poisoned), every item failed
+    INIT = "init"             # init() failed: no try consumed, the mini-batch runs again
 
 
 @dataclass(frozen=True)
@@ -24,11 +34,7 @@ class Settlement:
     row: BatchRow
     delta: Totals
     error: ErrorRecord | None
-    verdict: str          # "succeeded" | "retry" | "failed" | "init"
-
-    @property
-    def settled(self) -> bool:
-        return self.verdict in ("succeeded", "failed")
+    verdict: Verdict
 
 
 def name_files(text: str, files: Downloaded) -> tuple[str, str]:
@@ -46,7 +52,7 @@ def _error(batch: BatchRow, attempt: int, outcome: RunOutcome, files: Downloaded
     message, named = name_files(outcome.message, files)
     trace, traced = name_files(outcome.traceback, files)
     culprit = named or traced or (str(batch.items[0][1]) if batch.items else "")
-    return ErrorRecord(batch.index, attempt, outcome.kind, message, trace, file=culprit, node=node,
+    return ErrorRecord(batch.index, attempt, ErrorKind(outcome.kind), message, trace, file=culprit, node=node,
                        process=outcome.process, at=now)
 
 
@@ -81,7 +87,7 @@ def settle(batch: BatchRow, outcome: RunOutcome, files: Downloaded, *, run_max_t
     (an upper bound, said so in the error, unless exact)."""
     result = _settle(batch, outcome, files, run_max_try=run_max_try, block_id=block_id, shard=shard,
                      node=node, now=now, tabular=tabular, unread=unread, parts=parts)
-    if tabular and result.settled:
+    if tabular and result.row.settled:
         result = replace(result, delta=result.delta + _text_read(batch, result.row.size))
     return replace(result, delta=result.delta + stages)
 
@@ -127,26 +133,26 @@ def _settle(batch: BatchRow, outcome: RunOutcome, files: Downloaded, *, run_max_
                        rows=lines if block_id else 0)
         error = None
         if files.missing:
-            error = ErrorRecord(batch.index, batch.tries + 1, "item", missing_note(files),
+            error = ErrorRecord(batch.index, batch.tries + 1, ErrorKind.ITEM, missing_note(files),
                                 file=files.missing[0][0], node=node, at=now)
-        return Settlement(row, delta, error, "succeeded")
+        return Settlement(row, delta, error, Verdict.SUCCEEDED)
     if outcome.kind == "init":
         error = _error(batch, batch.tries + 1, outcome, files, node, now)
         row = replace(batch, state=BatchState.PENDING, error=error.message,
                       **{**common, "size": batch.size})
-        return Settlement(row, Totals(), error, "init")
+        return Settlement(row, Totals(), error, Verdict.INIT)
     tries = batch.tries + 1
     error = _error(batch, tries, outcome, files, node, now)
     if decisions.after_failed_try(tries, run_max_try) is AfterFailure.RETRY:
         row = replace(batch, state=BatchState.PENDING, tries=tries, error=error.message,
                       **{**common, "size": n if not tabular or outcome.loaded >= 0 else batch.size})
-        return Settlement(row, Totals(tries_failed=1), error, "retry")
+        return Settlement(row, Totals(tries_failed=1), error, Verdict.RETRY)
     if not exact:
         error = replace(error, message=f"{error.message} [{bound_note(n)}]")
     row = replace(batch, state=BatchState.FAILED, tries=tries, ok=0, failed=n, error=error.message,
                   **common)
     return Settlement(row, Totals(batches_failed=1, items_failed=n, tries_failed=1,
-                                  items_bounded=0 if exact else n), error, "failed")
+                                  items_bounded=0 if exact else n), error, Verdict.FAILED)
 
 
 def bound_note(n: int) -> str:
@@ -166,10 +172,10 @@ def poisoned(batch: BatchRow, deliveries: int, node: str, now: float, cause: str
                 else (len(batch.items), True))
     if not exact:
         message = f"{message} [{bound_note(n)}]"
-    error = ErrorRecord(batch.index, batch.tries + 1, "poison", message,
+    error = ErrorRecord(batch.index, batch.tries + 1, ErrorKind.POISON, message,
                         file=str(batch.items[0][1]) if batch.items else "", node=node, at=now)
     row = replace(batch, state=BatchState.FAILED, ok=0, failed=n, size=n, error=message, ended_at=now)
     delta = Totals(batches_failed=1, items_failed=n, items_bounded=0 if exact else n)
     if tabular:
         delta = delta + _text_read(batch, n)
-    return Settlement(row, delta, error, "failed")
+    return Settlement(row, delta, error, Verdict.FAILED)

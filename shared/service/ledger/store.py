@@ -9,6 +9,7 @@ update commit together in one entity-group transaction, so only one writer can e
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -22,8 +23,9 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
-from shared.errors import NotFoundError
-from shared.states import BatchState, JobState
+from shared.errors import NotFoundError, SubmitterError
+from shared.spec import JobSpec, parse_spec
+from shared.states import BatchState, ErrorKind, JobState
 
 log = logging.getLogger("parallelrun.ledger")
 
@@ -58,10 +60,22 @@ def _get_long(entity: dict[str, Any], name: str) -> str:
     return "".join(parts)
 
 
+@functools.lru_cache(maxsize=512)
+def _parsed(spec_json: str) -> JobSpec:
+    """The JobSpec of a stored spec, parsed once per process and text (JobSpec is frozen). Trusted:
+    it was accepted under the limits at submission (shared.spec.parse_spec)."""
+    return parse_spec(spec_json)
+
+
+def spec_json(spec: JobSpec) -> str:
+    """How a job row stores its spec: the normalised spec as compact JSON."""
+    return json.dumps(spec.to_dict(), separators=(",", ":"))
+
+
 @dataclass(frozen=True)
 class JobRow:
     job_id: str
-    spec: dict[str, Any]
+    spec_json: str = "{}"             # stored as the row's "spec"; read as .spec, parsed once
     state: str = JobState.QUEUED
     planned: int = 0
     items_total: int = 0             # files; for tables, the rows known at planning (Parquet)
@@ -87,12 +101,37 @@ class JobRow:
     checkpoint_at: float = 0.0      # when the staged rows were last committed (long jobs)
     etag: str = ""
 
-    _JSON = ("spec", "plan_cursor", "models", "schemas", "rerun")
+    _JSON = ("plan_cursor", "models", "schemas", "rerun")
+
+    @functools.cached_property
+    def spec(self) -> JobSpec:
+        """The job's spec, parsed (raises SpecError if a stored spec no longer parses, and for
+        the row the sweep writes for an abandoned submission, which has none)."""
+        return _parsed(self.spec_json)
+
+    @property
+    def name(self) -> str:
+        """The job's name ("" if it has none), also for a row whose spec does not parse."""
+        try:
+            return self.spec.name or ""
+        except SubmitterError:
+            value = json.loads(self.spec_json or "{}")
+            return str(value.get("name") or "") if isinstance(value, dict) else ""
+
+    @property
+    def has_spec(self) -> bool:
+        """Whether the row's spec parses (False for an abandoned submission's row)."""
+        try:
+            self.spec  # noqa: B018 - parsed once, then cached
+        except SubmitterError:
+            return False
+        return True
 
     def to_entity(self) -> dict[str, Any]:
         entity: dict[str, Any] = {"PartitionKey": self.job_id, "RowKey": JOB_KEY}
+        _put_long(entity, "spec", self.spec_json)
         for f in fields(self):
-            if f.name in ("job_id", "etag"):
+            if f.name in ("job_id", "etag", "spec_json"):
                 continue
             value = getattr(self, f.name)
             if f.name in self._JSON:
@@ -103,9 +142,10 @@ class JobRow:
 
     @classmethod
     def from_entity(cls, e: dict[str, Any]) -> JobRow:
-        kw: dict[str, Any] = {"job_id": e["PartitionKey"], "etag": e.metadata["etag"]}
+        kw: dict[str, Any] = {"job_id": e["PartitionKey"], "etag": e.metadata["etag"],
+                              "spec_json": _get_long(e, "spec") or "{}"}
         for f in fields(cls):
-            if f.name in ("job_id", "etag"):
+            if f.name in kw:
                 continue
             if f.name in cls._JSON:
                 kw[f.name] = json.loads(_get_long(e, f.name) or "{}")
@@ -164,8 +204,8 @@ class BatchRow:
         return cls(**kw)
 
     @property
-    def terminal(self) -> bool:
-        return self.state in (BatchState.SUCCEEDED, BatchState.FAILED)
+    def settled(self) -> bool:
+        return BatchState(self.state).settled
 
 
 @dataclass(frozen=True)
@@ -205,7 +245,7 @@ class ErrorRecord:
 
     batch: int
     attempt: int
-    kind: str            # "error" | "timeout" | "crash" | "init" | "item" | "poison" | "job"
+    kind: ErrorKind
     message: str
     traceback: str = ""
     file: str = ""
@@ -224,7 +264,7 @@ class ErrorRecord:
 
     @classmethod
     def from_entity(cls, e: dict[str, Any]) -> ErrorRecord:
-        return cls(batch=e["batch"], attempt=e["attempt"], kind=e["kind"], message=e["message"],
+        return cls(batch=e["batch"], attempt=e["attempt"], kind=ErrorKind(e["kind"]), message=e["message"],
                    traceback=_get_long(e, "traceback"), file=e.get("file", ""),
                    node=e.get("node", ""), process=e.get("process", ""), at=e.get("at", 0.0))
 

@@ -7,9 +7,8 @@ memory; the order is the listing order (lexicographic), or the list's own order.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
-import os
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -19,6 +18,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.errors import SubmitterError
 from shared.scoring.blobreader import BlobNotFound
+from shared.spec import InputSpec
 from shared.storage import Storage
 
 log = logging.getLogger("parallelrun.datasets")
@@ -26,35 +26,7 @@ log = logging.getLogger("parallelrun.datasets")
 PAGE_SIZE = 5000
 
 
-@dataclass(frozen=True)
-class FileInput:
-    name: str
-    container: str
-    prefix: str = ""
-    glob: str | None = None
-    files: tuple[str, ...] | None = None
-
-    @classmethod
-    def from_spec(cls, data: dict[str, Any], index: int) -> FileInput:
-        files = data.get("files")
-        return cls(name=data.get("name") or f"input_{index}", container=data["container"],
-                   prefix=data.get("prefix") or "", glob=data.get("glob"),
-                   files=tuple(files) if files else None)
-
-    def matches(self, blob_name: str) -> bool:
-        if blob_name.endswith("/"):
-            return False
-        if not self.glob:
-            return True
-        rel = blob_name[len(self.prefix):] if blob_name.startswith(self.prefix) else blob_name
-        return fnmatch.fnmatchcase(rel, self.glob)
-
-    def describe(self) -> str:
-        where = f"{self.container}/{self.prefix}"
-        return f"{where} (glob {self.glob})" if self.glob else where
-
-
-def list_page(storage: Storage, item: FileInput, token: str | None,
+def list_page(storage: Storage, item: InputSpec, token: str | None,
               page_size: int = PAGE_SIZE) -> tuple[list[str], str | None]:
     """One page of the input's blob names, and the token of the next page (None at the end)."""
     if item.files is not None:
@@ -62,7 +34,7 @@ def list_page(storage: Storage, item: FileInput, token: str | None,
         names = list(item.files[start:start + page_size])
         end = start + len(names)
         return names, (str(end) if end < len(item.files) else None)
-    container = storage.container(item.container)
+    container = storage.container(str(item.container))
     try:
         # Names only: the same List Blobs call, but the SDK skips building a BlobProperties per
         # blob (~0.2 ms of client CPU each, 5x the rest of the page's cost). Continuation tokens
@@ -96,7 +68,7 @@ class Downloaded:
     names: dict[str, str] = field(default_factory=dict)   # local path -> blob name
 
 
-def download_batch(storage: Storage, inputs: list[FileInput], items: list[list[Any]],
+def download_batch(storage: Storage, inputs: Sequence[InputSpec], items: list[list[Any]],
                    root: Path, pool: Executor) -> Downloaded:
     """Download a mini-batch's blobs concurrently on ``pool`` (plain HTTP GETs, see
     :mod:`shared.scoring.blobreader`); a missing blob is reported, not raised."""
@@ -123,6 +95,3 @@ def download_batch(storage: Storage, inputs: list[FileInput], items: list[list[A
     missing = [m for _, m, _ in results if m is not None]
     return Downloaded(paths, missing, {p: b for p, _, b in results if p is not None})
 
-
-def total_bytes(paths: list[str]) -> int:
-    return sum(os.path.getsize(p) for p in paths)

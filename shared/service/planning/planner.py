@@ -23,21 +23,22 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import SubmitterError
-from shared.messages import BatchMessage, FinalizeMessage, PlanMessage
+from shared.messages import PlanMessage
+from shared.service import outbox
 from shared.service.jobs import joblist as index
+from shared.service.jobs import stopping
 from shared.service.ledger import decisions
 from shared.service.ledger.store import BatchRow, Conflict, JobRow, Ledger
 from shared.service.planning import fileinputs as datasets
 from shared.service.planning import tables
-from shared.service.planning.fileinputs import FileInput
-from shared.spec import JobSpec, parse_mini_batch_size, parse_spec
-from shared.states import JobState
+from shared.spec import InputSpec, JobSpec, parse_mini_batch_size
+from shared.states import BatchState, JobState
 from shared.storage import Storage
 
 log = logging.getLogger("parallelrun.planner")
@@ -117,42 +118,48 @@ def plan_step(storage: Storage, ledger: Ledger, msg: PlanMessage) -> None:
         log.info("plan step dropped: job=%s step=%d (job step=%d, state=%s)", msg.job_id,
                  msg.step, job.plan_step, job.state)
         return
-    spec = parse_spec(job.spec)
     try:
-        new_rows, cursor, done, schemas = _next_page(storage, job, spec)
+        new_rows, cursor, done, schemas = _next_page(storage, job, job.spec)
     except SubmitterError as exc:
         _fail_planning(storage, ledger, job, str(exc))
         return
     if done and job.planned + len(new_rows) == 0:
         _fail_planning(storage, ledger, job, "the inputs matched no files: " + ", ".join(
-            FileInput.from_spec(i, n).describe() for n, i in enumerate(job.spec["inputs"])))
+            i.describe() for i in job.spec.inputs))
         return
     _put_rows(ledger, new_rows)
-    planned = job.planned + len(new_rows)
+    committed = _commit_step(ledger, job, msg, new_rows, cursor, done, schemas)
+    if committed is None:
+        return
+    _side_effects(storage, ledger, committed)
+    log.info("planned: job=%s step=%d batches=%d total=%d done=%s", job.job_id, msg.step,
+             len(new_rows), committed.planned, done)
+
+
+def _commit_step(ledger: Ledger, job: JobRow, msg: PlanMessage, new_rows: list[BatchRow],
+                 cursor: dict[str, Any], done: bool, schemas: dict[str, Any]) -> JobRow | None:
+    """Record the step in the job row (its rows are written): the row as committed, or None if
+    another planner's step won. Raises Conflict if the row moved for another reason (the step is
+    still to do: the host delivers the message again, and the step is redone, idempotently)."""
     # items: files; for tables the rows of Parquet pieces (metadata) and the bytes of text pieces,
     # whose rows are known once read (estimated meanwhile: shared.service.ledger.decisions.items_total)
     rows, text_bytes = (tables.planned_counts(it for r in new_rows for it in r.items)
-                        if spec.input_type == "tabular" else
+                        if job.spec.input_type == "tabular" else
                         (sum(len(r.items) for r in new_rows), 0))
     try:
-        job = ledger.update_job(
-            job, planned=planned, plan_cursor=cursor, plan_step=job.plan_step + 1,
+        return ledger.update_job(
+            job, planned=job.planned + len(new_rows), plan_cursor=cursor, plan_step=job.plan_step + 1,
             planning_done=done, schemas=schemas, items_total=job.items_total + rows,
             text_bytes=job.text_bytes + text_bytes,
             state=JobState.RUNNING, started_at=job.started_at or time.time())
     except Conflict:
-        job = ledger.get_job(msg.job_id)
-        if job.plan_step == msg.step:
-            # another write moved the job row (a checkpoint, a stop): this step is still to do;
-            # the host delivers the message again and the step is redone (idempotent)
-            raise
-        if job.plan_step != msg.step + 1:
+        latest = ledger.get_job(msg.job_id)
+        if latest.plan_step == msg.step:
+            raise    # another write moved the row (a checkpoint, a stop): redo the step
+        if latest.plan_step != msg.step + 1:
             log.info("plan step lost a race: job=%s step=%d", msg.job_id, msg.step)
-            return
-        # the step was committed (by us, with a lost answer, or by an identical duplicate)
-    _side_effects(storage, ledger, job)
-    log.info("planned: job=%s step=%d batches=%d total=%d done=%s", job.job_id, msg.step,
-             len(new_rows), planned, done)
+            return None
+        return latest   # committed: by us (with a lost answer), or by an identical duplicate
 
 
 def _side_effects(storage: Storage, ledger: Ledger, job: JobRow) -> None:
@@ -162,10 +169,9 @@ def _side_effects(storage: Storage, ledger: Ledger, job: JobRow) -> None:
         index.set_state(storage, job, JobState.RUNNING)   # never moves the index row backwards
     _enqueue_new(storage, ledger, job, range(job.plan_cursor.get("first", job.planned), job.planned))
     if not job.planning_done:
-        storage.queue(storage.settings.plan_queue).send_message(
-            PlanMessage(job.job_id, job.plan_step).to_json())
+        outbox.plan(storage, job.job_id, job.plan_step)
     elif decisions.complete(job, ledger.totals(job.job_id)):
-        storage.queue(storage.settings.finalize_queue).send_message(FinalizeMessage(job.job_id).to_json())
+        outbox.finalize(storage, job.job_id)
 
 
 def _next_page(storage: Storage, job: JobRow, spec: JobSpec
@@ -173,7 +179,7 @@ def _next_page(storage: Storage, job: JobRow, spec: JobSpec
     """The mini-batches of the next page, the new cursor, whether planning is finished, and the
     inputs' schemas (tabular)."""
     cursor = dict(job.plan_cursor) or {"input": 0, "token": None, "carry": []}
-    specs = job.spec["inputs"]
+    specs = spec.inputs
     index = cursor["input"]
     names, token, ahead = _page(storage, job, specs, cursor)
     last_page = token is None
@@ -200,7 +206,7 @@ def _next_page(storage: Storage, job: JobRow, spec: JobSpec
     return rows, cursor, done, schemas
 
 
-def _page(storage: Storage, job: JobRow, specs: list[dict[str, Any]], cursor: dict[str, Any]
+def _page(storage: Storage, job: JobRow, specs: Sequence[InputSpec], cursor: dict[str, Any]
           ) -> tuple[list[str], str | None, bool | None]:
     """The cursor's page of blob names, the next page's token, and the cursor's new ``ahead``:
     True if the next page is being listed ahead in this process, False once listing ahead has
@@ -210,7 +216,7 @@ def _page(storage: Storage, job: JobRow, specs: list[dict[str, Any]], cursor: di
     before it: the job's steps are spread over processes, and listing ahead stops for the job, so
     at most one page per job is listed in vain."""
     index, token, page_size = cursor["input"], cursor["token"], storage.settings.plan_page_size
-    item = FileInput.from_spec(specs[index], index)
+    item = specs[index]
     expected = cursor.get("ahead") if PREFETCH else None
     page = _prefetcher.take((job.job_id, index, token, page_size)) if expected else None
     missed = expected is True and page is None
@@ -221,7 +227,7 @@ def _page(storage: Storage, job: JobRow, specs: list[dict[str, Any]], cursor: di
     nxt_index, nxt_token = (index, next_token) if next_token is not None else (index + 1, None)
     if not PREFETCH or nxt_index >= len(specs):
         return names, next_token, None
-    nxt_item = FileInput.from_spec(specs[nxt_index], nxt_index)
+    nxt_item = specs[nxt_index]
     if nxt_item.files is not None:          # an explicit list of names: nothing to list
         return names, next_token, None
     _prefetcher.start((job.job_id, nxt_index, nxt_token, page_size),
@@ -249,17 +255,11 @@ def _enqueue_new(storage: Storage, ledger: Ledger, job: JobRow, new: range) -> N
     lo = max(0, new.start - job.window)
     settled = [b.index for b in ledger.batches(job.job_id, lo, max(lo, new.stop - job.window),
                                                select=["PartitionKey", "RowKey", "state"])
-               if decisions.settled(b.state)]
-    queue = storage.queue(storage.settings.batch_queue)
+               if BatchState(b.state).settled]
     for i in decisions.planner_enqueues(new, job.window, settled):
-        queue.send_message(BatchMessage(job.job_id, i, ready_at=time.time()).to_json())
+        outbox.batch(storage, job.job_id, i)
 
 
 def _fail_planning(storage: Storage, ledger: Ledger, job: JobRow, reason: str) -> None:
     log.warning("planning failed: job=%s: %s", job.job_id, reason)
-    try:
-        ledger.update_job(job, stop_reason=f"planning failed: {reason}", error=reason,
-                          planning_done=True, stopped_at=time.time())
-    except Conflict:
-        return
-    storage.queue(storage.settings.finalize_queue).send_message(FinalizeMessage(job.job_id).to_json())
+    stopping.stop(storage, ledger, job, f"planning failed: {reason}", planning_done=True)

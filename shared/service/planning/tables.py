@@ -4,25 +4,26 @@ reads them in the scoring processes)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import groupby
 from typing import Any
 
 from shared.scoring.tables import file_format, partition_of, source
 from shared.scoring.tabular import infer_schema, plan_pieces
+from shared.spec import InputSpec
 from shared.storage import Storage
 
 
-def schema_for(storage: Storage, input_spec: dict[str, Any], blob_name: str) -> dict[str, Any]:
-    return infer_schema(source(storage, input_spec["container"], blob_name),
-                        file_format(input_spec, blob_name)).to_dict()
+def schema_for(storage: Storage, input_spec: InputSpec, blob_name: str) -> dict[str, Any]:
+    return infer_schema(source(storage, str(input_spec.container), blob_name),
+                        file_format(input_spec.wire, blob_name)).to_dict()
 
 
-def pieces(storage: Storage, input_spec: dict[str, Any], input_index: int, blob_name: str,
+def pieces(storage: Storage, input_spec: InputSpec, input_index: int, blob_name: str,
            target_bytes: int) -> Iterator[list[Any]]:
     """Items ``[input index, blob name, piece]`` of one file."""
-    fmt = file_format(input_spec, blob_name)
-    for piece in plan_pieces(source(storage, input_spec["container"], blob_name), fmt, target_bytes):
+    fmt = file_format(input_spec.wire, blob_name)
+    for piece in plan_pieces(source(storage, str(input_spec.container), blob_name), fmt, target_bytes):
         yield [input_index, blob_name, piece.to_dict()]
 
 
@@ -43,7 +44,7 @@ def planned_counts(items: Iterable[list[Any]]) -> tuple[int, int]:
     return rows, text_bytes
 
 
-def rows_unread(storage: Storage, inputs: list[dict[str, Any]], items: list[list[Any]]
+def rows_unread(storage: Storage, inputs: Sequence[InputSpec], items: list[list[Any]]
                 ) -> tuple[int, bool]:
     """The rows of a mini-batch that could not be read, and whether that count is exact.
 
@@ -56,7 +57,7 @@ def rows_unread(storage: Storage, inputs: list[dict[str, Any]], items: list[list
             rows += int(piece["rows"][1])
             continue
         exact = False
-        src = source(storage, inputs[input_index]["container"], blob_name)
+        src = source(storage, str(inputs[input_index].container), blob_name)
         start, end = (int(x) for x in piece["range"])
         last = b""
         for offset in range(start, end, READ_CHUNK):
@@ -67,12 +68,12 @@ def rows_unread(storage: Storage, inputs: list[dict[str, Any]], items: list[list
     return rows, exact
 
 
-def group(items: list[list[Any]], inputs: list[dict[str, Any]], keys: list[str] | None,
+def group(items: list[list[Any]], inputs: Sequence[InputSpec], keys: list[str] | None,
           files_per_batch: int, tabular: bool, last_page: bool) -> tuple[list[list[list[Any]]], list]:
     """Cut items into mini-batches; returns (batches, items carried to the next page)."""
     if keys:
         runs = [list(g) for _, g in groupby(items, key=lambda it: (
-            it[0], tuple(partition_of(inputs[it[0]], it[1], keys).values())))]
+            it[0], tuple(partition_of(inputs[it[0]].wire, it[1], keys).values())))]
         return (runs, []) if last_page or not runs else (runs[:-1], runs[-1])
     if tabular:
         return [[it] for it in items], []

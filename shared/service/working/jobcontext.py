@@ -23,16 +23,18 @@ from shared.scoring import tables
 from shared.scoring.child import ScoringConfig
 from shared.service.finalizing.assembly import OutputTarget
 from shared.service.ledger.store import JobRow, Ledger
-from shared.service.planning.fileinputs import FileInput
 from shared.service.working import models, scratch, snapshots
 from shared.settings import Settings
-from shared.spec import JobSpec, parse_spec
+from shared.spec import InputSpec, JobSpec
 from shared.storage import Storage, blob_path
 
 log = logging.getLogger("parallelrun.jobcontext")
 
 # what extracting a snapshot raises when its blob is gone or is not a sound zip: retrying cannot help
 _BROKEN_ZIP = (SubmitterError, zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)
+
+
+_DEFAULT_FILE_NAME: str = JobSpec.model_fields["append_row_file_name"].default
 
 
 class JobUnrunnable(SubmitterError):
@@ -46,7 +48,7 @@ class JobUnrunnable(SubmitterError):
 class JobContext:
     job: JobRow
     spec: JobSpec
-    inputs: list[FileInput]
+    inputs: list[InputSpec]
     scoring: ScoringConfig
     pool_key: str
     target: OutputTarget
@@ -60,14 +62,14 @@ class JobContext:
         """What a scoring process gets: file paths, or the description of a table to read."""
         if not self.tabular:
             return paths
-        return {"items": items, "inputs": self.job.spec["inputs"], "schemas": self.job.schemas,
+        return {"items": items, "inputs": [i.wire for i in self.spec.inputs], "schemas": self.job.schemas,
                 "partition_keys": self.spec.partition_keys}
 
     def context(self, batch_index: int, items: list[list[Any]]) -> dict[str, Any]:
         """``mini_batch_context``: index, dataset (input name) and, with partition_keys, the values."""
         first = items[0]
         keys = self.spec.partition_keys
-        values = (tables.partition_of(self.job.spec["inputs"][first[0]], first[1], keys)
+        values = (tables.partition_of(self.inputs[first[0]].wire, first[1], keys)
                   if keys else None)
         return {"minibatch_index": batch_index, "dataset": self.inputs[first[0]].name,
                 "partition_key_value": values}
@@ -79,8 +81,9 @@ class JobContext:
 
 def output_target(settings: Settings, job: JobRow) -> OutputTarget:
     """The output file (or, for output_format parquet, the ``<name>.parquet`` folder of parts)."""
-    name = job.spec.get("append_row_file_name") or "parallel_run_step.txt"
-    parts = job.spec.get("output_format") == "parquet"
+    name, fmt = ((job.spec.append_row_file_name, job.spec.output_format) if job.has_spec
+                 else (_DEFAULT_FILE_NAME, "text"))   # an abandoned submission's row has no spec
+    parts = fmt == "parquet"
     if parts:
         name = name.rsplit(".", 1)[0] + ".parquet"
     return OutputTarget(job.job_id, job.output_container, blob_path(job.output_prefix, name),
@@ -120,7 +123,7 @@ class JobContexts:
             self._refreshing.add(job_id)
         try:
             job = self.ledger.get_job(job_id)
-            if hit and hit[1].job.spec == job.spec:
+            if hit and hit[1].job.spec_json == job.spec_json:
                 ctx = JobContext(job, *[getattr(hit[1], f) for f in (
                     "spec", "inputs", "scoring", "pool_key", "target", "processes")])
             else:
@@ -134,7 +137,7 @@ class JobContexts:
 
     def _build(self, job: JobRow) -> JobContext:
         try:
-            spec = parse_spec(job.spec)
+            spec = job.spec
         except SubmitterError as exc:
             raise JobUnrunnable(f"the job's spec no longer parses: {exc}", job_id=job.job_id) from exc
         try:
@@ -158,7 +161,7 @@ class JobContexts:
                                    scoring.environment, scoring.arguments, scoring.logging_level])
         return JobContext(
             job=job, spec=spec,
-            inputs=[FileInput.from_spec(i, n) for n, i in enumerate(job.spec["inputs"])],
+            inputs=list(spec.inputs),
             scoring=scoring, pool_key=hashlib.sha256(key_material.encode()).hexdigest()[:16],
             target=output_target(self.storage.settings, job), processes=process_count(spec))
 

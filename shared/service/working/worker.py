@@ -20,23 +20,26 @@ import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from enum import StrEnum
 from pathlib import Path
 
 from shared.errors import OperatorError
 from shared.messages import BatchMessage, FinalizeMessage
+from shared.service import outbox
 from shared.service.finalizing import finalizer
 from shared.service.finalizing.assembly import stage_rows
+from shared.service.jobs import stopping
 from shared.service.ledger import decisions, settlement
 from shared.service.ledger.decisions import Delivery
-from shared.service.ledger.settlement import Settlement
-from shared.service.ledger.store import BatchRow, Conflict, ErrorRecord, Ledger, Totals
+from shared.service.ledger.settlement import Settlement, Verdict
+from shared.service.ledger.store import BatchRow, Conflict, ErrorRecord, JobRow, Ledger, Totals
 from shared.service.planning import tables
 from shared.service.planning.fileinputs import Downloaded, download_batch
 from shared.service.working.jobcontext import JobContext, JobContexts, JobUnrunnable
 from shared.service.working.outputs import upload_folder_changes
 from shared.service.working.pool import RunOutcome, ScoringPool
 from shared.service.working.userlogs import LogShipper
-from shared.states import BatchState
+from shared.states import BatchState, ErrorKind
 from shared.storage import Storage, requests_sent_by_this_thread
 
 log = logging.getLogger("parallelrun.worker")
@@ -52,9 +55,19 @@ def read_only(sas: str) -> bool:
     return set(rights) <= READ_RIGHTS
 
 
-def _is_table(spec: dict) -> bool:
-    """A job spec (as stored in its row) with tabular inputs."""
-    return bool(spec.get("inputs")) and spec["inputs"][0].get("type") == "tabular"
+def _is_table(job: JobRow) -> bool:
+    """A job with tabular inputs (False if its spec does not even parse)."""
+    return job.has_spec and job.spec.input_type == "tabular"
+
+
+class Stopped(StrEnum):
+    """A delivery that stopped its job."""
+
+    INIT = "init failed: job stopped"          # init() failed 3 x process_count_per_node times here
+    UNRUNNABLE = "job cannot run: stopped"     # the job's context can never be built
+
+
+Handled = Delivery | Verdict | Stopped   # what Worker.handle did with a delivery
 
 
 class _Clock:
@@ -89,34 +102,46 @@ class Worker:
         self._downloads = ThreadPoolExecutor(storage.settings.download_concurrency,
                                              thread_name_prefix="download")
 
-    def handle(self, msg: BatchMessage, dequeue_count: int = 1, enqueued_at: float | None = None) -> str:
+    def handle(self, msg: BatchMessage, dequeue_count: int = 1, enqueued_at: float | None = None) -> Handled:
         """Process one delivery; returns what happened (for logs and tests)."""
         calls_before = requests_sent_by_this_thread()
         try:
             ctx = self.jobs.get(msg.job_id)
         except JobUnrunnable as exc:      # retrying cannot help: stop the job, with the reason
             return self._unrunnable(msg, exc)
-        batch = self.ledger.get_batch(msg.job_id, msg.batch)
-        verdict = decisions.on_delivery(ctx.job, batch)
-        if verdict is Delivery.DROP_DONE and batch is not None:
-            self._after_settled(ctx, batch, redo=True)
-        elif verdict is Delivery.DROP_JOB_INACTIVE and not ctx.job.stop_reason:
-            ctx = self.jobs.get(msg.job_id, fresh=True)   # a cached finalizing row may be stale
-            verdict = decisions.on_delivery(ctx.job, batch)
-            if verdict is Delivery.DROP_DONE and batch is not None:
-                self._after_settled(ctx, batch, redo=True)
-        if verdict is Delivery.DROP_JOB_INACTIVE and decisions.refinalize(ctx.job):
-            self._finalize(ctx.job.job_id)   # the stopper or finalizer may have died before it could
-        if verdict is not Delivery.RUN or batch is None:
-            log.info("dropped: job=%s batch=%d: %s", msg.job_id, msg.batch, verdict.value)
-            return verdict.value
-        try:
-            batch = self.ledger.mark_running(batch, self.node_id)
-        except Conflict:
-            return self.handle(msg, dequeue_count, enqueued_at)  # re-read and decide again
+        for _ in range(stopping.MAX_CONFLICTS):
+            ctx, batch, verdict = self._on_delivery(ctx, msg)
+            if verdict is not Delivery.RUN or batch is None:
+                log.info("dropped: job=%s batch=%d: %s", msg.job_id, msg.batch, verdict.value)
+                return verdict
+            try:
+                batch = self.ledger.mark_running(batch, self.node_id)
+                break
+            except Conflict:
+                continue    # the row moved: read it again and decide again
+        else:
+            raise Conflict(f"{msg.job_id} batch {msg.batch}: its row kept moving")
         log.info("start: job=%s batch=%d attempt=%d dequeue=%d", msg.job_id, msg.batch,
                  batch.tries + 1, dequeue_count)
-        work = ctx.batches_dir / f"{msg.batch:09d}-{batch.try_id}"
+        return self._try(ctx, batch, enqueued_at, calls_before)
+
+    def _on_delivery(self, ctx: JobContext, msg: BatchMessage) -> tuple[JobContext, BatchRow | None, Delivery]:
+        """Read the mini-batch's row and decide; a dropped delivery re-drives what its settling
+        (or stopping) worker may have died before doing."""
+        batch = self.ledger.get_batch(msg.job_id, msg.batch)
+        verdict = decisions.on_delivery(ctx.job, batch)
+        if verdict is Delivery.DROP_JOB_INACTIVE and not ctx.job.stop_reason:
+            ctx = self.jobs.get(msg.job_id, fresh=True)   # a cached finalizing row may be stale
+            verdict = decisions.on_delivery(ctx.job, batch)
+        if verdict is Delivery.DROP_DONE and batch is not None:
+            self._after_settled(ctx, batch, redo=True)
+        if verdict is Delivery.DROP_JOB_INACTIVE and decisions.refinalize(ctx.job):
+            self._finalize(ctx.job.job_id)   # the stopper or finalizer may have died before it could
+        return ctx, batch, verdict
+
+    def _try(self, ctx: JobContext, batch: BatchRow, enqueued_at: float | None, calls_before: int) -> Handled:
+        """Run the try ``batch`` was marked running for, settle it, and apply the settlement."""
+        work = ctx.batches_dir / f"{batch.index:09d}-{batch.try_id}"
         clock = _Clock()
         try:
             files = (Downloaded([], []) if ctx.tabular else  # tables are read by the scoring process
@@ -130,8 +155,8 @@ class Worker:
         calls = requests_sent_by_this_thread() - calls_before + 1
         last_try = decisions.after_failed_try(batch.tries + 1, ctx.spec.run_max_try) \
             is decisions.AfterFailure.FAIL
-        unread = (self._rows_unread(ctx.job.spec, batch) if ctx.tabular and last_try
-                  and outcome.kind not in ("ok", "init") and outcome.loaded < 0 else None)
+        unread = (self._rows_unread(ctx.job, batch) if ctx.tabular and last_try
+                  and not outcome.ok and outcome.kind != "init" and outcome.loaded < 0 else None)
         result = settlement.settle(batch, outcome, files, run_max_try=ctx.spec.run_max_try,
                                    block_id=block, shard=ctx.target.shard_of(batch.index),
                                    node=self.node_id, now=time.time(), tabular=ctx.tabular,
@@ -139,14 +164,14 @@ class Worker:
                                    unread=unread, stages=replace(clock.totals(queued), calls=calls))
         return self._apply(ctx, batch, result, outcome.seconds)
 
-    def record_poison(self, msg: BatchMessage, dequeue_count: int) -> str:
+    def record_poison(self, msg: BatchMessage, dequeue_count: int) -> Handled:
         """A mini-batch message reached the poison queue: fail the mini-batch, never lose it.
 
         Needs only the ledger: if the job's context cannot be built (which may be why the message
         was poisoned), the mini-batch is still failed, with that reason, and counted."""
         batch = self.ledger.get_batch(msg.job_id, msg.batch)
-        if batch is None or batch.terminal:
-            return Delivery.DROP_DONE.value
+        if batch is None or batch.settled:
+            return Delivery.DROP_DONE
         deliveries = max(dequeue_count, batch.deliveries)
         try:
             ctx = self.jobs.get(msg.job_id, fresh=True)
@@ -154,60 +179,60 @@ class Worker:
             log.error("poison: job=%s batch=%d: no job context: %s", msg.job_id, msg.batch, exc)
             return self._record_poison_bare(batch, deliveries, exc)
         result = settlement.poisoned(batch, deliveries, self.node_id, time.time(),
-                                     tabular=ctx.tabular, unread=self._rows_unread(ctx.job.spec, batch))
+                                     tabular=ctx.tabular, unread=self._rows_unread(ctx.job, batch))
         log.error("poisoned: job=%s batch=%d: %s", msg.job_id, msg.batch, result.error.message)
         return self._apply(ctx, batch, result, 0.0)
 
-    def _record_poison_bare(self, batch: BatchRow, deliveries: int, exc: Exception) -> str:
+    def _record_poison_bare(self, batch: BatchRow, deliveries: int, exc: Exception) -> Handled:
         """:meth:`record_poison` without a job context: fail the mini-batch with ``exc`` as the
         cause, then stop the job (unrunnable, or over a budget), finalize it, or go on."""
         cause = f"its job's context could not be built: {type(exc).__name__}: {exc}"
         job = self.ledger.get_job(batch.job_id)
         result = settlement.poisoned(batch, deliveries, self.node_id, time.time(), cause=cause,
-                                     tabular=_is_table(job.spec),
-                                     unread=self._rows_unread(job.spec, batch))
+                                     tabular=_is_table(job), unread=self._rows_unread(job, batch))
         if not self._commit(batch, result):
-            return Delivery.DROP_DONE.value
+            return Delivery.DROP_DONE
         job = self.ledger.get_job(batch.job_id)
-        reason = (str(exc) if isinstance(exc, JobUnrunnable) else decisions.budget_exceeded(
-            job.spec, self.ledger.totals(job.job_id), job.planned, job.planning_done))
+        reason = (str(exc) if isinstance(exc, JobUnrunnable) or not job.has_spec
+                  else decisions.budget_exceeded(job.spec, self.ledger.totals(job.job_id),
+                                                 job.planned, job.planning_done))
         if reason and job.active:
-            self._stop_job(job.job_id, reason)
+            self._stop(job.job_id, reason)
         elif not job.active:
             self._finalize(job.job_id)
         else:
             nxt = decisions.successor(batch.index, job.window, job.planned)
             if nxt is not None:
-                self._enqueue(job.job_id, nxt)
+                outbox.batch(self.storage, job.job_id, nxt)
             elif job.planning_done and decisions.complete(job, self.ledger.totals(job.job_id)):
                 self._finalize(job.job_id)
         return result.verdict
 
-    def _rows_unread(self, spec: dict, batch: BatchRow) -> tuple[int, bool] | None:
+    def _rows_unread(self, job: JobRow, batch: BatchRow) -> tuple[int, bool] | None:
         """A table mini-batch's rows, counted from its pieces, when no try could read them
         (None: not a table, or its rows are known)."""
-        if not _is_table(spec) or batch.size >= 0:
+        if not _is_table(job) or batch.size >= 0:
             return None
         try:
-            return tables.rows_unread(self.storage, spec["inputs"], batch.items)
+            return tables.rows_unread(self.storage, job.spec.inputs, batch.items)
         except Exception as exc:  # noqa: BLE001 - counted as one item per piece, said so
             log.warning("job=%s batch=%d: rows of its pieces not counted: %s", batch.job_id,
                         batch.index, exc)
             return len(batch.items), False
 
-    def _unrunnable(self, msg: BatchMessage, exc: JobUnrunnable) -> str:
+    def _unrunnable(self, msg: BatchMessage, exc: JobUnrunnable) -> Handled:
         """The job's context cannot be built and never will be: record why (an error of kind
         "job", visible in its status) and stop it, so it is finalized as failed with the reason
         instead of every delivery raising until its message is poisoned."""
         job = self.ledger.get_job(msg.job_id)
         if job.active:
             self.ledger.record_error(job.job_id, ErrorRecord(
-                msg.batch, 0, "job", str(exc), node=self.node_id, at=time.time()))
-            self._stop_job(job.job_id, str(exc))
+                msg.batch, 0, ErrorKind.JOB, str(exc), node=self.node_id, at=time.time()))
+            self._stop(job.job_id, str(exc))
         elif job.stop_reason:
             self._finalize(job.job_id)   # in case the stopper died before it could
         log.error("job cannot run: job=%s batch=%d: %s", msg.job_id, msg.batch, exc)
-        return "job cannot run: stopped"
+        return Stopped.UNRUNNABLE
 
     # -- scoring ---------------------------------------------------------------------------
     def _score(self, ctx: JobContext, batch: BatchRow, files: Downloaded,
@@ -278,18 +303,17 @@ class Worker:
             log.warning("logs not shipped: job=%s %s: %s", ctx.job.job_id, work_dir, exc)
 
     # -- settling --------------------------------------------------------------------------
-    def _apply(self, ctx: JobContext, batch: BatchRow, result: Settlement, seconds: float) -> str:
+    def _apply(self, ctx: JobContext, batch: BatchRow, result: Settlement, seconds: float) -> Handled:
         if not self._commit(batch, result):
-            return Delivery.DROP_DONE.value
+            return Delivery.DROP_DONE
         new = result.row
         log.info("%s: job=%s batch=%d attempt=%d items ok=%d failed=%d seconds=%.3f", result.verdict,
-                 batch.job_id, batch.index, new.tries + (result.verdict == "succeeded"), new.ok,
+                 batch.job_id, batch.index, new.tries + (result.verdict is Verdict.SUCCEEDED), new.ok,
                  new.failed, seconds)
-        if result.verdict == "init":
-            if self._stop_after_init_failures(ctx, result):
-                return "init failed: job stopped"
-        if not result.settled:
-            self._enqueue(batch.job_id, batch.index, decisions.retry_delay_s(max(new.tries, 1)))
+        if result.verdict is Verdict.INIT and self._stop_after_init_failures(ctx, result):
+            return Stopped.INIT
+        if not new.settled:
+            outbox.batch(self.storage, batch.job_id, batch.index, decisions.retry_delay_s(max(new.tries, 1)))
             return result.verdict
         if result.delta.items_failed and self._stop_if_over_budget(ctx):
             return result.verdict
@@ -306,7 +330,7 @@ class Worker:
             if latest is not None and latest.try_id == result.row.try_id \
                     and latest.state == result.row.state:
                 return True
-            if latest is None or latest.terminal:
+            if latest is None or latest.settled:
                 log.info("duplicate try lost: job=%s batch=%d", old.job_id, old.index)
                 return False
             old = latest
@@ -324,8 +348,7 @@ class Worker:
             return
         if not redo and decisions.checkpoint_due(job, time.time(),
                                                  self.storage.settings.block_max_age_s):
-            self.storage.queue(self.storage.settings.finalize_queue).send_message(
-                FinalizeMessage(job.job_id, checkpoint=True).to_json())
+            outbox.finalize(self.storage, job.job_id, checkpoint=True)
         # a mini-batch run again because storage lost its rows: its successor settled long ago
         nxt = None if batch.reruns else decisions.successor(batch.index, job.window, job.planned)
         if nxt is None and not job.planning_done and not redo:
@@ -335,14 +358,11 @@ class Worker:
             row = self.ledger.get_batch(job.job_id, nxt) if redo else None
             if not redo or (row is not None and row.state == BatchState.PENDING
                             and row.deliveries == 0):
-                self._enqueue(job.job_id, nxt)
-        elif job.planning_done and decisions.complete(job, self.ledger.totals(job.job_id)):
-            self._finalize(job.job_id, inline=True)
-
-    def _enqueue(self, job_id: str, index: int, delay_s: float = 0) -> None:
-        self.storage.queue(self.storage.settings.batch_queue).send_message(
-            BatchMessage(job_id, index, ready_at=time.time() + int(delay_s)).to_json(),
-            visibility_timeout=int(delay_s) or None)
+                outbox.batch(self.storage, job.job_id, nxt)
+        elif job.planning_done:
+            totals = self.ledger.totals(job.job_id)
+            if decisions.complete(job, totals):
+                self._finalize(job.job_id, totals)
 
     def _stop_after_init_failures(self, ctx: JobContext, result: Settlement) -> bool:
         with self._lock:
@@ -352,7 +372,7 @@ class Worker:
         if count < limit:
             return False
         message = result.error.message if result.error else "init() failed"
-        self._stop(ctx, f"init() failed {count} times on {self.node_id} (limit 3 x "
+        self._stop(ctx.job.job_id, f"init() failed {count} times on {self.node_id} (limit 3 x "
                         f"process_count_per_node = {limit}): {message}")
         return True
 
@@ -362,38 +382,27 @@ class Worker:
                                            job.planning_done)
         if reason is None:
             return False
-        self._stop(ctx, reason)
+        self._stop(ctx.job.job_id, reason)
         return True
 
-    def _stop(self, ctx: JobContext, reason: str) -> None:
-        self._stop_job(ctx.job.job_id, reason)
+    def _stop(self, job_id: str, reason: str) -> None:
+        stopping.stop(self.storage, self.ledger, job_id, reason)
+        self.jobs.forget(job_id)
 
-    def _stop_job(self, job_id: str, reason: str) -> None:
-        job = self.ledger.get_job(job_id)
-        while job.active:
-            try:
-                job = self.ledger.update_job(job, stop_reason=reason, error=reason,
-                                             stopped_at=time.time())
-                log.warning("job stopped: job=%s: %s", job.job_id, reason)
-            except Conflict:
-                job = self.ledger.get_job(job.job_id)
-        self.jobs.forget(job.job_id)
-        self._finalize(job.job_id)
-
-    def _finalize(self, job_id: str, inline: bool = False) -> None:
-        """Have the job finalized by the finalizer function, or (``inline``: the job is complete)
-        right here, which saves the finalize queue's polling delay (up to ``maxPollingInterval``).
+    def _finalize(self, job_id: str, totals: Totals | None = None) -> None:
+        """Have the job finalized by the finalizer function, or (with the ``totals`` that show it
+        complete) right here, which saves the finalize queue's polling delay (up to ``maxPollingInterval``).
 
         An inline finalize runs before this mini-batch's message is deleted: if this worker dies
         meanwhile, the message comes back, finds its mini-batch settled (``_after_settled`` with
         ``redo``) or its job ``finalizing`` (:func:`decisions.refinalize`) and finalizes again.
         If finalizing fails, the finalizer function takes over with its own retries. Finalizing is
         idempotent, so a race with another finisher is harmless."""
-        msg = FinalizeMessage(job_id)
-        if inline:
+        if totals is not None:
             try:
-                finalizer.finalize(self.storage, self.ledger, msg, inline=True)
+                finalizer.finalize(self.storage, self.ledger, FinalizeMessage(job_id), inline=True,
+                                   totals=totals)
                 return
             except Exception:  # noqa: BLE001 - the finalizer function retries it
                 log.exception("inline finalize failed: job=%s; queued for the finalizer", job_id)
-        self.storage.queue(self.storage.settings.finalize_queue).send_message(msg.to_json())
+        outbox.finalize(self.storage, job_id)
