@@ -2,9 +2,9 @@
 
 import azure.functions as func
 
-from functions import finalizer, http_api, planner, poison, requests, sweep, worker
+from functions import finalizer, http_api, planner, poison, submissions, sweep, worker
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (http_api.bp, planner.bp, worker.bp, finalizer.bp, requests.bp, poison.bp,
+for blueprint in (http_api.bp, planner.bp, worker.bp, finalizer.bp, submissions.bp, poison.bp,
                   sweep.bp):
     app.register_functions(blueprint)

@@ -20,6 +20,7 @@ from shared.local.faultproxy import FaultyProxy
 from shared.scoring import blobreader, tables
 from shared.service.planning import tables as table_plans
 from shared.settings import azurite_connection_string
+from shared.spec import InputSpec
 from shared.storage import Storage, requests_sent_by_this_thread
 
 from .conftest import put_files
@@ -101,7 +102,7 @@ def test_a_piece_costs_a_few_ranged_reads_and_no_sdk_request(
     frame = _frame(40_000)
     encode, most = FILES[name]
     put_files(storage, "tabreads-pieces", {name: encode(frame)})
-    spec = {"container": "tabreads-pieces", "prefix": name.split("/")[0] + "/", "type": "tabular"}
+    spec = InputSpec(container="tabreads-pieces", prefix=name.split("/")[0] + "/", type="tabular")
     schema = table_plans.schema_for(storage, spec, name)
     items = list(table_plans.pieces(storage, spec, 0, name, 256_000))
     assert len(items) > 3
@@ -120,7 +121,7 @@ def test_a_piece_costs_a_few_ranged_reads_and_no_sdk_request(
     for item in items:
         calls.clear()
         sdk_before = requests_sent_by_this_thread()
-        frames.append(loader.load({"items": [item], "inputs": [spec], "schemas": {"0": schema}}))
+        frames.append(loader.load({"items": [item], "inputs": [spec.wire], "schemas": {"0": schema}}))
         assert requests_sent_by_this_thread() == sdk_before
         assert 1 <= len(calls) <= most, (item, calls)
     got = pd.concat(frames, ignore_index=True)
@@ -132,15 +133,15 @@ def test_a_scoring_process_reads_with_the_worker_s_tokens_alone(storage: Storage
     """The worker hands read tokens over with the request; the loader needs no credentials."""
     frame = _frame(5_000)
     put_files(storage, "tabreads-grant", {"g/t.csv": frame.to_csv(index=False).encode()})
-    spec = {"container": "tabreads-grant", "prefix": "g/", "type": "tabular"}
+    spec = InputSpec(container="tabreads-grant", prefix="g/", type="tabular")
     schema = table_plans.schema_for(storage, spec, "g/t.csv")
     [item] = list(table_plans.pieces(storage, spec, 0, "g/t.csv", 1 << 20))
     grant = storage.blob_reader.read_grant(["tabreads-grant"])
     assert set(grant) == {"url", "api_version", "timeout_s", "tokens"}
     loader = tables.TableLoader()
-    got = loader.load({"items": [item], "inputs": [spec], "schemas": {"0": schema}, "read": grant})
+    got = loader.load({"items": [item], "inputs": [spec.wire], "schemas": {"0": schema}, "read": grant})
     assert got["id"].tolist() == frame["id"].tolist()
-    other = {**spec, "container": "tabreads-other"}
+    other = {**spec.wire, "container": "tabreads-other"}
     with pytest.raises(PermissionError, match="tabreads-other"):
         loader.load({"items": [item], "inputs": [other], "schemas": {"0": schema},
                      "read": {**grant, "tokens": {}}})

@@ -147,7 +147,7 @@ def test_trigger_adapters_build_no_storage_clients(path: Path) -> None:
 def test_the_adapters_checked_are_the_ones_the_app_registers() -> None:
     registered = {m.split(".", 1)[1] for m in _imported_modules(ROOT / "function_app.py")
                   if m.startswith("functions.")}
-    assert registered == {"finalizer", "http_api", "planner", "poison", "requests", "sweep",
+    assert registered == {"finalizer", "http_api", "planner", "poison", "submissions", "sweep",
                           "worker"}
     assert registered <= {p.stem for p in FUNCTIONS_DIR.glob("*.py")}
 

@@ -186,7 +186,7 @@ def _repair(storage: Storage, ledger: Ledger, job: JobRow, batches: list[BatchRo
         reason = (f"storage lost the staged rows of mini-batch(es) {lost[:10]} again after "
                   f"{job.repairs} rounds of running them again; the output was not committed. "
                   f"Check the storage account's health and resubmit the job")
-        stopping.stop(storage, ledger, job, reason, finalize=False)
+        stopping.stop(storage, ledger, job, reason, finalize=False, finalizing=True)
         raise _Again(job.job_id)
     job = ledger.update_job(job, state=JobState.RUNNING, repairs=job.repairs + 1,
                             rerun={str(i): rows[i].block_id if rows[i].settled else "" for i in lost})

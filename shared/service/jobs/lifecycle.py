@@ -26,7 +26,7 @@ from shared.service.jobs import claims, stopping
 from shared.service.jobs import joblist as index
 from shared.service.jobs.status import job_status
 from shared.service.ledger import decisions
-from shared.service.ledger.store import JobRow, Ledger
+from shared.service.ledger.store import JobRow, Ledger, spec_json
 from shared.service.working import models, snapshots
 from shared.service.working.jobcontext import process_count
 from shared.settings import Settings
@@ -141,7 +141,7 @@ def submit(storage: Storage, ledger: Ledger, data: Any) -> JobRow:
         container, prefix = settings.output_container, job_id
     window = decisions.window_size(spec.node_count, process_count(spec), settings.window_per_slot)
     job = JobRow(
-        job_id=job_id, spec=spec.to_dict(), snapshot=spec.source_directory or "", models=pins,
+        job_id=job_id, spec_json=spec_json(spec), snapshot=spec.source_directory or "", models=pins,
         output_container=container, output_prefix=prefix, window=window, created_at=time.time())
     index.add(storage, job)     # first, so that every accepted job can be found (and swept)
     try:
@@ -160,7 +160,7 @@ def resubmit(storage: Storage, ledger: Ledger, job_id: str, overrides: dict[str,
     explicit output is kept: while the old job runs, that is refused (409) unless the overrides
     name another output."""
     old = ledger.get_job(check_job_id(job_id))
-    spec = parse_spec(old.spec).with_overrides(overrides, storage.settings.limits)
+    spec = old.spec.with_overrides(overrides, storage.settings.limits)
     return submit(storage, ledger, spec)
 
 

@@ -44,18 +44,23 @@ def update_while(ledger: Ledger, job: JobRow, wanted: Callable[[JobRow], bool], 
 
 
 def stop(storage: Storage, ledger: Ledger, job: JobRow | str, reason: str, *,
-         planning_done: bool = False, finalize: bool = True) -> JobRow:
+         planning_done: bool = False, finalize: bool = True, finalizing: bool = False) -> JobRow:
     """Stop the job with ``reason`` unless it has already stopped or finished; then (``finalize``)
     drive its finalization: again, too, if it was already stopped, since the first stopper may
     have died before it could (finalizing is idempotent). ``planning_done``: no more planning
-    steps (the planner stopped it). Returns the job's row."""
+    steps (the planner stopped it). ``finalizing``: the finalizer stops the job it is finalizing
+    (storage keeps losing its staged rows), so a ``finalizing`` job is stopped too. Returns the
+    job's row."""
     row = ledger.get_job(job) if isinstance(job, str) else job
     changes: dict[str, Any] = {"stop_reason": reason, "error": reason, "stopped_at": time.time()}
     if planning_done:
         changes["planning_done"] = True
-    was_active = row.active
-    row = update_while(ledger, row, lambda j: j.active, **changes)
-    if was_active and row.stop_reason == reason:
+    def stoppable(j: JobRow) -> bool:
+        return (not j.stop_reason and not JobState(j.state).terminal) if finalizing else j.active
+
+    was_stoppable = stoppable(row)
+    row = update_while(ledger, row, stoppable, **changes)
+    if was_stoppable and row.stop_reason == reason:
         log.warning("job stopped: job=%s: %s", row.job_id, reason)
     if finalize and decisions.refinalize(row):
         outbox.finalize(storage, row.job_id)

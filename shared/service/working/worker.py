@@ -280,7 +280,7 @@ class Worker:
         """The scoring process's request; a table's comes with read tokens for its containers."""
         payload = ctx.payload(items, paths)
         if isinstance(payload, dict):
-            containers = sorted({payload["inputs"][item[0]]["container"] for item in items})
+            containers = sorted({str(ctx.inputs[item[0]].container) for item in items})
             grant = self.storage.blob_reader.read_grant(containers)
             for container, token in grant["tokens"].items():   # type: ignore[union-attr]
                 if not read_only(token):

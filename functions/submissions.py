@@ -5,10 +5,10 @@ import logging
 import azure.functions as func
 
 from shared.service import runtime
-from shared.service.jobs import submissions as requests
+from shared.service.jobs import submissions
 
 bp = func.Blueprint()
-log = logging.getLogger("parallelrun.functions.requests")
+log = logging.getLogger("parallelrun.functions.submissions")
 
 
 @bp.blob_trigger(arg_name="blob", path="%PARALLELRUN_REQUESTS_CONTAINER%/{name}",
@@ -16,5 +16,5 @@ log = logging.getLogger("parallelrun.functions.requests")
 def submit_from_blob(blob: func.InputStream) -> None:
     rt = runtime.current()
     limit = rt.settings.limits.max_body_bytes   # read no more than one byte past the limit
-    requests.submit_blob(rt.storage, rt.ledger, blob.name or "", blob.read(limit + 1),
-                         size=blob.length)
+    submissions.submit_blob(rt.storage, rt.ledger, blob.name or "", blob.read(limit + 1),
+                              size=blob.length)
