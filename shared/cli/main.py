@@ -24,6 +24,7 @@ from shared.cli.console import console, err_console, rows_table, status_table, w
 from shared.errors import ParallelRunError, SpecError, SubmitterError
 from shared.limits import Limits, check_spec_bytes, load_text
 from shared.service.jobs import lifecycle as jobs
+from shared.service.jobs.status import output_of
 from shared.service.ledger.store import Ledger
 from shared.service.results import download_to, read_head
 from shared.service.working import models, snapshots
@@ -336,18 +337,17 @@ def results(job_id: str, head: int = 10,
             download: Annotated[Path | None, typer.Option(help="save the output file here")] = None) -> None:
     """Show the first rows of a job's output, or download it."""
     storage, ledger = _connect()
-    out = jobs.status(storage, ledger, job_id, error_limit=0)["output"]
-    if out["replaced_by"]:
-        raise ParallelRunError(f"job {job_id}: output replaced by job {out['replaced_by']}")
-    if out["blob"] is None:
+    out = output_of(storage, ledger.get_job(jobs.check_job_id(job_id)))
+    if out.replaced_by:
+        raise ParallelRunError(f"job {job_id}: output replaced by job {out.replaced_by}")
+    if out.blob is None:
         raise ParallelRunError(f"job {job_id} writes no rows (output_action summary_only)")
     if download:
-        path = download_to(storage, out["container"], out["blob"], download / Path(out["blob"]).name)
+        path = download_to(storage, out.container, out.blob, download / Path(out.blob).name)
         console.print(f"saved {path}")
     else:
-        console.print(rows_table(read_head(storage, out["container"], out["blob"], head),
-                                 f"first {head} rows"))
-        console.print(out["url"], soft_wrap=True)
+        console.print(rows_table(read_head(storage, out.container, out.blob, head), f"first {head} rows"))
+        console.print(out.url, soft_wrap=True)
 
 
 @app.command()

@@ -27,7 +27,8 @@ class FaultyProxy:
     """Forwards 127.0.0.1:<port> to 127.0.0.1:<target_port>, injecting faults at the given rates."""
 
     def __init__(self, target_port: int, busy_rate: float = 0.0, drop_rate: float = 0.0,
-                 stall_rate: float = 0.0, stall_s: float = 0.0, seed: int = 0) -> None:
+                 stall_rate: float = 0.0, stall_s: float = 0.0, seed: int = 0,
+                 keep_bodies: bool = False) -> None:
         self.target_port = target_port
         self.busy_rate = busy_rate
         self.drop_rate = drop_rate
@@ -38,6 +39,8 @@ class FaultyProxy:
         self._hold: Callable[[str, str], bool] | None = None
         self._released = threading.Event()
         self.seen: list[tuple[str, str]] = []   # (method, path with its query) of every request
+        self.keep_bodies = keep_bodies
+        self.bodies: list[bytes] = []           # with keep_bodies: every request's body, as seen
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
@@ -93,6 +96,8 @@ class FaultyProxy:
                 fate = proxy._roll()
                 with proxy._lock:
                     proxy.seen.append((self.command, self.path))
+                    if proxy.keep_bodies:
+                        proxy.bodies.append(body)
                 if fate == "busy":
                     payload = b"injected throttling"
                     self.send_response(503, "Server Busy")

@@ -39,6 +39,7 @@ from shared.errors import (
 from shared.limits import Limits, load_text
 from shared.service import runtime
 from shared.service.jobs import lifecycle as jobs
+from shared.service.jobs.status import output_of
 from shared.service.results import read_head
 from shared.service.working import snapshots
 
@@ -172,15 +173,14 @@ async def resubmit_job(job_id: str, request: Request) -> JSONResponse:
 @app.get("/api/jobs/{job_id}/results")
 def results(job_id: str, head: int = Query(10, ge=0, le=10_000)) -> dict[str, Any]:
     rt = runtime.current()
-    st = jobs.status(rt.storage, rt.ledger, job_id, error_limit=0)
-    out = st["output"]
-    if out["replaced_by"]:
-        raise GoneError(f"output replaced by job {out['replaced_by']}: the rows of job {job_id} "
-                        f"were in {out['container']}/{out['prefix']}, which that job now owns")
-    if out["blob"] is None or not jobs.output_exists(rt.storage, out["container"], out["blob"]):
-        raise NotFoundError(f"job {job_id} has no output rows yet (state {st['state']})")
-    return {"job_id": job_id, "url": out["url"],
-            "rows": read_head(rt.storage, out["container"], out["blob"], head)}
+    job = rt.ledger.get_job(jobs.check_job_id(job_id))   # its row alone: no counters, no scan
+    out = output_of(rt.storage, job)
+    if out.replaced_by:
+        raise GoneError(f"output replaced by job {out.replaced_by}: the rows of job {job_id} "
+                        f"were in {out.container}/{out.prefix}, which that job now owns")
+    if out.blob is None or not jobs.output_exists(rt.storage, out.container, out.blob):
+        raise NotFoundError(f"job {job_id} has no output rows yet (state {job.state})")
+    return {"job_id": job_id, "url": out.url, "rows": read_head(rt.storage, out.container, out.blob, head)}
 
 
 @app.post("/api/snapshots", status_code=201)

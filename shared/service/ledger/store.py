@@ -183,14 +183,17 @@ class BatchRow:
     ended_at: float = 0.0
     etag: str = ""
 
-    def to_entity(self) -> dict[str, Any]:
+    def to_entity(self, items: bool = True) -> dict[str, Any]:
+        """The row as an entity; without ``items`` for a merge that leaves the item list (which
+        only the planner writes, and which never changes) where it is."""
         entity: dict[str, Any] = {"PartitionKey": self.job_id, "RowKey": batch_key(self.index)}
         for f in fields(self):
             if f.name in ("job_id", "index", "etag", "items"):
                 continue
             entity[f.name] = getattr(self, f.name)
-        _put_long(entity, "items", json.dumps(self.items, separators=(",", ":")))
-        entity["n_items"] = len(self.items)
+        if items:
+            _put_long(entity, "items", json.dumps(self.items, separators=(",", ":")))
+            entity["n_items"] = len(self.items)
         return entity
 
     @classmethod
@@ -290,12 +293,13 @@ class Ledger:
     # -- jobs ------------------------------------------------------------------------------
     def create_job(self, job: JobRow) -> JobRow:
         try:
-            self.table.create_entity(job.to_entity())
+            meta = self.table.create_entity(job.to_entity())
         except ResourceExistsError:
             existing = self.get_job(job.job_id)
             if existing.created_at != job.created_at:   # not our own create, answered late
                 raise
-        return self.get_job(job.job_id)
+            return existing
+        return replace(job, etag=meta["etag"])
 
     def get_job(self, job_id: str) -> JobRow:
         try:
@@ -307,11 +311,13 @@ class Ledger:
         """Conditionally apply ``changes`` to ``job``; raises :class:`Conflict` if it moved."""
         new = replace(job, **changes)
         try:
-            self.table.update_entity(new.to_entity(), mode=UpdateMode.REPLACE, etag=job.etag,
-                                     match_condition=MatchConditions.IfNotModified)
+            meta = self.table.update_entity(new.to_entity(), mode=UpdateMode.REPLACE, etag=job.etag,
+                                            match_condition=MatchConditions.IfNotModified)
         except ResourceModifiedError:
+            # also when a retry of a write that landed finds its own ETag: the caller reads the
+            # row again and decides again, as after any other writer's change
             raise Conflict(job.job_id) from None
-        return self.get_job(job.job_id)
+        return replace(new, etag=meta["etag"])
 
     # -- mini-batches ----------------------------------------------------------------------
     def put_batches(self, rows: list[BatchRow]) -> None:
@@ -343,8 +349,8 @@ class Ledger:
         new = replace(batch, state=BatchState.RUNNING, deliveries=batch.deliveries + 1,
                       node=node, try_id=uuid.uuid4().hex[:12], started_at=time.time())
         try:
-            meta = self.table.update_entity(new.to_entity(), mode=UpdateMode.REPLACE, etag=batch.etag,
-                                            match_condition=MatchConditions.IfNotModified)
+            meta = self.table.update_entity(new.to_entity(items=False), mode=UpdateMode.MERGE,
+                                            etag=batch.etag, match_condition=MatchConditions.IfNotModified)
         except ResourceModifiedError:
             latest = self.get_batch(batch.job_id, batch.index)
             if latest is not None and latest.try_id == new.try_id:
@@ -366,8 +372,9 @@ class Ledger:
                 ("update", counter_entity, {"mode": UpdateMode.REPLACE, "etag": etag,
                                             "match_condition": MatchConditions.IfNotModified})
                 if etag else ("create", counter_entity, {}))
-            ops = [("update", batch.to_entity(), {"mode": UpdateMode.REPLACE, "etag": batch.etag,
-                                                  "match_condition": MatchConditions.IfNotModified}),
+            ops = [("update", batch.to_entity(items=False),
+                    {"mode": UpdateMode.MERGE, "etag": batch.etag,
+                     "match_condition": MatchConditions.IfNotModified}),
                    counter_op]
             if error is not None:
                 ops.append(("upsert", error.to_entity(batch.job_id), {"mode": UpdateMode.REPLACE}))
