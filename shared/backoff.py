@@ -1,8 +1,10 @@
 """One retry schedule for every storage client: the SDK clients (:mod:`shared.storage`) and the
 scoring processes' plain-HTTP reader (:mod:`shared.scoring.blobreader`)."""
 
+from typing import Any
+
 # Blob and queue clients' backoff (the SDK retry policies use it too): first retry after ~0.5 s
 # (the SDK's default waits 15 s), then 2.5, 4.5, 8.5, 16.5 ... s: about two minutes in all, enough
 # to ride out a storage restart.
-BACKOFF = {"initial_backoff": 0.5, "increment_base": 2, "retry_total": 8, "retry_connect": 8,
+BACKOFF: dict[str, Any] = {"initial_backoff": 0.5, "increment_base": 2, "retry_total": 8, "retry_connect": 8,
            "retry_read": 8, "retry_status": 8, "random_jitter_range": 1}

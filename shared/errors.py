@@ -1,8 +1,10 @@
 """The error hierarchy, grouped by who must act.
 
 * :class:`SubmitterError` - the person submitting the job must fix something (bad spec, missing input).
-* :class:`ScriptError` - the entry script's author must fix something (init()/run() failed).
 * :class:`OperatorError` - whoever runs the service must act (storage unreachable, throttled).
+
+A failing entry script is not an exception of the service: its try fails, and the error rows
+of the ledger say why (shared.states.ErrorKind).
 
 Messages name the job, the mini-batch and the file wherever they are known.
 """
@@ -54,10 +56,6 @@ class PayloadTooLarge(SubmitterError):
 
 class NotFoundError(SubmitterError):
     """A job, model, snapshot or input named by the submitter does not exist."""
-
-
-class ScriptError(ParallelRunError):
-    """The entry script failed (init(), run() raised, timed out or crashed its process)."""
 
 
 class OperatorError(ParallelRunError):

@@ -194,7 +194,7 @@ def _scan_yaml(text: str, limits: Limits) -> None:
             stack.append([isinstance(event, yaml.MappingStartEvent), 0, None])
 
 
-class _YamlLoader(_BASE_LOADER):  # type: ignore[misc]
+class _YamlLoader(_BASE_LOADER):
     """The safe loader with the integer-length limit."""
 
     def __init__(self, stream: str, limits: Limits) -> None:
@@ -203,7 +203,7 @@ class _YamlLoader(_BASE_LOADER):  # type: ignore[misc]
 
     def construct_yaml_int(self, node: Any) -> int:
         _int(str(self.construct_scalar(node)).replace(":", ""), self.limits)
-        return super().construct_yaml_int(node)  # type: ignore[no-any-return]
+        return super().construct_yaml_int(node)
 
 
 _YamlLoader.add_constructor("tag:yaml.org,2002:int", _YamlLoader.construct_yaml_int)

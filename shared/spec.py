@@ -297,7 +297,7 @@ class InputSpec(BaseModel):
     format: Annotated[str | dict[str, Any] | None, AfterValidator(_check_format)] = None
     partition_format: str | None = None   # PRS's partition_format, e.g. "{user}/{season}/{file}.wav"
     path: Annotated[str, AfterValidator(_check_shorthand)] | None = None
-    container: ContainerName | None = None
+    container: ContainerName = ""          # set by path, or given (required either way)
     prefix: Annotated[str, AfterValidator(lambda v: _folder(_check_blob_path(v, "prefix")))] = ""
     glob: Annotated[str, _rule(bool, "glob must not be empty"),
                     AfterValidator(lambda v: _check_blob_path(v, "glob"))] | None = None
@@ -311,7 +311,7 @@ class InputSpec(BaseModel):
             container, prefix, glob = _split_shorthand(self.path)
             for key, value in (("container", container), ("prefix", prefix), ("glob", glob), ("path", None)):
                 object.__setattr__(self, key, value)  # normalising a frozen model in its own validator
-        elif self.container is None:
+        elif not self.container:
             raise ValueError('an input needs path ("container/prefix") or container')
         if self.files is not None and (self.prefix or self.glob):
             raise ValueError("give either files or prefix/glob, not both")
@@ -401,7 +401,7 @@ class JobSpec(BaseModel):
     def _default_batch_size(cls, data: Any) -> Any:
         """PRS's default depends on the input type: 10 files, or 1MB of a table."""
         if isinstance(data, dict) and data.get("mini_batch_size") is None:
-            inputs = data.get("inputs") if isinstance(data.get("inputs"), list) else []
+            inputs: list[Any] = data["inputs"] if isinstance(data.get("inputs"), list) else []
             tabular = any((i.get("type") if isinstance(i, dict) else getattr(i, "type", None)) == "tabular"
                           for i in inputs)
             data = {**data, "mini_batch_size": "1MB" if tabular else "10"}
@@ -412,7 +412,7 @@ class JobSpec(BaseModel):
     def _mini_batch_size(cls, v: Any, info: ValidationInfo) -> str | int:
         inputs = info.data.get("inputs")  # absent when invalid: then accept either grammar
         parse_mini_batch_size(v, "file" if inputs and inputs[0].type == "file" else "tabular")
-        return v  # type: ignore[no-any-return]
+        return v
 
     @property
     def input_type(self) -> Literal["file", "tabular"]:

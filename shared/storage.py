@@ -19,7 +19,13 @@ from azure.core.exceptions import ResourceExistsError
 from azure.core.pipeline.policies import RetryPolicy
 from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient
-from azure.storage.blob import BlobServiceClient, ContainerClient, ContainerSasPermissions, generate_container_sas
+from azure.storage.blob import (
+    BlobServiceClient,
+    ContainerClient,
+    ContainerSasPermissions,
+    UserDelegationKey,
+    generate_container_sas,
+)
 from azure.storage.blob import ExponentialRetry as BlobRetry
 from azure.storage.queue import ExponentialRetry as QueueRetry
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
@@ -119,7 +125,7 @@ class Storage:
 
     @functools.cached_property
     def queue_service(self) -> QueueServiceClient:
-        policies = {"message_encode_policy": TextBase64EncodePolicy(),
+        policies: dict[str, Any] = {"message_encode_policy": TextBase64EncodePolicy(),
                     "message_decode_policy": TextBase64DecodePolicy(),
                     "retry_policy": QueueRetry(**BACKOFF)}
         if self.settings.connection_string:
@@ -209,14 +215,14 @@ class _StorageSas:
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
-        self._delegation_key = None
+        self._delegation_key: UserDelegationKey | None = None
         self._delegation_key_expiry = dt.datetime.min.replace(tzinfo=dt.UTC)
 
     def __call__(self, container: str, now: dt.datetime) -> str:
         service = self.storage.blob_service
         credential = service.credential
         key = getattr(credential, "account_key", None)
-        common = {"account_name": service.account_name, "container_name": container,
+        common: dict[str, Any] = {"account_name": service.account_name, "container_name": container,
                   "permission": ContainerSasPermissions(read=True),
                   "start": now - dt.timedelta(minutes=5), "expiry": now + SAS_LIFETIME}
         if key:

@@ -139,7 +139,7 @@ def parse_ports(text: str) -> tuple[int, int, int]:
         ports = ()
     if len(ports) != 3 or not all(0 < p < 65536 for p in ports):
         raise typer.BadParameter(f"--azurite-ports takes BLOB,QUEUE,TABLE ports, got {text!r}")
-    return ports  # type: ignore[return-value]
+    return ports
 
 
 @app.command()

@@ -204,7 +204,7 @@ class BlobTrigger:
             log.warning("blob trigger %s blob=%s: receipt was taken over by another node",
                         self.spec.name, entry.name)
             return
-        entry.receipt = replace(new, etag=result["etag"])
+        entry.receipt = replace(new, etag=str(result["etag"]))
 
     def _heartbeat(self) -> None:
         with self._lock:

@@ -19,7 +19,7 @@ import time
 import uuid
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from shared.local.blobs import BlobTrigger
 from shared.local.hostconfig import HostConfig, load_host_config
@@ -70,6 +70,20 @@ def load_app(path: str | Path = DEFAULT_APP) -> Any:
 
 def default_lease_s() -> float:
     return float(os.environ.get(LEASE_ENV) or DEFAULT_LEASE_S)
+
+
+
+class _Listener(Protocol):
+    """What the host starts and stops: a queue consumer, a blob trigger, a timer."""
+
+    def start(self) -> Any: ...
+    def stop(self) -> Any: ...
+
+
+class _Polling(_Listener, Protocol):
+    """A listener that polls storage (queue consumers, blob triggers): it can poll fast."""
+
+    def set_fast(self, fast: bool) -> Any: ...
 
 
 class LocalHost:
@@ -125,6 +139,9 @@ class LocalHost:
                         spec.name, spec.trigger_type)
 
     # -- lifecycle -------------------------------------------------------------------------
+    def _listeners(self) -> tuple[_Listener, ...]:
+        return (*self.consumers, *self.blob_triggers, *self.timers)
+
     def start(self) -> LocalHost:
         """Start every listener in background threads (idempotent); returns ``self``."""
         if self._state == "started":
@@ -134,7 +151,7 @@ class LocalHost:
         self._state = "started"
         try:
             self.storage.ensure()
-            for listener in (*self.consumers, *self.blob_triggers, *self.timers):
+            for listener in self._listeners():
                 listener.start()
             if self._http is not None:
                 self._http.start()
@@ -152,7 +169,7 @@ class LocalHost:
         if self._state == "stopped":
             return
         started, self._state = self._state == "started", "stopped"
-        for listener in (*self.consumers, *self.blob_triggers, *self.timers):
+        for listener in self._listeners():
             listener.stop()   # a listener that never started just releases its threads
         if self._http is not None:
             self._http.stop()
@@ -221,7 +238,7 @@ class LocalHost:
         work: Azurite's and Azure's approximate message count include them.
         """
         self.start()
-        listeners = (*self.consumers, *self.blob_triggers)
+        listeners: tuple[_Polling, ...] = (*self.consumers, *self.blob_triggers)
         for listener in listeners:
             listener.set_fast(True)
         deadline = time.monotonic() + timeout_s

@@ -125,7 +125,7 @@ class QueueConsumer:
 
     def approximate_count(self) -> int:
         """Messages in the queue, visible or not (Azure and Azurite both count invisible ones)."""
-        return self._queue.get_queue_properties().approximate_message_count
+        return self._queue.get_queue_properties().approximate_message_count or 0
 
     # -- polling ---------------------------------------------------------------------------
     def _poll_loop(self) -> None:
@@ -156,7 +156,7 @@ class QueueConsumer:
             messages_per_page=self.config.batch_size, max_messages=self.config.batch_size,
             visibility_timeout=lease))
         for message in messages:
-            entry = InFlight(message, message.pop_receipt, time.monotonic())
+            entry = InFlight(message, message.pop_receipt or "", time.monotonic())
             with self._lock:
                 self._in_flight[message.id] = entry
             self._pool.submit(self._process, entry)
@@ -166,7 +166,7 @@ class QueueConsumer:
     def _process(self, entry: InFlight) -> None:
         message = entry.message
         try:
-            if message.dequeue_count > self.config.max_dequeue_count:
+            if (message.dequeue_count or 0) > self.config.max_dequeue_count:
                 log.error("queue trigger %s msg=%s dequeue=%d: above maxDequeueCount=%d, "
                           "moving to %s without running", self.spec.name, message.id,
                           message.dequeue_count, self.config.max_dequeue_count, self.poison_name)
@@ -181,7 +181,7 @@ class QueueConsumer:
                               self.spec.name, message.id, message.dequeue_count,
                               time.monotonic() - started)
                 self._stats.add(self.spec.name, failures=1)
-                self._finish(entry, self._to_poison if message.dequeue_count
+                self._finish(entry, self._to_poison if (message.dequeue_count or 0)
                              >= self.config.max_dequeue_count else self._release)
                 return
             log.info("queue trigger %s msg=%s dequeue=%d succeeded in %.3fs", self.spec.name,

@@ -34,7 +34,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 from shared.backoff import BACKOFF
 
@@ -97,7 +97,7 @@ class BlobReader:
             return tokens[container]
         return cls(url, api_version, timeout_s, token, cache_tokens=False)
 
-    def read_grant(self, containers: list[str]) -> dict[str, object]:
+    def read_grant(self, containers: list[str]) -> dict[str, Any]:
         """What :meth:`with_tokens` needs to read ``containers`` for the next ``SAS_RENEW_BEFORE``
         (a plain dict, to pass to another process)."""
         return {"url": self.url, "api_version": self.api_version, "timeout_s": self._timeout,

@@ -28,7 +28,7 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any
 
 from shared.scoring import protocol, reaper
 
@@ -38,15 +38,6 @@ COMPAT_DIR = Path(__file__).resolve().parent / "compat"
 # these load (numpy reads OMP_NUM_THREADS on import), so jobs that set any get fresh processes.
 WARM_IMPORTS = ("numpy", "pandas", "pyarrow", "pyarrow.csv", "pyarrow.parquet", "pyarrow.json",
                 "onnxruntime", "PIL.Image", "PIL.PngImagePlugin", "shared.scoring.tables", "shared.scoring.textrows")
-
-
-class EntryScriptModule(Protocol):
-    """PRS's entry-script contract: ``init()``, ``run(mini_batch[, mini_batch_context])``, optional
-    ``shutdown()``."""
-
-    def init(self) -> None: ...
-
-    def run(self, mini_batch: Any, *args: Any) -> Any: ...
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ def source(storage: Storage | BlobReader, container: str, blob_name: str) -> Blo
     A piece is one or a few ranged GETs, so the SDK's client cost per request (~2.4 ms, against
     ~0.3 ms) would be most of its storage time; the reader retries transient faults as the SDK does.
     """
-    reader = getattr(storage, "blob_reader", storage)
+    reader: Any = getattr(storage, "blob_reader", storage)   # a Storage's reader, or the reader
     return BlobSource(functools.partial(reader.read_range, container, blob_name), name=blob_name)
 
 

@@ -17,6 +17,7 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -124,7 +125,7 @@ def checkpoint(storage: Storage, target: OutputTarget, winners: list[tuple[int, 
             blob.stage_block(HEADER_BLOCK, header.encode("utf-8"))
             blocks.insert(0, BlobBlock(HEADER_BLOCK))
         try:
-            condition = {"etag": blob.get_blob_properties().etag,
+            condition: dict[str, Any] = {"etag": blob.get_blob_properties().etag,
                          "match_condition": MatchConditions.IfNotModified}
         except ResourceNotFoundError:
             condition = {"match_condition": MatchConditions.IfMissing}
@@ -185,7 +186,7 @@ def assemble(storage: Storage, target: OutputTarget, winners: Iterable[tuple[int
     return output.url
 
 
-def _commit(blob: BlobClient, blocks: list[BlobBlock], **kwargs: object) -> None:
+def _commit(blob: BlobClient, blocks: list[BlobBlock], **kwargs: Any) -> None:
     try:
         blob.commit_block_list(blocks, **kwargs)
     except HttpResponseError as exc:

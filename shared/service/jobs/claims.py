@@ -62,7 +62,7 @@ def _overlapping(table: TableClient, container: str, prefix: str) -> list[dict[s
     query = "PartitionKey eq @p and RowKey ge @lo and RowKey lt @hi"
     found += table.query_entities(query, parameters={"p": PARTITION, "lo": own,
                                                      "hi": own[:-1] + chr(ord(own[-1]) + 1)})
-    return found
+    return [dict(e) for e in found]
 
 
 def _busy(ledger: Ledger, claim: dict[str, Any], now: float) -> str:
@@ -100,7 +100,7 @@ def claim(storage: Storage, ledger: Ledger, job_id: str, container: str, prefix:
     try:
         table.create_entity(entity)
     except ResourceExistsError:
-        current = table.get_entity(PARTITION, entity["RowKey"])
+        current = table.get_entity(PARTITION, str(entity["RowKey"]))
         if current["job_id"] != job_id:
             state = _busy(ledger, current, now)
             if state:

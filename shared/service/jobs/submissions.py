@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from shared.errors import SpecError, SubmitterError
 from shared.limits import check_spec_bytes
@@ -30,7 +31,7 @@ def submit_blob(storage: Storage, ledger: Ledger, blob_name: str, data: bytes,
     try:
         check_spec_bytes(max(size or 0, len(data)), storage.settings.limits)
         job = jobs.submit(storage, ledger, data)
-        receipt = {"request": blob_name, "job_id": job.job_id, "state": job.state}
+        receipt: dict[str, Any] = {"request": blob_name, "job_id": job.job_id, "state": job.state}
         log.info("request submitted: %s -> job %s", blob_name, job.job_id)
     except SpecError as exc:
         receipt = {"request": blob_name, "error": "invalid job spec", "errors": exc.errors}

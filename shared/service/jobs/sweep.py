@@ -136,9 +136,9 @@ def _sweep_one(storage: Storage, ledger: Ledger, row: dict, now: float) -> Decis
     if decision.idle:
         return decision
     log.warning("sweep: job=%s index=%s ledger=%s: %s", job_id, row["state"], job.state,
-                ", ".join(filter(None, (decision.abandon and "recorded as failed",
-                                        decision.index_state and f"index -> {decision.index_state}",
-                                        decision.send and f"sent {decision.send}"))))
+                ", ".join(p for p in ("recorded as failed" if decision.abandon else "",
+                                      f"index -> {decision.index_state}" if decision.index_state else "",
+                                      f"sent {decision.send}" if decision.send else "") if p))
     return decision
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 from shared.service.ledger import decisions
 from shared.service.ledger.decisions import AfterFailure
@@ -122,7 +123,7 @@ def _settle(batch: BatchRow, outcome: RunOutcome, files: Downloaded, *, run_max_
     # items: files, or a table's rows (read by a try, or counted from its pieces)
     n, exact = table_rows(batch, outcome, unread) if tabular else (len(batch.items), True)
     present = n if tabular else len(files.paths)
-    common = {"ended_at": now, "pid": outcome.pid, "node": node, "size": n}
+    common: dict[str, Any] = {"ended_at": now, "pid": outcome.pid, "node": node, "size": n}
     if outcome.ok:
         ok = min(outcome.rows, present)
         lines = lines_written(outcome, parts)

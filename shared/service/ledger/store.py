@@ -21,7 +21,7 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+from azure.data.tables import TableClient, TableEntity, TableTransactionError, UpdateMode
 
 from shared.errors import NotFoundError, SubmitterError
 from shared.spec import JobSpec, parse_spec
@@ -141,7 +141,7 @@ class JobRow:
         return entity
 
     @classmethod
-    def from_entity(cls, e: dict[str, Any]) -> JobRow:
+    def from_entity(cls, e: TableEntity) -> JobRow:
         kw: dict[str, Any] = {"job_id": e["PartitionKey"], "etag": e.metadata["etag"],
                               "spec_json": _get_long(e, "spec") or "{}"}
         for f in fields(cls):
@@ -197,7 +197,7 @@ class BatchRow:
         return entity
 
     @classmethod
-    def from_entity(cls, e: dict[str, Any]) -> BatchRow:
+    def from_entity(cls, e: TableEntity) -> BatchRow:
         kw: dict[str, Any] = {"job_id": e["PartitionKey"], "index": int(e["RowKey"][1:]),
                               "etag": e.metadata["etag"],
                               "items": json.loads(_get_long(e, "items") or "[]")}
@@ -385,7 +385,7 @@ class Ledger:
                     raise
                 self._reload_shard(shard, batch.job_id)
                 log.info("commit lost: job=%s batch=%d (%s)", batch.job_id, batch.index,
-                         exc.error_code)
+                         getattr(exc, "error_code", None))
                 return False
             shard.values[batch.job_id] = counters
             shard.etags[batch.job_id] = result[1]["etag"]
@@ -408,7 +408,7 @@ class Ledger:
             shard.etags.pop(job_id, None)
             return
         shard.values[job_id] = {f.name: int(e.get(f.name, 0)) for f in fields(Totals)}
-        shard.etags[job_id] = e.metadata["etag"]
+        shard.etags[job_id] = str(e.metadata["etag"])
 
     def unsettle(self, batch: BatchRow, note: ErrorRecord) -> bool:
         """Move a succeeded mini-batch whose staged rows storage lost back to ``pending``, taking

@@ -15,7 +15,7 @@ from shared.storage import Storage
 
 
 def schema_for(storage: Storage, input_spec: InputSpec, blob_name: str) -> dict[str, Any]:
-    return infer_schema(source(storage, str(input_spec.container), blob_name),
+    return infer_schema(source(storage, input_spec.container, blob_name),
                         file_format(input_spec.wire, blob_name)).to_dict()
 
 
@@ -23,7 +23,7 @@ def pieces(storage: Storage, input_spec: InputSpec, input_index: int, blob_name:
            target_bytes: int) -> Iterator[list[Any]]:
     """Items ``[input index, blob name, piece]`` of one file."""
     fmt = file_format(input_spec.wire, blob_name)
-    for piece in plan_pieces(source(storage, str(input_spec.container), blob_name), fmt, target_bytes):
+    for piece in plan_pieces(source(storage, input_spec.container, blob_name), fmt, target_bytes):
         yield [input_index, blob_name, piece.to_dict()]
 
 
@@ -57,7 +57,7 @@ def rows_unread(storage: Storage, inputs: Sequence[InputSpec], items: list[list[
             rows += int(piece["rows"][1])
             continue
         exact = False
-        src = source(storage, str(inputs[input_index].container), blob_name)
+        src = source(storage, inputs[input_index].container, blob_name)
         start, end = (int(x) for x in piece["range"])
         last = b""
         for offset in range(start, end, READ_CHUNK):

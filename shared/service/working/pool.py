@@ -335,23 +335,23 @@ class ScoringPool:
                 for dead in [p for p in self._spares if not p.alive()]:
                     dead.kill()
                     self._spares.remove(dead)
-                for spare in self._spares:
-                    spare.is_warm()                # collects the reports that have come in
-                if any(spare.warm is False for spare in self._spares):
+                for warm in self._spares:
+                    warm.is_warm()                # collects the reports that have come in
+                if any(p.warm is False for p in self._spares):
                     log.warning("node=%s: warm scoring processes turned off: a spare could not "
                                 "return to normal priority after its imports", self.node_id)
-                    for spare in self._spares:
-                        spare.kill()
+                    for p in self._spares:
+                        p.kill()
                     self._spares = []
                     return
                 if len(self._spares) >= self.settings.warm_processes:
                     continue
             spare = ScoringProcess(None, self._env(), self.limits)
             with self._lock:
-                if not self._closed.is_set():
+                kept = not self._closed.is_set()
+                if kept:
                     self._spares.append(spare)
-                    spare = None
-            if spare is not None:   # closed meanwhile
+            if not kept:   # closed meanwhile
                 spare.kill()
 
     @property

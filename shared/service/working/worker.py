@@ -180,7 +180,8 @@ class Worker:
             return self._record_poison_bare(batch, deliveries, exc)
         result = settlement.poisoned(batch, deliveries, self.node_id, time.time(),
                                      tabular=ctx.tabular, unread=self._rows_unread(ctx.job, batch))
-        log.error("poisoned: job=%s batch=%d: %s", msg.job_id, msg.batch, result.error.message)
+        log.error("poisoned: job=%s batch=%d: %s", msg.job_id, msg.batch,
+                  result.error.message if result.error else "")
         return self._apply(ctx, batch, result, 0.0)
 
     def _record_poison_bare(self, batch: BatchRow, deliveries: int, exc: Exception) -> Handled:
@@ -280,9 +281,9 @@ class Worker:
         """The scoring process's request; a table's comes with read tokens for its containers."""
         payload = ctx.payload(items, paths)
         if isinstance(payload, dict):
-            containers = sorted({str(ctx.inputs[item[0]].container) for item in items})
+            containers = sorted({ctx.inputs[item[0]].container for item in items})
             grant = self.storage.blob_reader.read_grant(containers)
-            for container, token in grant["tokens"].items():   # type: ignore[union-attr]
+            for container, token in grant["tokens"].items():
                 if not read_only(token):
                     raise OperatorError(
                         f"the token for reading container {container} grants more than read "
