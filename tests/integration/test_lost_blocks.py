@@ -199,3 +199,26 @@ def test_a_counter_shard_that_storage_lost_is_written_again(storage: Storage) ->
             assert ledger.commit(done, Totals(batches_succeeded=1)) is False   # lost, reloaded
         assert ledger.commit(done, Totals(batches_succeeded=1))
     assert ledger.totals("lostshard").batches_succeeded == 1   # storage lost batch 0's count
+
+
+def test_a_second_finalizer_during_a_repair_finishes_that_round_instead_of_starting_another(
+        azurite: Azurite, settings: Settings, storage: Storage, monkeypatch) -> None:
+    """A duplicate finalize message lands while the repairer has recorded its round but not yet
+    moved its mini-batches back: the counters still look complete. It must finish that round
+    (move them back, enqueue them), not commit and find the same blocks lost again."""
+    unsettle = Ledger.unsettle
+    raced: list[str] = []
+
+    def racing_unsettle(self: Ledger, batch, note):
+        if not raced:
+            raced.append("")   # once: the second finalizer's own unsettles go straight through
+            raced[0] = finalizer.finalize(storage, Ledger(storage.ledger),
+                                          finalizer.FinalizeMessage(batch.job_id))
+        return unsettle(self, batch, note)
+
+    monkeypatch.setattr(Ledger, "unsettle", racing_unsettle)
+    job_id, names = run_losing(azurite, settings, storage, "lostrace", 30, victims=[4])
+    ledger = Ledger(storage.ledger)
+    assert raced and raced[0].startswith("repairing"), raced
+    assert_exact(jobs.status(storage, ledger, job_id), storage, names)
+    assert ledger.get_job(job_id).repairs == 1

@@ -64,9 +64,12 @@ def _finalize_once(storage: Storage, ledger: Ledger, job: JobRow, inline: bool,
     if JobState(job.state).terminal:
         return "already finished"
     totals = totals or ledger.totals(job.job_id)
+    repairing = bool(job.rerun) and job.state == JobState.RUNNING and not job.stop_reason
+    if repairing and (not decisions.complete(job, totals) or _still_lost(ledger, job)):
+        # a repairer may have died half-way, or is still moving its mini-batches back (the
+        # counters look complete until it has): finish its round, never start another
+        return _resume_repair(storage, ledger, job)
     if not job.stop_reason and not decisions.complete(job, totals):
-        if job.rerun and job.state == JobState.RUNNING:
-            return _resume_repair(storage, ledger, job)   # a repairer may have died half-way
         log.info("finalize early: job=%s planning_done=%s", job.job_id, job.planning_done)
         return "not complete"
     if job.stop_reason:
@@ -212,6 +215,15 @@ def _resume_repair(storage: Storage, ledger: Ledger, job: JobRow) -> str:
             outbox.batch(storage, job.job_id, row.index)
             sent.append(row.index)
     return f"repairing: {len(sent)} mini-batch(es) run again"
+
+
+def _still_lost(ledger: Ledger, job: JobRow) -> bool:
+    """Whether a mini-batch of the job's repair round still holds the block storage lost."""
+    for key, lost_block in job.rerun.items():
+        row = ledger.get_batch(job.job_id, int(key))
+        if row is not None and row.state == BatchState.SUCCEEDED and row.block_id == lost_block:
+            return True
+    return False
 
 
 def _lost_note(job: JobRow, row: BatchRow, rerun: bool) -> ErrorRecord:
