@@ -25,12 +25,13 @@ import tempfile
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from shared.scoring import protocol, reaper
+from shared.scoring.protocol import ScoringConfig
 
 COMPAT_DIR = Path(__file__).resolve().parent / "compat"
 # What a warm spare imports before it is given a job (shared.service.working.pool): the libraries of the design card
@@ -38,43 +39,6 @@ COMPAT_DIR = Path(__file__).resolve().parent / "compat"
 # these load (numpy reads OMP_NUM_THREADS on import), so jobs that set any get fresh processes.
 WARM_IMPORTS = ("numpy", "pandas", "pyarrow", "pyarrow.csv", "pyarrow.parquet", "pyarrow.json",
                 "onnxruntime", "PIL.Image", "PIL.PngImagePlugin", "shared.scoring.tables", "shared.scoring.textrows")
-
-
-@dataclass(frozen=True)
-class ScoringConfig:
-    job_id: str
-    entry_script: str                 # absolute path
-    source_dir: str                   # absolute path, put on sys.path
-    work_dir: str                     # cwd and home of output/ and logs/
-    arguments: tuple[str, ...] = ()
-    environment: dict[str, str] = field(default_factory=dict)
-    logging_level: str = "INFO"
-    node_id: str = "node0"
-    process_name: str = "process000"
-    model_pins: dict[str, int] = field(default_factory=dict)
-    model_cache: str = ""             # the node's model cache (shared.service.working.models.download)
-    model_paths: dict[str, str] = field(default_factory=dict)   # pinned model -> path in the cache
-    output_format: str = "text"       # text (PRS's append_row rows) | csv | jsonl
-    max_result_bytes: int = protocol.DEFAULT_MAX_RESULT_BYTES   # a larger run() result fails the try
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ScoringConfig:
-        return cls(**{**data, "arguments": tuple(data.get("arguments") or ())})
-
-    @property
-    def output_dir(self) -> str:
-        return os.path.join(self.work_dir, "output")
-
-    @property
-    def log_dir(self) -> str:
-        return os.path.join(self.work_dir, "logs")
-
-    @property
-    def model_dir(self) -> str:
-        return os.path.join(self.work_dir, "azureml-models")
 
 
 @dataclass
@@ -182,16 +146,14 @@ def _hold_snapshot(source_dir: str) -> None:
 def _sandbox(config: ScoringConfig) -> None:
     """From here on the process writes only beneath its work dir (see shared.scoring.sandbox)."""
     from shared.scoring.sandbox import restrict_writes
-    from shared.settings import Settings
 
-    settings = Settings.from_env()
     tmp = os.path.join(config.work_dir, "tmp")
     os.makedirs(tmp, exist_ok=True)
     os.environ.update({"TMPDIR": tmp, "TEMP": tmp, "TMP": tmp})
     tempfile.tempdir = tmp
-    if not settings.sandbox:
+    if not config.sandbox:
         return
-    abi = restrict_writes([config.work_dir, "/dev", *settings.sandbox_writable])
+    abi = restrict_writes([config.work_dir, "/dev", *config.sandbox_writable])
     if not abi:
         logging.getLogger("parallelrun.sandbox").warning(
             "Landlock is not available: only read-only files protect the code and models")
@@ -327,7 +289,7 @@ def main(argv: list[str]) -> int:
         return 0
     if not isinstance(assign, protocol.Assign):
         return 2
-    config = ScoringConfig.from_dict(assign.config)
+    config = assign.config
     try:
         _prepare(config)
         script = _load(config)

@@ -28,8 +28,11 @@ import os
 import select
 import struct
 import time
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from enum import StrEnum
+from typing import Any
 
 MAGIC = b"PRF1"
 HEADER = struct.Struct(">4sII")
@@ -72,14 +75,92 @@ class Limits:
     body_timeout_s: float = BODY_TIMEOUT_S
 
 
+# -- what the two sides exchange about a job and a try ---------------------------------------
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """What a scoring process needs to run a job's entry script (sent in :class:`Assign`)."""
+
+    job_id: str
+    entry_script: str                 # absolute path
+    source_dir: str                   # absolute path, put on sys.path
+    work_dir: str                     # cwd and home of output/ and logs/
+    arguments: tuple[str, ...] = ()
+    environment: dict[str, str] = field(default_factory=dict)
+    logging_level: str = "INFO"
+    node_id: str = "node0"
+    process_name: str = "process000"
+    model_pins: dict[str, int] = field(default_factory=dict)
+    model_cache: str = ""             # the node's model cache (shared.service.working.models.download)
+    model_paths: dict[str, str] = field(default_factory=dict)   # pinned model -> path in the cache
+    output_format: str = "text"       # text (PRS's append_row rows) | csv | jsonl
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES   # a larger run() result fails the try
+    sandbox: bool = True              # write only beneath work_dir (Landlock; shared.scoring.sandbox)
+    sandbox_writable: tuple[str, ...] = ()   # and in these folders
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScoringConfig:
+        return cls(**{**data, "arguments": tuple(data.get("arguments") or ()),
+                      "sandbox_writable": tuple(data.get("sandbox_writable") or ())})
+
+    @property
+    def output_dir(self) -> str:
+        return os.path.join(self.work_dir, "output")
+
+    @property
+    def log_dir(self) -> str:
+        return os.path.join(self.work_dir, "logs")
+
+    @property
+    def model_dir(self) -> str:
+        return os.path.join(self.work_dir, "azureml-models")
+
+
+class OutcomeKind(StrEnum):
+    """How one ``run()`` try ended, as the worker saw it."""
+
+    OK = "ok"              # run() returned; its rows arrived
+    ERROR = "error"        # run() raised
+    TIMEOUT = "timeout"    # run() exceeded run_invocation_timeout: the process was killed
+    CRASH = "crash"        # the process died during run(), or broke the protocol
+    INIT = "init"          # init() failed: the mini-batch never ran
+    LOST = "lost"          # the process was dead before it took the request: not the try's fault
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """The result of one ``run()`` try."""
+
+    kind: OutcomeKind
+    text: str | bytes = ""    # the rows (kind ok)
+    rows: int = 0
+    loaded: int = -1          # rows of a tabular mini-batch, once read (-1: not a table, or unknown)
+    header: str = ""          # output_format csv: the header line of a DataFrame result
+    message: str = ""
+    traceback: str = ""
+    seconds: float = 0.0
+    pid: int = 0
+    process: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", OutcomeKind(self.kind))   # "ok" and OutcomeKind.OK alike
+
+    @property
+    def ok(self) -> bool:
+        return self.kind is OutcomeKind.OK
+
+
 # -- messages ----------------------------------------------------------------------------------
-# Each type lists its fields with their JSON types; ``body`` (bytes) travels as the frame's body.
+# Each type's fields are its JSON fields, checked against their annotations when a frame is read;
+# ``body`` (bytes) travels as the frame's body, an Assign's config as an object.
 
 @dataclass(frozen=True)
 class Assign:
-    """worker -> child: the job (a ``shared.scoring.child.ScoringConfig`` as a plain dict)."""
-    config: dict[str, Any]
-    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {"config": (dict,)}
+    """worker -> child: the job."""
+    config: ScoringConfig
 
 
 @dataclass(frozen=True)
@@ -88,42 +169,35 @@ class RunRequest:
     seq: int
     payload: list[str] | dict[str, Any]
     context: dict[str, Any]
-    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {"seq": (int,), "payload": (list, dict),
-                                                    "context": (dict,)}
 
 
 @dataclass(frozen=True)
 class Shutdown:
     """worker -> child: call shutdown() and exit."""
-    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {}
 
 
 @dataclass(frozen=True)
 class Warm:
     """child -> worker: a spare's imports are done (``ok``: back at normal priority)."""
     ok: bool
-    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {"ok": (bool,)}
 
 
 @dataclass(frozen=True)
 class Ready:
     """child -> worker: init() succeeded."""
     pid: int
-    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {"pid": (int,)}
 
 
 @dataclass(frozen=True)
 class InitFailed:
     message: str
     traceback: str = ""
-    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {"message": (str,), "traceback": (str,)}
 
 
 @dataclass(frozen=True)
 class Begin:
     """child -> worker: request ``seq`` received; from here on a death is the mini-batch's try."""
     seq: int
-    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {"seq": (int,)}
 
 
 @dataclass(frozen=True)
@@ -131,7 +205,6 @@ class Loaded:
     """child -> worker: the table of request ``seq`` is read (``rows`` rows); run() starts."""
     seq: int
     rows: int
-    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {"seq": (int,), "rows": (int,)}
 
 
 @dataclass(frozen=True)
@@ -142,8 +215,6 @@ class Result:
     seconds: float
     header: str = ""
     body: bytes = field(default=b"", repr=False)
-    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {"seq": (int,), "rows": (int,),
-                                                    "seconds": (int, float), "header": (str,)}
 
 
 @dataclass(frozen=True)
@@ -152,19 +223,33 @@ class RunFailed:
     message: str
     traceback: str = ""
     seconds: float = 0.0
-    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {"seq": (int,), "message": (str,),
-                                                    "traceback": (str,), "seconds": (int, float)}
 
 
 @dataclass(frozen=True)
 class Bye:
-    TYPES: ClassVar[dict[str, tuple[type, ...]]] = {}
+    """child -> worker: shutdown() ran; the process exits."""
 
 
 Message = (Assign | RunRequest | Shutdown | Warm | Ready | InitFailed | Begin | Loaded | Result
            | RunFailed | Bye)
 MESSAGES: dict[str, type] = {cls.__name__: cls for cls in (
     Assign, RunRequest, Shutdown, Warm, Ready, InitFailed, Begin, Loaded, Result, RunFailed, Bye)}
+
+
+def _json_types(hint: Any) -> tuple[type, ...]:
+    """The JSON value types a field of type ``hint`` accepts (a float field takes an int too)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return tuple(t for arg in typing.get_args(hint) for t in _json_types(arg))
+    origin = typing.get_origin(hint) or hint
+    if dataclasses.is_dataclass(origin):
+        return (dict,)                    # a nested configuration travels as an object
+    return (int, float) if origin is float else (origin,)
+
+
+# every message type's JSON fields and the types each accepts, from its annotations
+_FIELD_TYPES: dict[type, dict[str, tuple[type, ...]]] = {
+    cls: {name: _json_types(hint) for name, hint in typing.get_type_hints(cls).items() if name != "body"}
+    for cls in MESSAGES.values()}
 
 
 def encode(message: Message) -> bytes:
@@ -177,6 +262,8 @@ def _parts(message: Message) -> tuple[bytes, bytes]:
     """A frame as header + control, and body (kept apart: rows are not copied to be framed)."""
     fields = {f.name: getattr(message, f.name) for f in dataclasses.fields(message)}
     body = fields.pop("body", b"")
+    if isinstance(message, Assign):
+        fields["config"] = message.config.to_dict()
     control = json.dumps({"t": type(message).__name__, **fields}, separators=(",", ":"),
                          ensure_ascii=False).encode()
     return HEADER.pack(MAGIC, len(control), len(body)) + control, body
@@ -193,7 +280,7 @@ def decode(control: bytes, body: bytes) -> Message:
     cls = MESSAGES.get(data.pop("t"))
     if cls is None:
         raise ProtocolError("unknown message type")
-    types: dict[str, tuple[type, ...]] = cls.TYPES    # type: ignore[attr-defined]
+    types = _FIELD_TYPES[cls]
     if set(data) != set(types):
         raise ProtocolError(f"{cls.__name__}: fields {sorted(data)} are not {sorted(types)}")
     for name, allowed in types.items():
@@ -202,6 +289,11 @@ def decode(control: bytes, body: bytes) -> Message:
             raise ProtocolError(f"{cls.__name__}.{name} has the wrong type")
     if body and cls is not Result:
         raise ProtocolError(f"{cls.__name__} carries no body")
+    if cls is Assign:
+        try:
+            return Assign(ScoringConfig.from_dict(data["config"]))
+        except TypeError as exc:
+            raise ProtocolError(f"Assign.config is not a scoring configuration: {exc}") from None
     return cls(**data, body=body) if cls is Result else cls(**data)
 
 

@@ -3,10 +3,10 @@ the loud note of a job that succeeded although items failed, and the estimate of
 
 from __future__ import annotations
 
+from shared.scoring.protocol import RunOutcome
 from shared.service.ledger import decisions, settlement
 from shared.service.ledger.store import BatchRow, Totals
 from shared.service.planning.fileinputs import Downloaded
-from shared.service.working.pool import RunOutcome
 from tests.rows import job_row
 
 TEXT_PIECE = {"file": "t.csv", "kind": "delimited", "index": 0, "est_bytes": 1000,

@@ -15,8 +15,8 @@ from typing import TypeVar
 import pytest
 
 from shared.scoring import protocol, reaper
-from shared.scoring.child import ScoringConfig
-from shared.service.working.pool import RunOutcome, ScoringPool, ScoringProcess, child_env
+from shared.scoring.protocol import RunOutcome, ScoringConfig
+from shared.service.working.pool import ScoringPool, ScoringProcess, child_env
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -219,7 +219,7 @@ def test_a_scoring_process_ends_itself_and_its_children_when_its_worker_dies(
         "import os, sys, time\n"
         "from pathlib import Path\n"
         "from shared.service.working.pool import ScoringPool\n"
-        "from shared.scoring.child import ScoringConfig\n"
+        "from shared.scoring.protocol import ScoringConfig\n"
         "from shared.settings import Settings\n"
         f"tmp = Path({str(tmp_path)!r})\n"
         "pool = ScoringPool(Settings(scratch_dir=str(tmp), warm_processes=0, "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.scoring.child import ScoringConfig
+from shared.scoring.protocol import ScoringConfig
 from shared.service.working.pool import ScoringPool
 from shared.settings import Settings
 

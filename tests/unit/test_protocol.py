@@ -19,7 +19,8 @@ def pipe_reader(limits: Limits = Limits()) -> tuple[Reader, int]:
 
 
 @pytest.mark.parametrize("message", [
-    protocol.Assign({"job_id": "j", "arguments": ["--a", "1"]}),
+    protocol.Assign(protocol.ScoringConfig("j", "/s/score.py", "/s", "/w", arguments=("--a", "1"),
+                                           model_pins={"m": 2}, sandbox_writable=("/x",))),
     protocol.RunRequest(3, ["/x/a.png"], {"minibatch_index": 0}),
     protocol.RunRequest(4, {"items": [[0, "a.csv", {"start": 0}]]}, {"minibatch_index": 1}),
     protocol.Shutdown(), protocol.Warm(True), protocol.Ready(123),
@@ -53,6 +54,12 @@ def frame(control: bytes, body: bytes = b"") -> bytes:
     (frame(b'{"t": "Result", "seq": 1, "rows": true, "seconds": 0, "header": ""}'), "wrong type"),
     (frame(b'{"t": "Begin", "seq": 1, "extra": 1}'), "fields"),
     (frame(b'{"t": "Begin", "seq": 1}', b"body"), "carries no body"),
+    (frame(b'{"t": "Begin"}'), "fields"),
+    (frame(b'{"t": "Loaded", "seq": 1, "rows": 2.5}'), "wrong type"),
+    (frame(b'{"t": "Warm", "ok": 1}'), "wrong type"),
+    (frame(b'{"t": "RunRequest", "seq": 1, "payload": "a.png", "context": {}}'), "wrong type"),
+    (frame(b'{"t": "Assign", "config": []}'), "wrong type"),
+    (frame(b'{"t": "Assign", "config": {"job_id": "j", "shell": "rm -rf /"}}'), "not a scoring configuration"),
     (protocol.HEADER.pack(protocol.MAGIC, 10, 1 << 30), "exceeds the limit"),
     (protocol.HEADER.pack(protocol.MAGIC, 1 << 30, 0), "exceeds the limit"),
 ])
@@ -99,3 +106,25 @@ def test_a_writer_whose_reader_takes_nothing_gives_up() -> None:
 def test_only_read_only_tokens_go_to_scoring_processes(sas: str, ok: bool) -> None:
     from shared.service.working.worker import read_only
     assert read_only(sas) is ok
+
+
+def test_a_float_field_takes_an_int_and_every_field_type_comes_from_the_dataclass() -> None:
+    reader, w = pipe_reader()
+    os.write(w, frame(b'{"t": "RunFailed", "seq": 1, "message": "E", "traceback": "", "seconds": 2}'))
+    assert reader.read(time.monotonic() + 5) == protocol.RunFailed(1, "E", "", 2)
+    assert protocol._FIELD_TYPES[protocol.Result] == {
+        "seq": (int,), "rows": (int,), "seconds": (int, float), "header": (str,)}
+    assert protocol._FIELD_TYPES[protocol.RunRequest]["payload"] == (list, dict)
+
+
+def test_the_scoring_environment_names_are_the_protocol_s() -> None:
+    """The child sets, and the compat layer reads, the variables the protocol names (one place)."""
+    import inspect
+
+    from shared.scoring import child
+    from shared.scoring.compat.azureml.core import model, run
+
+    names = [v for k, v in vars(protocol).items() if k.startswith("ENV_")]
+    assert all(n.startswith("PARALLELRUN_") for n in names) and len(set(names)) == len(names)
+    for module in (child, model, run):
+        assert '"PARALLELRUN_' not in inspect.getsource(module), module.__name__

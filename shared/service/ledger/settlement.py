@@ -13,11 +13,11 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from shared.scoring.protocol import OutcomeKind, RunOutcome
 from shared.service.ledger import decisions
 from shared.service.ledger.decisions import AfterFailure
 from shared.service.ledger.store import BatchRow, ErrorRecord, Totals
 from shared.service.planning.fileinputs import Downloaded
-from shared.service.working.pool import RunOutcome
 from shared.states import BatchState, ErrorKind
 
 
@@ -137,7 +137,7 @@ def _settle(batch: BatchRow, outcome: RunOutcome, files: Downloaded, *, run_max_
             error = ErrorRecord(batch.index, batch.tries + 1, ErrorKind.ITEM, missing_note(files),
                                 file=files.missing[0][0], node=node, at=now)
         return Settlement(row, delta, error, Verdict.SUCCEEDED)
-    if outcome.kind == "init":
+    if outcome.kind is OutcomeKind.INIT:
         error = _error(batch, batch.tries + 1, outcome, files, node, now)
         row = replace(batch, state=BatchState.PENDING, error=error.message,
                       **{**common, "size": batch.size})

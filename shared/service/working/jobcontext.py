@@ -20,7 +20,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.errors import SubmitterError
 from shared.scoring import tables
-from shared.scoring.child import ScoringConfig
+from shared.scoring.protocol import ScoringConfig
 from shared.service.finalizing.assembly import OutputTarget
 from shared.service.ledger.store import JobRow, Ledger
 from shared.service.working import models, scratch, snapshots

@@ -20,12 +20,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from shared.scoring import protocol, reaper
-from shared.scoring.child import ScoringConfig
+from shared.scoring.protocol import OutcomeKind, RunOutcome, ScoringConfig
 from shared.settings import AZURITE_KEY, Settings
 
 log = logging.getLogger("parallelrun.pool")
@@ -33,26 +33,6 @@ log = logging.getLogger("parallelrun.pool")
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 INIT_TIMEOUT_S = 600.0
 WARM_CHECK_S = 0.25   # how often the pool looks at its spares
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    """The result of one ``run()`` try."""
-
-    kind: str                 # "ok" | "error" | "timeout" | "crash" | "init" | "lost" (see run())
-    text: str | bytes = ""    # the rows (kind == "ok")
-    rows: int = 0
-    loaded: int = -1          # rows of a tabular mini-batch, once read (-1: not a table, or unknown)
-    header: str = ""          # output_format csv: the header line of a DataFrame result
-    message: str = ""
-    traceback: str = ""
-    seconds: float = 0.0
-    pid: int = 0
-    process: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.kind == "ok"
 
 
 class ScoringProcess:
@@ -115,20 +95,20 @@ class ScoringProcess:
     def assign(self, config: ScoringConfig) -> None:
         """Give the process its job: it prepares the environment, imports the script, runs init()."""
         self.config = config
-        if not self._send(protocol.Assign(config.to_dict())):
+        if not self._send(protocol.Assign(config)):
             self.healthy = False    # a spare that died while waiting: wait_ready() reports it
 
     def wait_ready(self, timeout_s: float = INIT_TIMEOUT_S) -> RunOutcome | None:
-        """None when ``init()`` succeeded, else an outcome of kind "init"."""
+        """None when ``init()`` succeeded, else an outcome of kind init."""
         reply = self._receive(time.monotonic() + timeout_s)
         if isinstance(reply, protocol.Ready):
             return None
         self.kill()
         if isinstance(reply, protocol.InitFailed):
-            return self._failed("init", reply.message, reply.traceback)
+            return self._failed(OutcomeKind.INIT, reply.message, reply.traceback)
         if isinstance(reply, str):
-            return self._failed("init", f"init(): {reply}")
-        return self._failed("init", self._death_note("during init()"))
+            return self._failed(OutcomeKind.INIT, f"init(): {reply}")
+        return self._failed(OutcomeKind.INIT, self._death_note("during init()"))
 
     def run(self, payload: list[str] | dict[str, Any], context: dict[str, Any],
             timeout_s: float) -> RunOutcome:
@@ -141,12 +121,12 @@ class ScoringProcess:
         seq = self._seq
         if not self.alive() or not self._send(protocol.RunRequest(seq, payload, context)):
             self.kill()
-            return self._failed("lost", self._death_note("before run()"))
+            return self._failed(OutcomeKind.LOST, self._death_note("before run()"))
         begin = self._receive(time.monotonic() + protocol.WRITE_TIMEOUT_S + timeout_s)
         if not isinstance(begin, protocol.Begin) or begin.seq != seq:
             self.kill()
             if begin is None and not self._timed_out:
-                return self._failed("lost", self._death_note("before run()"))
+                return self._failed(OutcomeKind.LOST, self._death_note("before run()"))
             return self._bad_answer(begin, seq, timeout_s, started)
         loaded = -1
         reply = self._receive(time.monotonic() + (INIT_TIMEOUT_S if isinstance(payload, dict)
@@ -160,10 +140,10 @@ class ScoringProcess:
     def _outcome(self, reply: protocol.Message | str | None, seq: int, timeout_s: float,
                  elapsed: float) -> RunOutcome:
         if isinstance(reply, protocol.Result) and reply.seq == seq:
-            return RunOutcome("ok", text=reply.body, rows=reply.rows, seconds=reply.seconds,
+            return RunOutcome(OutcomeKind.OK, text=reply.body, rows=reply.rows, seconds=reply.seconds,
                               header=reply.header, pid=self.pid, process=self.config.process_name)
         if isinstance(reply, protocol.RunFailed) and reply.seq == seq:
-            return replace(self._failed("error", reply.message, reply.traceback),
+            return replace(self._failed(OutcomeKind.ERROR, reply.message, reply.traceback),
                            seconds=reply.seconds)
         self.kill()
         return replace(self._bad_answer(reply, seq, timeout_s, elapsed), seconds=elapsed)
@@ -173,14 +153,14 @@ class ScoringProcess:
         """The try's outcome when the answer is missing or not one to request ``seq`` (the
         process has been killed)."""
         if isinstance(reply, str):
-            return self._failed("error", f"the scoring process sent a malformed answer ({reply}); "
+            return self._failed(OutcomeKind.ERROR, f"the scoring process sent a malformed answer ({reply}); "
                                 "it was killed and replaced")
         if reply is not None:
-            return self._failed("error", f"the scoring process sent {type(reply).__name__} out of "
+            return self._failed(OutcomeKind.ERROR, f"the scoring process sent {type(reply).__name__} out of "
                                 f"turn (request {seq}); it was killed and replaced")
         if not self._timed_out:
-            return self._failed("crash", self._death_note("in run()"))
-        return self._failed("timeout", f"run() exceeded run_invocation_timeout ({timeout_s:g} s); "
+            return self._failed(OutcomeKind.CRASH, self._death_note("in run()"))
+        return self._failed(OutcomeKind.TIMEOUT, f"run() exceeded run_invocation_timeout ({timeout_s:g} s); "
                             "its process was killed and replaced")
 
     def _receive(self, deadline: float) -> protocol.Message | str | None:
@@ -200,7 +180,7 @@ class ScoringProcess:
 
     _timed_out = False
 
-    def _failed(self, kind: str, message: str, traceback: str = "") -> RunOutcome:
+    def _failed(self, kind: OutcomeKind, message: str, traceback: str = "") -> RunOutcome:
         return RunOutcome(kind, message=message, traceback=traceback, pid=self.pid,
                           process=self.config.process_name)
 
@@ -245,7 +225,6 @@ class ScoringProcess:
 ENV_ALLOWED = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "TERM", "SSL_CERT_FILE", "SSL_CERT_DIR",
                          "PYTHONHASHSEED", "PYTHONUTF8", "PYTHONDONTWRITEBYTECODE"})
 ENV_ALLOWED_PREFIXES = ("LC_",)
-SANDBOX_SETTINGS = ("PARALLELRUN_SANDBOX", "PARALLELRUN_SANDBOX_WRITABLE")
 
 
 def child_env(parent: dict[str, str] | os._Environ[str], home: Path) -> dict[str, str]:
@@ -379,10 +358,7 @@ class ScoringPool:
                     self._home.mkdir(mode=0o700, parents=True, exist_ok=True)
                 else:
                     self._home = Path(tempfile.mkdtemp(prefix=f"parallelrun-spares-{self.node_id}-"))
-        env = child_env(os.environ, self._home)
-        settings = self.settings.to_env()
-        env.update({k: settings[k] for k in SANDBOX_SETTINGS})
-        return env
+        return child_env(os.environ, self._home)
 
     @property
     def limits(self) -> protocol.Limits:
@@ -428,7 +404,8 @@ class ScoringPool:
             name = f"process{self._serial:03d}"
         work_dir = str(Path(config.work_dir) / name)
         cfg = replace(config, work_dir=work_dir, process_name=name, node_id=self.node_id,
-                      max_result_bytes=self.settings.max_result_bytes)
+                      max_result_bytes=self.settings.max_result_bytes, sandbox=self.settings.sandbox,
+                      sandbox_writable=tuple(self.settings.sandbox_writable))
         spare = None if cfg.environment else self._take_spare()
         if spare is not None:
             spare.assign(cfg)

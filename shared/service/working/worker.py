@@ -25,6 +25,7 @@ from pathlib import Path
 
 from shared.errors import OperatorError
 from shared.messages import BatchMessage, FinalizeMessage
+from shared.scoring.protocol import OutcomeKind, RunOutcome
 from shared.service import outbox
 from shared.service.finalizing import finalizer
 from shared.service.finalizing.assembly import stage_rows
@@ -37,7 +38,7 @@ from shared.service.planning import tables
 from shared.service.planning.fileinputs import Downloaded, download_batch
 from shared.service.working.jobcontext import JobContext, JobContexts, JobUnrunnable
 from shared.service.working.outputs import upload_folder_changes
-from shared.service.working.pool import RunOutcome, ScoringPool
+from shared.service.working.pool import ScoringPool
 from shared.service.working.userlogs import LogShipper
 from shared.states import BatchState, ErrorKind
 from shared.storage import Storage, requests_sent_by_this_thread
@@ -156,7 +157,7 @@ class Worker:
         last_try = decisions.after_failed_try(batch.tries + 1, ctx.spec.run_max_try) \
             is decisions.AfterFailure.FAIL
         unread = (self._rows_unread(ctx.job, batch) if ctx.tabular and last_try
-                  and not outcome.ok and outcome.kind != "init" and outcome.loaded < 0 else None)
+                  and outcome.kind not in (OutcomeKind.OK, OutcomeKind.INIT) and outcome.loaded < 0 else None)
         result = settlement.settle(batch, outcome, files, run_max_try=ctx.spec.run_max_try,
                                    block_id=block, shard=ctx.target.shard_of(batch.index),
                                    node=self.node_id, now=time.time(), tabular=ctx.tabular,
@@ -239,7 +240,7 @@ class Worker:
     def _score(self, ctx: JobContext, batch: BatchRow, files: Downloaded,
                clock: _Clock) -> tuple[RunOutcome, str]:
         if not files.paths and not ctx.tabular:
-            return RunOutcome("ok"), ""
+            return RunOutcome(OutcomeKind.OK), ""
         context = ctx.context(batch.index, batch.items)
         payload = self._payload(ctx, batch.items, files.paths)
         for _ in range(LOST_PROCESS_RETRIES + 1):
@@ -251,13 +252,13 @@ class Worker:
                 outcome = proc.run(payload, context, float(ctx.spec.run_invocation_timeout))
                 config = proc.config
                 clock.lap("run")
-            if outcome.kind != "lost":
+            if outcome.kind is not OutcomeKind.LOST:
                 break
             # the process was dead before it took the mini-batch: not this try's failure
             log.warning("job=%s batch=%d: %s; running it on another process", batch.job_id,
                         batch.index, outcome.message)
-        if outcome.kind == "lost":
-            outcome = replace(outcome, kind="crash")
+        if outcome.kind is OutcomeKind.LOST:
+            outcome = replace(outcome, kind=OutcomeKind.CRASH)
         # the scoring process is free again; the parent writes what it produced
         block = ""
         if outcome.ok:
