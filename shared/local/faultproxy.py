@@ -7,6 +7,8 @@ connection without answering (a lost response: the request *did* happen, the cli
 or forward it and answer only after ``stall_s`` (a storage timeout, when the client's is shorter).
 A targeted rule (:meth:`FaultyProxy.hold`) holds every request it matches, unforwarded, until
 :meth:`FaultyProxy.release`, then drops it unanswered: "this node is stuck in exactly this call".
+Another (:meth:`FaultyProxy.lose_answers`) forwards the next requests it matches and drops their
+answers: "this write landed, and its writer cannot know".
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ class FaultyProxy:
         self.stall_rate = stall_rate
         self.stall_s = stall_s
         self.port = free_port()
-        self.counts = {"forwarded": 0, "busy": 0, "dropped": 0, "stalled": 0, "held": 0}
+        self.counts = {"forwarded": 0, "busy": 0, "dropped": 0, "stalled": 0, "held": 0,
+                       "answer lost": 0}
         self._hold: Callable[[str, str], bool] | None = None
+        self._lose: tuple[Callable[[str, str], bool], int] | None = None
         self._released = threading.Event()
         self.seen: list[tuple[str, str]] = []   # (method, path with its query) of every request
         self.keep_bodies = keep_bodies
@@ -58,6 +62,22 @@ class FaultyProxy:
         with self._lock:
             self._hold = None
         self._released.set()
+
+    def lose_answers(self, match: Callable[[str, str], bool], count: int = 1) -> None:
+        """Forward the next ``count`` requests for which ``match(method, path with query)`` is
+        true, and drop their answers (the request is applied; its client sees the connection
+        close and retries)."""
+        with self._lock:
+            self._lose = (match, count)
+
+    def _answer_lost(self, method: str, path: str) -> bool:
+        with self._lock:
+            if self._lose is None or not self._lose[0](method, path):
+                return False
+            match, count = self._lose
+            self._lose = (match, count - 1) if count > 1 else None
+            self.counts["answer lost"] += 1
+            return True
 
     def _held(self, method: str, path: str) -> bool:
         with self._lock:
@@ -93,7 +113,7 @@ class FaultyProxy:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
-                fate = proxy._roll()
+                fate = "dropped" if proxy._answer_lost(self.command, self.path) else proxy._roll()
                 with proxy._lock:
                     proxy.seen.append((self.command, self.path))
                     if proxy.keep_bodies:

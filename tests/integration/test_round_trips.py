@@ -1,19 +1,24 @@
 """Storage round trips the service does not need, counted on the wire (a proxy in front of a real
 Azurite's Table service): a try never uploads its mini-batch's item list again, a job-row write
-reads nothing back, and GET /results reads the job's row, not its whole partition."""
+reads nothing back, and GET /results reads the job's row, not its whole partition. A write that
+landed and whose answer was lost (the proxy forwards it, then drops the answer; the SDK's retry
+fails its ETag condition) is still recognised as its writer's."""
 
 from __future__ import annotations
 
 import dataclasses
+from urllib.parse import unquote
 
 import httpx
+import pytest
 
 from shared.local.azurite import Azurite, free_port
 from shared.local.faultproxy import FaultyProxy
 from shared.local.host import LocalHost, load_app
-from shared.service.ledger.store import Ledger
+from shared.service.ledger.store import BatchRow, Conflict, Ledger
 from shared.service.working import snapshots
 from shared.settings import Settings, azurite_connection_string
+from shared.states import BatchState
 from shared.storage import Storage
 from tests.rows import job_row
 
@@ -58,6 +63,44 @@ def test_a_job_row_write_reads_nothing_back(azurite: Azurite, settings: Settings
         job = ledger.update_job(job, checkpoint_at=2.0)   # the ETag it returned is current
         assert [method for method, _ in proxy.seen] == ["PUT", "PUT"]
         assert ledger.get_job("tripsrow").checkpoint_at == 2.0
+
+
+def writes_of(row_key: str, method: str):
+    """A proxy rule: ``method`` requests that write the ledger row ``row_key``."""
+    return lambda m, path: m == method and f"RowKey='{row_key}'" in unquote(path)
+
+
+def test_a_job_row_write_whose_answer_was_lost_is_its_writer_s(azurite: Azurite, settings: Settings) -> None:
+    with FaultyProxy(azurite.table_port) as proxy:
+        storage = Storage(behind_table_proxy(azurite, settings, proxy))
+        storage.ensure()
+        ledger = Ledger(storage.ledger)
+        job = ledger.create_job(job_row("tripslost"))
+        proxy.lose_answers(writes_of("job", "PUT"))
+        written = ledger.update_job(job, checkpoint_at=1.0)   # landed; the retry got 412
+        assert proxy.counts["answer lost"] == 1
+        assert written.checkpoint_at == 1.0
+        assert ledger.update_job(written, checkpoint_at=2.0).checkpoint_at == 2.0   # its ETag is current
+        with pytest.raises(Conflict):   # another writer's change is still a conflict
+            ledger.update_job(written, checkpoint_at=3.0)
+        assert ledger.get_job("tripslost").checkpoint_at == 2.0
+
+
+def test_a_try_whose_merges_lost_their_answers_is_still_its_own(azurite: Azurite, settings: Settings) -> None:
+    with FaultyProxy(azurite.table_port) as proxy:
+        storage = Storage(behind_table_proxy(azurite, settings, proxy))
+        storage.ensure()
+        ledger = Ledger(storage.ledger)
+        items = [[0, f"in/{i}.txt"] for i in range(3)]
+        ledger.put_batches([BatchRow("tripsmerge", 0, items)])
+        batch = ledger.get_batch("tripsmerge", 0)
+        assert batch is not None
+        proxy.lose_answers(writes_of("b000000000", "PATCH"))
+        running = ledger.mark_running(batch, "node-a")
+        assert proxy.counts["answer lost"] == 1
+        stored = ledger.get_batch("tripsmerge", 0)
+        assert stored is not None and stored.try_id == running.try_id and stored.state == BatchState.RUNNING
+        assert stored.items == items and stored.deliveries == 1
 
 
 def test_results_read_the_job_row_not_its_partition(

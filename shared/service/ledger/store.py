@@ -308,14 +308,18 @@ class Ledger:
             raise NotFoundError(f"no such job: {job_id}") from None
 
     def update_job(self, job: JobRow, **changes: Any) -> JobRow:
-        """Conditionally apply ``changes`` to ``job``; raises :class:`Conflict` if it moved."""
+        """Conditionally apply ``changes`` to ``job``: the row as written, with the ETag of the
+        answer (nothing is read back). Raises :class:`Conflict` if it moved."""
         new = replace(job, **changes)
         try:
             meta = self.table.update_entity(new.to_entity(), mode=UpdateMode.REPLACE, etag=job.etag,
                                             match_condition=MatchConditions.IfNotModified)
         except ResourceModifiedError:
-            # also when a retry of a write that landed finds its own ETag: the caller reads the
-            # row again and decides again, as after any other writer's change
+            # the row moved, or our write landed, its answer was lost and the SDK's retry found
+            # our own ETag: a row holding exactly what we wrote is ours (or an identical write's)
+            latest = self.get_job(job.job_id)
+            if replace(latest, etag="") == replace(new, etag=""):
+                return latest
             raise Conflict(job.job_id) from None
         return replace(new, etag=meta["etag"])
 
