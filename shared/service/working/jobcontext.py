@@ -107,20 +107,28 @@ class JobContexts:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, JobContext]] = {}
         self._refreshing: set[str] = set()
+        self._built = threading.Condition(self._lock)
 
     def get(self, job_id: str, fresh: bool = False) -> JobContext:
         """The job's context, its row at most ``job_cache_ttl_s`` old; ``fresh``: read it now.
 
-        One thread refreshes an expired row while the process's other threads go on with the
-        cached one (a row is then at most one read old), so a refresh costs one read per process,
-        not one per concurrent invocation."""
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(job_id)
-            if hit and not fresh and (now - hit[0] < self.storage.settings.job_cache_ttl_s
-                                      or job_id in self._refreshing):
-                return hit[1]
-            self._refreshing.add(job_id)
+        One thread reads an expired row while the process's other threads go on with the cached
+        one (a row is then at most one read old), and a job's first context is built once: threads
+        that want it meanwhile wait for that build (and build it themselves only if it failed).
+        A refresh so costs one read per process, not one per concurrent invocation."""
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                hit = self._cache.get(job_id)
+                if job_id in self._refreshing:
+                    if hit and not fresh:
+                        return hit[1]
+                    self._built.wait()   # woken by every build's end: look again
+                    continue
+                if hit and not fresh and now - hit[0] < self.storage.settings.job_cache_ttl_s:
+                    return hit[1]
+                self._refreshing.add(job_id)
+                break
         try:
             job = self.ledger.get_job(job_id)
             if hit and hit[1].job.spec_json == job.spec_json:
@@ -134,6 +142,7 @@ class JobContexts:
         finally:
             with self._lock:
                 self._refreshing.discard(job_id)
+                self._built.notify_all()
 
     def _build(self, job: JobRow) -> JobContext:
         try:
