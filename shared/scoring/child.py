@@ -89,7 +89,7 @@ def _as_list(result: Any) -> list[Any]:
 
 
 def _prepare(config: ScoringConfig) -> None:
-    for d in (config.work_dir, config.output_dir, config.log_dir, config.model_dir):
+    for d in (config.work_dir, config.output_dir, config.log_dir):
         os.makedirs(d, exist_ok=True)
     user_logs = Path(config.log_dir) / "user"
     user_logs.mkdir(parents=True, exist_ok=True)
@@ -99,14 +99,9 @@ def _prepare(config: ScoringConfig) -> None:
         os.dup2(target, fd)
         os.close(target)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    local_models = {}
-    for name, rel in config.model_paths.items():   # the node's copies, linked, not downloaded again
-        entry, inside = Path(*Path(rel).parts[:2]), Path(rel).parts[2:]   # <account>/<hash>, file
-        link = Path(config.model_dir) / name / str(config.model_pins[name])
-        if not link.exists():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(Path(config.model_cache) / entry, target_is_directory=True)
-        local_models[name] = str(link.joinpath(*inside))
+    if config.models_root and not os.path.lexists(local := os.path.join(config.work_dir, "azureml-models")):
+        # Azure ML's models folder is also ./azureml-models beside the script's working folder
+        os.symlink(config.models_root, local, target_is_directory=True)
     os.environ["HOME"] = config.work_dir
     _hold_snapshot(config.source_dir)
     _sandbox(config)
@@ -120,7 +115,7 @@ def _prepare(config: ScoringConfig) -> None:
         protocol.ENV_LOG_DIR: config.log_dir,
         protocol.ENV_WORK_DIR: config.work_dir,
         protocol.ENV_MODEL_PINS: ",".join(f"{k}:{v}" for k, v in config.model_pins.items()),
-        protocol.ENV_MODEL_PATHS: json.dumps(local_models),
+        protocol.ENV_MODEL_PATHS: json.dumps(config.model_paths),
     })
     import tempfile
     tempfile.tempdir = None      # a spare may have looked it up before TMPDIR was its own

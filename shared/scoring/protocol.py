@@ -91,8 +91,8 @@ class ScoringConfig:
     node_id: str = "node0"
     process_name: str = "process000"
     model_pins: dict[str, int] = field(default_factory=dict)
-    model_cache: str = ""             # the node's model cache (shared.service.working.models.download)
-    model_paths: dict[str, str] = field(default_factory=dict)   # pinned model -> path in the cache
+    models_root: str = ""             # the job's azureml-models folder on this node (read-only)
+    model_paths: dict[str, str] = field(default_factory=dict)   # pinned model -> get_model_path's answer
     output_format: str = "text"       # text (PRS's append_row rows) | csv | jsonl
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES   # a larger run() result fails the try
     sandbox: bool = True              # write only beneath work_dir (Landlock; shared.scoring.sandbox)
@@ -116,7 +116,14 @@ class ScoringConfig:
 
     @property
     def model_dir(self) -> str:
-        return os.path.join(self.work_dir, "azureml-models")
+        """``AZUREML_MODEL_DIR``, by Azure ML's rule: the model's own version folder
+        (``azureml-models/<name>/<version>``) when the job has one model, else the folder over
+        all of them."""
+        root = self.models_root or os.path.join(self.work_dir, "azureml-models")
+        if len(self.model_pins) == 1:
+            [(name, version)] = self.model_pins.items()
+            return os.path.join(root, name, str(version))
+        return root
 
 
 class OutcomeKind(StrEnum):

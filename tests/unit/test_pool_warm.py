@@ -113,31 +113,34 @@ def init():
     PATH = Model.get_model_path("m")
 
 def run(mini_batch):
-    return [f"{PATH}|{os.path.realpath(PATH)}|{open(PATH).read()}" for _ in mini_batch]
+    relative = os.path.realpath(os.path.join("azureml-models", "m", "3", "weights.txt"))
+    return [f"{PATH}|{os.environ['AZUREML_MODEL_DIR']}|{relative}|{open(PATH).read()}" for _ in mini_batch]
 '''
 
 
 def test_pinned_models_come_from_the_nodes_copy_without_storage(tmp_path: Path) -> None:
-    """The worker downloads a pinned version once per node; each process links it into
-    $AZUREML_MODEL_DIR and Model.get_model_path returns it (no storage account is configured)."""
-    cache = tmp_path / "models"
-    (cache / "m" / "3").mkdir(parents=True)
-    (cache / "m" / "3" / "weights.txt").write_text("w3")
+    """The worker lays out a job's pinned versions once per node; each process is told where
+    (no storage account is configured): Model.get_model_path gives the model's file,
+    AZUREML_MODEL_DIR the one model's version folder, and ./azureml-models leads there too."""
+    root = tmp_path / "jobs-models"
+    (root / "m" / "3").mkdir(parents=True)
+    (root / "m" / "3" / "weights.txt").write_text("w3")
     script = tmp_path / "src" / "score.py"
     script.parent.mkdir()
     script.write_text(MODEL_SCRIPT)
     pool = ScoringPool(Settings(scratch_dir=str(tmp_path), warm_processes=0))
+    weights = str(root / "m" / "3" / "weights.txt")
     try:
         seen = []
         for job in ("j1", "j2"):
-            cfg = config(script, tmp_path, job, model_pins={"m": 3}, model_cache=str(cache),
-                         model_paths={"m": "m/3/weights.txt"})
+            cfg = config(script, tmp_path, job, model_pins={"m": 3}, models_root=str(root),
+                         model_paths={"m": weights})
             seen.append(score(pool, job, cfg))
     finally:
         pool.close()
-    for (job, process), (path, real, content) in zip((("j1", "process001"), ("j2", "process002")), seen):
-        assert path == str(tmp_path / job / process / "azureml-models" / "m" / "3" / "weights.txt")
-        assert real == str((cache / "m" / "3" / "weights.txt").resolve()) and content == "w3"
+    for path, model_dir, relative, content in seen:
+        assert path == weights and model_dir == str(root / "m" / "3")
+        assert relative == str((root / "m" / "3" / "weights.txt").resolve()) and content == "w3"
 
 
 def test_a_spare_that_died_waiting_is_not_the_jobs_failure(

@@ -164,8 +164,7 @@ class JobContexts:
             work_dir=str(self.root / "jobs" / job.job_id / "work"),
             arguments=tuple(spec.arguments or ()), environment=dict(spec.environment_variables or {}),
             logging_level=spec.logging_level, node_id=self.node_id, model_pins=dict(job.models),
-            output_format=spec.output_format, model_cache=str(self.model_cache),
-            model_paths=self._models(job))
+            output_format=spec.output_format, **self._models(job))
         key_material = json.dumps([job.job_id, job.snapshot, spec.entry_script, job.models,
                                    scoring.environment, scoring.arguments, scoring.logging_level])
         return JobContext(
@@ -174,25 +173,29 @@ class JobContexts:
             scoring=scoring, pool_key=hashlib.sha256(key_material.encode()).hexdigest()[:16],
             target=output_target(self.storage.settings, job), processes=process_count(spec))
 
-    def _models(self, job: JobRow) -> dict[str, str]:
-        """The job's pinned model versions, downloaded once per node: name -> path in the cache.
+    def _models(self, job: JobRow) -> dict[str, Any]:
+        """The job's pinned model versions, downloaded once per node into the cache and linked,
+        as real read-only files, into the job's ``azureml-models`` folder (outside every scoring
+        process's writable folder): ``models_root`` and ``model_paths`` (name -> the path
+        ``Model.get_model_path`` returns) for the scoring config.
 
         A version that no longer exists (its registry row or one of its files deleted, or refused
         by the download's own checks) makes the job unrunnable: :class:`JobUnrunnable` naming the
         model. Any other error (storage unavailable) raises as it is, and the delivery is retried;
         scoring processes never fetch a pinned model themselves."""
+        root = self.root / "jobs" / job.job_id / "azureml-models"
         paths = {}
         for name, version in job.models.items():
             try:
-                path = models.cache_download(
-                    self.storage, models.get_version(self.storage, name, version), self.model_cache)
+                model = models.get_version(self.storage, name, version)
+                cached = models.cache_download(self.storage, model, self.model_cache)
             except (SubmitterError, ResourceNotFoundError) as exc:
                 what = (f"it is gone from storage ({getattr(exc, 'error_code', None) or 'not found'})"
                         if isinstance(exc, ResourceNotFoundError) else f"{type(exc).__name__}: {exc}")
                 raise JobUnrunnable(f"model {name} version {version} cannot be used: {what}",
                                     job_id=job.job_id) from exc
-            paths[name] = path.relative_to(self.model_cache).as_posix()
-        return paths
+            paths[name] = str(models.link_version(cached, model, root))
+        return {"models_root": str(root) if paths else "", "model_paths": paths}
 
     def _snapshots_in_use(self) -> frozenset[str]:
         """The snapshots of the jobs this process holds contexts of (their scoring processes may

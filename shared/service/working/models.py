@@ -1,11 +1,12 @@
 """The model registry: ``parallelrun model register NAME PATH`` and ``Model.get_model_path``.
 
 A model version is a file or a folder uploaded to ``<system container>/models/<name>/<version>/``
-with one row in the models table (partition = name, row = zero-padded version). A worker downloads
-the versions a job pins once per node (``<scratch>/models/<name>/<version>/``) and links them into
-each scoring process's ``$AZUREML_MODEL_DIR/<name>/<version>/``; ``Model.get_model_path`` returns
-the path of the file (single-file models) or of the folder, as Azure ML does, downloading versions
-the job did not pin on first use.
+with one row in the models table (partition = name, row = zero-padded version). A folder keeps its own name inside the
+version (``<name>/<version>/<folder>/...``), as in Azure ML. A worker downloads the versions a job
+pins once per node (``<scratch>/models/<account>/<content hash>/``) and links them, as real
+read-only files, into the job's ``azureml-models/<name>/<version>/``; ``Model.get_model_path``
+returns that folder's one entry (the file of a file model, the folder of a folder model), as
+Azure ML does.
 
 Registration records the sha256 of every file and a content hash over them (``sha256``); every
 download checks each file against it, so a blob changed after registration is refused at use with
@@ -20,6 +21,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -51,11 +53,23 @@ class ModelVersion:
 
 
 def _files_of(path: Path) -> list[tuple[Path, str]]:
+    """A model's files and their paths in the version's folder: a file by its name, a folder's
+    files beneath the folder's own name (as Azure ML registers them: ``<version>/<folder>/...``)."""
     if path.is_file():
         return [(path, path.name)]
     if path.is_dir():
-        return [(p, p.relative_to(path).as_posix()) for p in sorted(path.rglob("*")) if p.is_file()]
+        top = path.resolve().name
+        return [(p, f"{top}/{p.relative_to(path).as_posix()}") for p in sorted(path.rglob("*"))
+                if p.is_file()]
     raise SubmitterError(f"model path {path} does not exist")
+
+
+def entry_of(model: ModelVersion) -> str:
+    """The one entry of a version's folder, which ``Model.get_model_path`` returns: a file model's
+    file, a folder model's folder; "" when there are several (a folder registered before folders
+    kept their names: its version folder itself is the model)."""
+    tops = {rel.split("/", 1)[0] for rel in model.files}
+    return tops.pop() if len(tops) == 1 else ""
 
 
 def content_hash(files: tuple[str, ...], hashes: tuple[str, ...]) -> str:
@@ -146,10 +160,8 @@ _download_lock = threading.Lock()
 
 
 def download(storage: Storage, model: ModelVersion, root: str | os.PathLike[str]) -> Path:
-    """Download ``model`` under ``root/<name>/<version>/`` once; return the file or folder path.
-
-    (``Model.get_model_path`` of a version the job did not pin: Azure ML's layout in the process's
-    own model folder.)"""
+    """Download ``model`` under ``root/<name>/<version>/`` once (Azure ML's layout); returns the
+    path ``Model.get_model_path`` gives: the version folder's one entry."""
     return _fetch(storage, model, Path(root) / model.name / str(model.version))
 
 
@@ -161,9 +173,44 @@ def cache_key(storage: Storage, model: ModelVersion) -> str:
 
 
 def cache_download(storage: Storage, model: ModelVersion, cache: str | os.PathLike[str]) -> Path:
-    """Download ``model`` into a node's cache, keyed by account and content hash; returns the file
-    or folder path. Two accounts (or two contents under one name and version) never share one."""
-    return _fetch(storage, model, Path(cache) / cache_key(storage, model))
+    """Download ``model`` into a node's cache, keyed by account and content hash; returns the
+    version's folder there. Two accounts (or two contents under one name and version) never
+    share one."""
+    target = Path(cache) / cache_key(storage, model)
+    _fetch(storage, model, target)
+    return target
+
+
+def link_version(cached: Path, model: ModelVersion, root: Path) -> Path:
+    """Put a cached version's files at ``root/<name>/<version>/`` as real files (hard links to
+    the cache, copies where the file system refuses links), read-only, the way Azure ML lays out
+    ``azureml-models``; returns the path ``Model.get_model_path`` gives.
+
+    Real files, not symbolic links: libraries that resolve a model's paths (MLflow refuses an
+    artifact that resolves outside its model folder) see the folder they were given. Built in a
+    private folder and renamed into place, so concurrent builders never show a half-linked one."""
+    target = root / model.name / str(model.version)
+    if not target.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            for rel in model.files:
+                src, dest = cached / rel, staging / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(src, dest)
+                except OSError:       # another file system, or links not allowed: a copy
+                    shutil.copyfile(src, dest)
+            scratch.make_read_only(staging)
+            try:
+                staging.rename(target)
+            except OSError:      # another thread or process linked it first
+                if not target.is_dir():
+                    raise
+        finally:
+            scratch.remove_tree(staging)
+    entry = entry_of(model)
+    return target / entry if entry else target
 
 
 def _fetch(storage: Storage, model: ModelVersion, target: Path) -> Path:
@@ -192,7 +239,8 @@ def _fetch(storage: Storage, model: ModelVersion, target: Path) -> Path:
                         raise
             finally:
                 scratch.remove_tree(staging)
-    return target / model.files[0] if model.single_file else target
+    entry = entry_of(model)
+    return target / entry if entry else target
 
 
 def _download_verified(storage: Storage, model: ModelVersion, rel: str, expected: str,

@@ -26,6 +26,16 @@ def _chmod_then_append(path):
     _append(path)
 
 
+def _link_then_append(path):
+    """A hard link in its own (writable) folder to the model's file, then a write through it."""
+    mine = os.path.join(os.getcwd(), "linked-model")
+    try:
+        os.link(path, mine)
+    except OSError as exc:
+        raise PermissionError(f"link refused: {exc}") from exc
+    _chmod_then_append(mine)
+
+
 def _temp_file():
     with tempfile.NamedTemporaryFile("w", delete=True) as fh:
         fh.write("scratch of its own")
@@ -44,6 +54,8 @@ ATTEMPTS = {
     "model-change": lambda: _append(model_path),
     "model-chmod-change": lambda: _chmod_then_append(model_path),
     "model-remove": lambda: os.remove(model_path),
+    "model-link-change": lambda: _link_then_append(model_path),
+    "model-relative-change": lambda: _append(os.path.join("azureml-models", "echo", "1", "echo.txt")),
     "model-new-file": lambda: _append(os.path.join(os.path.dirname(model_path), "planted.bin")),
     "own-temp-file": _temp_file,
     "own-output-file": _output_file,

@@ -1,8 +1,9 @@
 """``azureml.core.Model``: the models the job pins, from the node's copies.
 
 A scoring process holds no storage credentials, so it never fetches a model itself: the worker
-downloads the versions a job pins in ``models`` once per node and ``shared.scoring.child`` links them
-under ``$AZUREML_MODEL_DIR``. Any other model or version is an error that names it.
+downloads the versions a job pins in ``models`` once per node and lays them out as Azure ML does,
+``azureml-models/<name>/<version>/<file or folder>``, in real read-only files. Any other model or
+version is an error that names it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def _pins() -> dict[str, int]:
 
 
 def _local_paths() -> dict[str, str]:
-    """The job's pinned versions, already on this node (shared.scoring.child links them in)."""
+    """The job's pinned versions, already on this node: name -> the path to return."""
     return json.loads(os.environ.get(ENV_MODEL_PATHS) or "{}")
 
 
@@ -32,10 +33,12 @@ class Model:
 
     @staticmethod
     def get_model_path(model_name: str, version: int | None = None, _workspace: Any = None) -> str:
-        """Local path of the model: the file of a single-file model, else its folder.
+        """Local path of the model, as Azure ML gives it: the one entry of its version folder,
+        ``.../azureml-models/<name>/<version>/<entry>`` (the file of a model registered from a
+        file, the folder of one registered from a folder, which keeps that folder's name).
 
         Only the versions the job pins in ``models`` are available (``version`` may name the
-        pinned one, or be left out)."""
+        pinned one, or be left out: then it is the pinned one)."""
         pins = _pins()
         job = os.environ.get(ENV_JOB_ID, "?")
         pinned = pins.get(model_name)
