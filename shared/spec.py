@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared import v2job
 from shared.errors import SpecError
 from shared.limits import Limits, check_spec_size, check_value, load_text
 
@@ -52,6 +53,14 @@ RESERVED_ARGUMENTS = frozenset({
     "output_action", "logging_level", "process_count_per_node", "run_invocation_timeout", "run_max_try",
     "append_row_file_name", "scoring_module_name", "client_sdk_version", "input_format", "inputs",
     "create_snapshot_at_runtime"})
+# the reserved names that are fields of the spec: set the field instead
+_ARGUMENT_FIELDS = frozenset({
+    "mini_batch_size", "error_threshold", "allowed_failed_count", "allowed_failed_percent", "output",
+    "output_action", "logging_level", "process_count_per_node", "run_invocation_timeout", "run_max_try",
+    "append_row_file_name"})
+# ${{inputs.NAME}} / ${{outputs.NAME}}: v2 bindings in arguments, resolved in each scoring process
+BINDING_RE = re.compile(r"\$\{\{\s*((?:inputs|outputs)\.[A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_ANY_BINDING_RE = re.compile(r"\$\{\{(.*?)\}\}")
 _RESERVED_ARGUMENT_RE = re.compile(r"^(input|input_ds_|input_fds_|input_pipeline_param_)\d+$")
 RESERVED_ENV_VARS = frozenset({"AZUREML_MODEL_DIR", "AZUREML_BI_OUTPUT_PATH"})  # the runtime sets these
 
@@ -225,10 +234,24 @@ def _check_arguments(v: list[str]) -> list[str]:
     for name in (a[2:].split("=", 1)[0] for a in v if a.startswith("--")):
         if f"arguments:--{name}" in NOT_SUPPORTED_YET:
             problems.append(NOT_SUPPORTED_YET[f"arguments:--{name}"])
+        elif name in _ARGUMENT_FIELDS:
+            problems.append(f"'--{name}' is reserved by ParallelRunStep: set the spec field "
+                            f"{name} instead")
         elif name in RESERVED_ARGUMENTS or _RESERVED_ARGUMENT_RE.match(name):
             problems.append(f"'--{name}' is reserved by ParallelRunStep; use another argument name")
     if problems:
         raise ValueError("; ".join(problems))
+    return v
+
+
+def _check_bindings(v: dict[str, str]) -> dict[str, str]:
+    for key, target in v.items():
+        if not re.fullmatch(r"(inputs|outputs)\.[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ValueError(f"{key!r} is not inputs.NAME or outputs.NAME")
+        kind, _, name = target.partition(":")
+        if not ((key.startswith("inputs.") and kind == "model" and _MODEL_RE.match(name) and ":" not in name)
+                or (key.startswith("outputs.") and target == "output")):
+            raise ValueError(f"{key}: {target!r} must be model:NAME (an input) or output (an output)")
     return v
 
 
@@ -388,6 +411,9 @@ class JobSpec(BaseModel):
     arguments: Annotated[list[str], BeforeValidator(_stringify), AfterValidator(_check_arguments)] = []
     models: Annotated[list[str], BeforeValidator(lambda v: [] if v is None else v),
                       AfterValidator(_check_models)] = []
+    # what ${{inputs.NAME}} / ${{outputs.NAME}} in arguments stand for: "model:NAME" (one of
+    # `models`: its path, as Model.get_model_path gives it) or "output" (the output folder)
+    bindings: Annotated[dict[str, str], AfterValidator(_check_bindings)] | None = None
     partition_keys: Annotated[list[str], Field(min_length=1)] | None = None
     # append_row output: text (PRS's), csv (one header line), jsonl, or parquet (ordered part files)
     output_format: Literal["text", "csv", "jsonl", "parquet"] = "text"
@@ -413,6 +439,27 @@ class JobSpec(BaseModel):
         inputs = info.data.get("inputs")  # absent when invalid: then accept either grammar
         parse_mini_batch_size(v, "file" if inputs and inputs[0].type == "file" else "tabular")
         return v
+
+    @model_validator(mode="after")
+    def _bound(self) -> JobSpec:
+        """Every ${{...}} in arguments is a binding this spec defines, to a model it pins."""
+        bindings = self.bindings or {}
+        problems = []
+        for arg in self.arguments:
+            for expr in _ANY_BINDING_RE.findall(arg):
+                key = expr.strip()
+                if not BINDING_RE.fullmatch("${{" + expr + "}}"):
+                    problems.append(f"${{{{{expr}}}}} is not ${{{{inputs.NAME}}}} or ${{{{outputs.NAME}}}}")
+                elif key not in bindings:
+                    problems.append(f"${{{{{key}}}}} is not bound (bindings: "
+                                    f"{', '.join(sorted(bindings)) or 'none'})")
+        pinned = {name for name, _ in self.effective_models()}
+        for key, target in bindings.items():
+            if target.startswith("model:") and target[6:] not in pinned:
+                problems.append(f"bindings: {key} names model {target[6:]!r}, which is not in models")
+        if problems:
+            raise ValueError("arguments: " + "; ".join(problems))
+        return self
 
     @property
     def input_type(self) -> Literal["file", "tabular"]:
@@ -453,6 +500,9 @@ class JobSpec(BaseModel):
 def parse_spec(data: Mapping[str, Any] | str | bytes, limits: Limits | None = None) -> JobSpec:
     """Validate a spec given as a dict or as JSON/YAML text; raise one SpecError naming every bad field.
 
+    An Azure ML v2 parallel job (``type: parallel``, or a pipeline around one) is taken as it is:
+    :mod:`shared.v2job` translates it, and errors name its v2 fields.
+
     A submission passes ``limits`` (:mod:`shared.limits`): the text's size and depth, then every
     string, list and mapping are bounded before validation, and the normalised spec after it. A
     spec read back from the ledger was accepted under them and is trusted (``None``); text is
@@ -461,10 +511,16 @@ def parse_spec(data: Mapping[str, Any] | str | bytes, limits: Limits | None = No
     raw = _load(data, limits or Limits())
     if limits is not None:
         check_value(raw, limits)
+    v2 = v2job.is_v2(raw)
+    if v2:
+        raw = v2job.translate(raw)
     try:
         spec = JobSpec.model_validate(raw)
     except ValidationError as exc:
-        raise SpecError(_errors(exc)) from None
+        errors = _errors(exc)
+        if v2:
+            errors = [{**e, "field": v2job.v2_field(e["field"])} for e in errors]
+        raise SpecError(errors) from None
     if limits is not None:
         check_spec_size(spec.to_dict(), limits)
     return spec
@@ -485,6 +541,9 @@ def _errors(exc: ValidationError) -> list[dict[str, str]]:
     for err in exc.errors():
         field = ".".join(str(part) for part in err["loc"]) or "(spec)"
         message = _message(err)
+        named, _, rest = message.partition(": ")
+        if field == "(spec)" and named in JobSpec.model_fields and rest:   # a whole-spec rule on one field
+            field, message = named, rest
         if message not in merged.setdefault(field, []):
             merged[field].append(message)
     return [{"field": field, "message": "; ".join(messages)} for field, messages in merged.items()]

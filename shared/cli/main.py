@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 from azure.core.exceptions import AzureError
 
+from shared import v2job
 from shared.cli.console import console, err_console, rows_table, status_table, watch
 from shared.errors import ParallelRunError, SpecError, SubmitterError
 from shared.limits import Limits, check_spec_bytes, load_text
@@ -239,6 +240,8 @@ def load_spec_file(path: Path, source_dir: Path | None, limits: Limits | None = 
     data = load_text(text, limits)
     if not isinstance(data, dict):
         raise SpecError([{"field": "(spec)", "message": f"{path} does not hold a mapping"}])
+    if v2job.is_v2(data):    # an Azure ML v2 parallel job: task.code is its source_directory
+        data = v2job.translate(data)
     src = data.get("source_directory")
     if source_dir is not None:
         data["source_directory"] = str(source_dir.resolve())   # given explicitly: anywhere

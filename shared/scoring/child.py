@@ -19,6 +19,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -122,8 +123,21 @@ def _prepare(config: ScoringConfig) -> None:
     logging.basicConfig(level=config.logging_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sys.path[:0] = [str(COMPAT_DIR), config.source_dir]
-    sys.argv = [config.entry_script, *config.arguments]
+    sys.argv = [config.entry_script, *bound_arguments(config)]
     os.chdir(config.work_dir)
+
+
+_BINDING = re.compile(r"\$\{\{\s*((?:inputs|outputs)\.[A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def bound_arguments(config: ScoringConfig) -> list[str]:
+    """The arguments with each ``${{inputs.NAME}}`` / ``${{outputs.NAME}}`` replaced by what it
+    stands for on this node: a model input by its path (as ``Model.get_model_path`` gives it), an
+    output by the output folder (the spec was checked at submission: every one is bound)."""
+    def path(match: re.Match[str]) -> str:
+        target = config.bindings[match.group(1)]
+        return config.output_dir if target == "output" else config.model_paths[target.removeprefix("model:")]
+    return [_BINDING.sub(path, arg) for arg in config.arguments]
 
 
 _held: list[int] = []

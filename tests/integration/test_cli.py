@@ -125,7 +125,7 @@ def test_registering_a_model_twice_gives_versions_1_and_2(run: Cli, tmp_path: Pa
     assert "model clf version 2 (2 file(s))" in run("model", "register", "clf", str(folder)).stdout
     listed = json_out(run("model", "list", "--json"))
     assert listed == [{"name": "clf", "version": 1, "files": ["weights.bin"]},
-                      {"name": "clf", "version": 2, "files": ["labels.txt", "w.bin"]}]
+                      {"name": "clf", "version": 2, "files": ["clf2/labels.txt", "clf2/w.bin"]}]  # keeps its folder
 
 
 # -- a job from submit to results ------------------------------------------------------------------

@@ -10,6 +10,7 @@ or on ParallelRun Functions:
 The model expects 28x28 grayscale images as 784 float32 values scaled to 0..1.
 """
 
+import argparse
 import os
 
 import numpy as np
@@ -23,8 +24,12 @@ IMAGE_SIZE = 28
 def init():
     global g_session, g_input_name
 
-    # Resolve the registered model to a local path (a file, or a folder holding the .onnx file).
-    model_path = Model.get_model_path("mnist")
+    # Resolve the registered model to a local path (a file, or a folder holding the .onnx file):
+    # a v2 parallel job binds it in program_arguments (--model ${{inputs.mnist_model}}); a v1
+    # ParallelRunStep names the registered model.
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--model")
+    model_path = parser.parse_known_args()[0].model or Model.get_model_path("mnist")
     if os.path.isdir(model_path):
         onnx_files = sorted(f for f in os.listdir(model_path) if f.endswith(".onnx"))
         if not onnx_files:

@@ -164,9 +164,10 @@ class JobContexts:
             work_dir=str(self.root / "jobs" / job.job_id / "work"),
             arguments=tuple(spec.arguments or ()), environment=dict(spec.environment_variables or {}),
             logging_level=spec.logging_level, node_id=self.node_id, model_pins=dict(job.models),
-            output_format=spec.output_format, **self._models(job))
+            output_format=spec.output_format, bindings=dict(spec.bindings or {}), **self._models(job))
         key_material = json.dumps([job.job_id, job.snapshot, spec.entry_script, job.models,
-                                   scoring.environment, scoring.arguments, scoring.logging_level])
+                                   scoring.environment, scoring.arguments, scoring.logging_level,
+                                   scoring.bindings])
         return JobContext(
             job=job, spec=spec,
             inputs=list(spec.inputs),

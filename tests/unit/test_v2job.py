@@ -1,0 +1,82 @@
+"""The v2 parallel-job translation (pure): defaults, bindings, tuning arguments, refusals by name."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.errors import SpecError
+from shared.scoring.child import bound_arguments
+from shared.scoring.protocol import ScoringConfig
+from shared.spec import parse_spec
+from shared.v2job import translate
+
+JOB = {
+    "type": "parallel", "name": "score_v2",
+    "inputs": {"data": {"type": "uri_folder", "path": "azureml://datastores/imgs/paths/digits"},
+               "model": {"type": "mlflow_model", "path": "azureml:clf:4"}, "alpha": 2},
+    "outputs": {"scores": {"type": "uri_folder", "path": "azureml://datastores/outs/paths/run1/"}},
+    "input_data": "${{inputs.data}}",
+    "task": {"type": "run_function", "code": "src", "entry_script": "score.py",
+             "program_arguments": "--model ${{inputs.model}} --alpha ${{inputs.alpha}} "
+                                  "--out=${{outputs.scores}} --progress_update_timeout 600",
+             "append_row_to": "${{outputs.scores}}"},
+}
+
+
+def test_the_v2_defaults_apply_where_the_job_is_silent() -> None:
+    spec = parse_spec({**JOB, "task": {**JOB["task"], "program_arguments": None}, "inputs": {
+        "data": JOB["inputs"]["data"]}})
+    assert (spec.mini_batch_size, spec.process_count_per_node, spec.node_count) == ("1", 1, 1)
+    assert (spec.error_threshold, spec.allowed_failed_count, spec.run_max_try) == (-1, -1, 3)
+    assert spec.run_invocation_timeout == 60 and spec.logging_level == "INFO"
+    assert spec.inputs[0].container == "imgs" and spec.inputs[0].prefix == "digits/"
+    assert spec.name == "score-v2" and spec.output_action == "append_row"
+
+
+def test_bindings_literals_and_tuning_arguments() -> None:
+    spec = parse_spec(JOB)
+    assert spec.models == ["clf:4"]
+    assert spec.arguments == ["--model", "${{inputs.model}}", "--alpha", "2", "--out=${{outputs.scores}}",
+                              "--progress_update_timeout", "600"]
+    assert spec.bindings == {"inputs.model": "model:clf", "outputs.scores": "output"}
+    assert spec.output is not None and (spec.output.container, spec.output.path) == ("outs", "run1")
+    with_fields = translate({**JOB, "task": {**JOB["task"], "program_arguments":
+                                             "--error_threshold 7 --allowed_failed_percent=12.5"}})
+    assert (with_fields["error_threshold"], with_fields["allowed_failed_percent"]) == (7, 12.5)
+    assert with_fields["arguments"] == []
+
+
+def test_each_process_resolves_the_bindings_to_its_own_paths() -> None:
+    spec = parse_spec(JOB)
+    config = ScoringConfig(job_id="j", entry_script="/s/score.py", source_dir="/s", work_dir="/w/p1",
+                           arguments=tuple(spec.arguments), bindings=dict(spec.bindings or {}),
+                           model_paths={"clf": "/m/clf/4/model"})
+    assert bound_arguments(config) == ["--model", "/m/clf/4/model", "--alpha", "2", "--out=/w/p1/output",
+                                       "--progress_update_timeout", "600"]
+
+
+@pytest.mark.parametrize(("change", "field", "says"), [
+    ({"task": {**JOB["task"], "environment": "azureml:env:1"}}, "task.environment", "not supported yet"),
+    ({"inputs": {**JOB["inputs"], "data": {"type": "mltable", "path": "azureml://datastores/a/paths/b"}}},
+     "inputs.data.type", "mltable"),
+    ({"inputs": {**JOB["inputs"], "data": {"type": "uri_folder", "path": "./local"}}}, "inputs.data.path",
+     "azureml://datastores/"),
+    ({"task": {**JOB["task"], "program_arguments": "--x ${{inputs.nope}}"}}, "task.program_arguments",
+     "no input nope"),
+    ({"input_data": "${{inputs.missing}}"}, "input_data", "required"),
+    ({"queue_settings": {}}, "queue_settings", "unknown field"),
+])
+def test_what_has_no_equivalent_is_refused_by_its_v2_name(change: dict, field: str, says: str) -> None:
+    with pytest.raises(SpecError) as refused:
+        translate({**JOB, **change})
+    assert any(e["field"] == field and says in e["message"] for e in refused.value.errors), refused.value.errors
+
+
+def test_v1_reserved_arguments_name_the_field_and_bindings_must_be_bound() -> None:
+    base = {"entry_script": "a.py", "inputs": ["imgs/x/"]}
+    with pytest.raises(SpecError) as refused:
+        parse_spec({**base, "arguments": ["--error_threshold", "5"]})
+    assert "set the spec field error_threshold instead" in str(refused.value)
+    with pytest.raises(SpecError) as unbound:
+        parse_spec({**base, "arguments": ["--model", "${{inputs.model}}"]})
+    assert unbound.value.errors[0]["field"] == "arguments" and "not bound" in unbound.value.errors[0]["message"]
