@@ -38,7 +38,6 @@ from shared.limits import Limits, check_spec_size, check_value, load_text
 
 # What PRS has and we do not honour yet: field -> reason. A milestone that honours one deletes its entry.
 NOT_SUPPORTED_YET: dict[str, str] = {
-    "side_inputs": "side_inputs is not supported yet",
     "allow_reuse": "allow_reuse: true is not supported yet (every job runs afresh); omit it or set false",
     "environment": "environment is not supported yet: scripts run in the function app's Python environment",
     "compute_target": "compute_target is not supported yet: jobs run on the function app's instances "
@@ -249,9 +248,10 @@ def _check_bindings(v: dict[str, str]) -> dict[str, str]:
         if not re.fullmatch(r"(inputs|outputs)\.[A-Za-z_][A-Za-z0-9_]*", key):
             raise ValueError(f"{key!r} is not inputs.NAME or outputs.NAME")
         kind, _, name = target.partition(":")
-        if not ((key.startswith("inputs.") and kind == "model" and _MODEL_RE.match(name) and ":" not in name)
-                or (key.startswith("outputs.") and target == "output")):
-            raise ValueError(f"{key}: {target!r} must be model:NAME (an input) or output (an output)")
+        if not ((key.startswith("inputs.") and kind in ("model", "side") and _MODEL_RE.match(name)
+                 and ":" not in name) or (key.startswith("outputs.") and target == "output")):
+            raise ValueError(f"{key}: {target!r} must be model:NAME or side:NAME (an input) or "
+                             "output (an output)")
     return v
 
 
@@ -360,6 +360,50 @@ class InputSpec(BaseModel):
         return f"{where} (glob {self.glob})" if self.glob else where
 
 
+class SideInputSpec(BaseModel):
+    """PRS's side input: files every scoring process reads whole, downloaded once per node.
+
+    ``{name, path: "container/prefix"}`` (or ``container`` + ``prefix``/``glob``/``files``, as an
+    input), or ``{name, model: "name[:version]"}`` for a registered model. ``${{inputs.NAME}}`` in
+    ``arguments`` stands for its local path: the folder, the one file of a single-file ``files``
+    list, or the model's path as ``Model.get_model_path`` gives it."""
+
+    model_config = _CONFIG
+    name: Annotated[str, _rule(lambda v: bool(_IDENTIFIER_RE.match(v)),
+                               "{v!r} is not an identifier (letters, digits, '_'; at most 64)")]
+    model: Annotated[str, _rule(lambda v: bool(_MODEL_RE.match(v)),
+                                '{v!r} is not "name" or "name:version"')] | None = None
+    path: str | None = None
+    container: str = ""
+    prefix: str = ""
+    glob: str | None = None
+    files: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SideInputSpec:
+        given = self.path is not None or bool(self.container)
+        if (self.model is None) == (not given):
+            raise ValueError("a side input is a model (model: name[:version]) or files "
+                             '(path: "container/prefix", or container with prefix/glob/files), not both')
+        if self.model is None:
+            self.source   # noqa: B018 - validates the files' source now
+        return self
+
+    @functools.cached_property
+    def source(self) -> InputSpec:
+        """The files of a file side input, as an input."""
+        return InputSpec.model_validate(self.model_dump(
+            include={"path", "container", "prefix", "glob", "files"}, exclude_none=True,
+            exclude_defaults=True) | {"name": self.name})
+
+
+def _check_side_inputs(v: list[SideInputSpec]) -> list[SideInputSpec]:
+    names = [i.name for i in v]
+    if len(set(names)) != len(names):
+        raise ValueError(f"side input names must be unique, got {names}")
+    return v
+
+
 class OutputSpec(BaseModel):
     """Where results go: ``container`` + ``path`` (a folder), or the shorthand ``"container/path"``."""
 
@@ -417,7 +461,7 @@ class JobSpec(BaseModel):
     partition_keys: Annotated[list[str], Field(min_length=1)] | None = None
     # append_row output: text (PRS's), csv (one header line), jsonl, or parquet (ordered part files)
     output_format: Literal["text", "csv", "jsonl", "parquet"] = "text"
-    side_inputs: Annotated[list[Any] | None, _not_yet("side_inputs")] = None
+    side_inputs: Annotated[list[SideInputSpec], AfterValidator(_check_side_inputs)] | None = None
     allow_reuse: Annotated[bool | None, _not_yet("allow_reuse")] = None
     environment: Annotated[Any, _not_yet("environment")] = None
     compute_target: Annotated[Any, _not_yet("compute_target")] = None
@@ -440,11 +484,22 @@ class JobSpec(BaseModel):
         parse_mini_batch_size(v, "file" if inputs and inputs[0].type == "file" else "tabular")
         return v
 
+    @property
+    def all_bindings(self) -> dict[str, str]:
+        """``bindings`` plus each side input's own: ``inputs.NAME`` -> ``side:NAME`` (files) or
+        ``model:MODEL`` (a model side input)."""
+        side = {f"inputs.{s.name}": (f"model:{s.model.partition(':')[0]}" if s.model else f"side:{s.name}")
+                for s in self.side_inputs or []}
+        return {**side, **(self.bindings or {})}
+
     @model_validator(mode="after")
     def _bound(self) -> JobSpec:
         """Every ${{...}} in arguments is a binding this spec defines, to a model it pins."""
-        bindings = self.bindings or {}
+        bindings = self.all_bindings
         problems = []
+        clash = {f"inputs.{s.name}" for s in self.side_inputs or []} & set(self.bindings or {})
+        if clash:
+            problems.append(f"bindings {sorted(clash)} are side inputs' own names")
         for arg in self.arguments:
             for expr in _ANY_BINDING_RE.findall(arg):
                 key = expr.strip()
@@ -453,7 +508,10 @@ class JobSpec(BaseModel):
                 elif key not in bindings:
                     problems.append(f"${{{{{key}}}}} is not bound (bindings: "
                                     f"{', '.join(sorted(bindings)) or 'none'})")
-        pinned = {name for name, _ in self.effective_models()}
+        pinned = [name for name, _ in self.effective_models()]
+        if len(set(pinned)) != len(pinned):
+            problems.append(f"a model is pinned twice with different versions (models and side_inputs: "
+                            f"{', '.join(sorted(n for n in set(pinned) if pinned.count(n) > 1))})")
         for key, target in bindings.items():
             if target.startswith("model:") and target[6:] not in pinned:
                 problems.append(f"bindings: {key} names model {target[6:]!r}, which is not in models")
@@ -478,9 +536,12 @@ class JobSpec(BaseModel):
         return match.group(1) if match else None
 
     def effective_models(self) -> list[tuple[str, int | None]]:
-        """``models`` as (name, version) pairs; version None means the latest."""
-        return [(name, int(version) if version else None)
-                for name, _, version in (m.partition(":") for m in self.models)]
+        """``models`` and the models of ``side_inputs`` as (name, version) pairs; version None
+        means the latest."""
+        refs = [*self.models, *(s.model for s in self.side_inputs or [] if s.model)]
+        pairs = [(name, int(version) if version else None)
+                 for name, _, version in (m.partition(":") for m in refs)]
+        return list(dict.fromkeys(pairs))
 
     def to_dict(self) -> dict[str, Any]:
         """The normalised spec as JSON-able data, None fields left out; it parses back to an equal spec."""

@@ -10,8 +10,10 @@ docs/job-spec.md): one file per mini-batch, one process per node, no output file
 
 Bindings: ``${{inputs.NAME}}`` of a literal input is replaced at submission; of a model input
 (``azureml:NAME:VERSION``) it pins the model and becomes the spec's ``bindings`` entry
-``model:NAME``, resolved in each scoring process to the model's path; ``${{outputs.NAME}}``
-becomes ``output``, the folder whose files are uploaded to the job's output.
+``model:NAME``, resolved in each scoring process to the model's path; of any other ``uri_folder`` /
+``uri_file`` input it is a side input (downloaded whole once per node, bound to its folder or
+file); ``${{outputs.NAME}}`` becomes ``output``, the folder whose files are uploaded to the job's
+output.
 """
 
 from __future__ import annotations
@@ -173,8 +175,19 @@ def _translate_job(job: Mapping[str, Any], parent_inputs: Mapping[str, Any], whe
             models.append(model)
             bindings[f"inputs.{name}"] = "model:" + model.partition(":")[0]
     spec["models"] = models
+    side_inputs = []
+    for name, value in inputs.items():   # the other file inputs: side inputs, whole on every node
+        if name != data_name and isinstance(value, Mapping) and value.get("type") in ("uri_folder", "uri_file"):
+            files = _data_input(value, f"{where}inputs.{name}", problems)
+            if files is not None:
+                side_inputs.append({"name": name, **files})
+                bindings[f"inputs.{name}"] = f"side:{name}"
+    if side_inputs:
+        spec["side_inputs"] = side_inputs
     spec["arguments"] = _arguments(task.get("program_arguments"), inputs, outputs, bindings, spec,
                                    data_name, f"{where}task.program_arguments", problems)
+    for name in (s["name"] for s in side_inputs):
+        bindings.pop(f"inputs.{name}")      # a side input binds itself (shared.spec.JobSpec.all_bindings)
     if bindings:
         spec["bindings"] = bindings
     _output(task.get("append_row_to"), outputs, spec, f"{where}task.append_row_to", problems)
@@ -267,7 +280,7 @@ def _arguments(text: Any, inputs: Mapping[str, Any], outputs: Mapping[str, Any],
         elif name not in inputs:
             problems.add(field, f"{match.group(0)}: the job has no input {name}")
         elif f"inputs.{name}" in bindings:
-            pass                                   # a model input: resolved in each process
+            pass                                   # a model or side input: resolved in each process
         elif name == data_name:
             problems.add(field, f"{match.group(0)}: the input_data is split into mini-batches, "
                          "which run() receives; it has no folder of its own here")
@@ -276,8 +289,8 @@ def _arguments(text: Any, inputs: Mapping[str, Any], outputs: Mapping[str, Any],
         elif isinstance(inputs[name], Mapping) and inputs[name].get("type") in _LITERAL_TYPES:
             return str(inputs[name].get("default", inputs[name].get("value", "")))
         else:
-            problems.add(field, f"{match.group(0)}: side inputs are not supported yet (only models "
-                         "and literal values can be bound)")
+            problems.add(field, f"{match.group(0)}: only models, side inputs (uri_folder, uri_file) "
+                         "and literal values can be bound")
         return match.group(0)
 
     out: list[str] = []

@@ -132,11 +132,14 @@ _BINDING = re.compile(r"\$\{\{\s*((?:inputs|outputs)\.[A-Za-z_][A-Za-z0-9_]*)\s*
 
 def bound_arguments(config: ScoringConfig) -> list[str]:
     """The arguments with each ``${{inputs.NAME}}`` / ``${{outputs.NAME}}`` replaced by what it
-    stands for on this node: a model input by its path (as ``Model.get_model_path`` gives it), an
-    output by the output folder (the spec was checked at submission: every one is bound)."""
+    stands for on this node: a model input by its path (as ``Model.get_model_path`` gives it), a
+    side input by its folder (or its one file), an output by the output folder (the spec was
+    checked at submission: every one is bound)."""
     def path(match: re.Match[str]) -> str:
-        target = config.bindings[match.group(1)]
-        return config.output_dir if target == "output" else config.model_paths[target.removeprefix("model:")]
+        kind, _, name = config.bindings[match.group(1)].partition(":")
+        if kind == "output":
+            return config.output_dir
+        return (config.side_input_paths if kind == "side" else config.model_paths)[name]
     return [_BINDING.sub(path, arg) for arg in config.arguments]
 
 

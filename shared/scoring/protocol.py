@@ -93,7 +93,8 @@ class ScoringConfig:
     model_pins: dict[str, int] = field(default_factory=dict)
     models_root: str = ""             # the job's azureml-models folder on this node (read-only)
     model_paths: dict[str, str] = field(default_factory=dict)   # pinned model -> get_model_path's answer
-    bindings: dict[str, str] = field(default_factory=dict)      # ${{inputs.X}} -> "model:NAME" | "output"
+    bindings: dict[str, str] = field(default_factory=dict)      # ${{inputs.X}} -> model:/side:NAME | output
+    side_input_paths: dict[str, str] = field(default_factory=dict)  # side input -> its folder or file
     output_format: str = "text"       # text (PRS's append_row rows) | csv | jsonl
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES   # a larger run() result fails the try
     sandbox: bool = True              # write only beneath work_dir (Landlock; shared.scoring.sandbox)

@@ -29,6 +29,9 @@ def test_every_container_queue_and_table_of_the_settings_is_internal() -> None:
     ({"output": "azure-webjobs-hosts/locks"}, "output"),
     ({"inputs": ["parallelrun/models/"]}, "inputs.0.container"),
     ({"inputs": ["data/", {"container": "parallelrun-batches-poison"}]}, "inputs.1.container"),
+    ({"side_inputs": [{"name": "snaps", "path": "parallelrun/snapshots/"}]}, "side_inputs.0.container"),
+    ({"side_inputs": [{"name": "m", "model": "mnist"}, {"name": "other", "path": "parallelrun-outputs/x/"}]},
+     "side_inputs.1.container"),
 ])
 def test_internal_names_are_refused_naming_the_field(fields: dict[str, object], field: str) -> None:
     errors = reserved_name_errors(Settings(), parse_spec(job(**fields)))

@@ -385,7 +385,6 @@ def test_output_paths_never_escape(output: object) -> None:
 # ---- refusals: PRS fields not honoured yet ---------------------------------------------------------------
 
 @pytest.mark.parametrize(("fields", "field"), [
-    ({"side_inputs": ["data/lookup"]}, "side_inputs"),
     ({"allow_reuse": True}, "allow_reuse"),
     ({"environment": {"name": "my-env"}}, "environment"),
     ({"compute_target": "cpu-cluster"}, "compute_target"),
@@ -395,13 +394,25 @@ def test_fields_not_supported_yet_are_refused_by_name(fields: dict[str, object],
     assert field.split(".")[-1] in message or "tabular" in message
 
 
+def test_side_inputs_are_files_or_a_model_and_bind_themselves() -> None:
+    assert_only_error(base(side_inputs=["data/lookup"]), "side_inputs.0", "valid dictionary")
+    assert_only_error(base(side_inputs=[{"name": "a", "model": "m", "path": "data/x/"}]), "side_inputs.0",
+                      "not both")
+    spec = parse_spec(base(side_inputs=[{"name": "lut", "path": "data/lut/"}, {"name": "m", "model": "mdl:2"}],
+                           arguments=["--lut", "${{inputs.lut}}"]))
+    assert spec.all_bindings == {"inputs.lut": "side:lut", "inputs.m": "model:mdl"}
+    assert spec.effective_models() == [("mdl", 2)]
+    assert_only_error(base(models=["mdl:1"], side_inputs=[{"name": "m", "model": "mdl:2"}]), "arguments",
+                      "pinned twice")
+
+
 def test_harmless_values_of_unsupported_fields_are_accepted() -> None:
     spec = parse_spec(base(allow_reuse=False, partition_keys=None, side_inputs=[], environment=None))
     assert spec.allow_reuse is False
 
 
 def test_refusals_live_in_one_table() -> None:
-    assert {"side_inputs", "allow_reuse", "environment", "compute_target"} <= set(NOT_SUPPORTED_YET)
+    assert {"allow_reuse", "environment", "compute_target"} <= set(NOT_SUPPORTED_YET)
 
 
 def test_tabular_inputs_default_to_prs_one_megabyte_batches() -> None:

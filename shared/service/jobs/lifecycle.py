@@ -70,7 +70,8 @@ def internal_names(settings: Settings) -> dict[str, str]:
 
 
 def reserved_name_errors(settings: Settings, spec: JobSpec) -> list[dict[str, str]]:
-    """Inputs and output may not name the service's own containers, queues or tables (pure)."""
+    """Inputs, side inputs and output may not name the service's own containers, queues or
+    tables (pure)."""
     internal = internal_names(settings)
 
     def why(container: str) -> str | None:
@@ -81,6 +82,8 @@ def reserved_name_errors(settings: Settings, spec: JobSpec) -> list[dict[str, st
         return None
 
     named = [(f"inputs.{n}.container", item.container or "") for n, item in enumerate(spec.inputs)]
+    named += [(f"side_inputs.{n}.container", side.source.container)
+              for n, side in enumerate(spec.side_inputs or []) if side.model is None]
     if spec.output is not None:
         named.append(("output", spec.output.container))
     errors = []
@@ -122,6 +125,10 @@ def _check_references(storage: Storage, spec: JobSpec) -> tuple[dict[str, int], 
         if not storage.container(item.container).exists():
             errors.append({"field": f"inputs.{n}.container",
                            "message": f"container {item.container!r} does not exist"})
+    for n, side in enumerate(spec.side_inputs or []):
+        if side.model is None and not storage.container(side.source.container).exists():
+            errors.append({"field": f"side_inputs.{n}.container",
+                           "message": f"container {side.source.container!r} does not exist"})
     return pins, errors
 
 

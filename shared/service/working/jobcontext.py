@@ -23,7 +23,7 @@ from shared.scoring import tables
 from shared.scoring.protocol import ScoringConfig
 from shared.service.finalizing.assembly import OutputTarget
 from shared.service.ledger.store import JobRow, Ledger
-from shared.service.working import models, scratch, snapshots
+from shared.service.working import models, scratch, sideinputs, snapshots
 from shared.settings import Settings
 from shared.spec import InputSpec, JobSpec
 from shared.storage import Storage, blob_path
@@ -164,7 +164,8 @@ class JobContexts:
             work_dir=str(self.root / "jobs" / job.job_id / "work"),
             arguments=tuple(spec.arguments or ()), environment=dict(spec.environment_variables or {}),
             logging_level=spec.logging_level, node_id=self.node_id, model_pins=dict(job.models),
-            output_format=spec.output_format, bindings=dict(spec.bindings or {}), **self._models(job))
+            output_format=spec.output_format, bindings=spec.all_bindings,
+            side_input_paths=self._side_inputs(job), **self._models(job))
         key_material = json.dumps([job.job_id, job.snapshot, spec.entry_script, job.models,
                                    scoring.environment, scoring.arguments, scoring.logging_level,
                                    scoring.bindings])
@@ -197,6 +198,20 @@ class JobContexts:
                                     job_id=job.job_id) from exc
             paths[name] = str(models.link_version(cached, model, root))
         return {"models_root": str(root) if paths else "", "model_paths": paths}
+
+    def _side_inputs(self, job: JobRow) -> dict[str, str]:
+        """The job's file side inputs, downloaded once per node: name -> the path they bind to.
+        One that cannot be used (missing, empty, too big) makes the job unrunnable, naming it."""
+        root = self.root / "jobs" / job.job_id / "side_inputs"
+        paths = {}
+        for side in job.spec.side_inputs or []:
+            if side.model is not None:
+                continue
+            try:
+                paths[side.name] = str(sideinputs.materialize(self.storage, side, root))
+            except SubmitterError as exc:
+                raise JobUnrunnable(str(exc), job_id=job.job_id) from exc
+        return paths
 
     def _snapshots_in_use(self) -> frozenset[str]:
         """The snapshots of the jobs this process holds contexts of (their scoring processes may
