@@ -24,9 +24,9 @@ machine: a share above 5 % puts a WARNING in the notes, the figure is then pessi
 
 Usage::
 
-    .venv/bin/python bench/limits.py all --standalone                 # own Azurite, full workload
-    .venv/bin/python bench/limits.py all --self-test                  # own Azurite, small workload
-    .venv/bin/python bench/limits.py io-http --connection-string CS [--runs 5] [--workload images]
+    .venv/bin/python -m bench.limits all --standalone                 # own Azurite, full workload
+    .venv/bin/python -m bench.limits all --self-test                  # own Azurite, small workload
+    .venv/bin/python -m bench.limits io-http --connection-string CS [--runs 5] [--workload images]
 
 With ``--connection-string`` the workload must already be in that storage account
 (``workloads.upload_images`` / ``workloads.upload_tables``). Listing blobs is never timed, except by
@@ -60,13 +60,8 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-import workloads  # noqa: E402  (bench/workloads.py; puts examples/mnist and examples/tabular on the path)
-from digits import label_from_filename  # noqa: E402  (examples/mnist/digits.py)
+from bench import workloads
+from examples.mnist.digits import label_from_filename
 
 MEASURES = ("io-sdk", "io-http", "compute-images", "compute-tables", "naive")
 TABLE_FORMATS = ("csv", "parquet")
@@ -122,7 +117,7 @@ def list_blobs(target: Target, container: str, prefix: str) -> BlobSet:
         blobs = sorted((b.name, int(b.size)) for b in client.list_blobs(name_starts_with=prefix))
     if not blobs:
         raise SystemExit(f"no blobs under {container}/{prefix}: upload the workload first "
-                         f"(bench/workloads.py) or use --standalone")
+                         f"(bench.workloads) or use --standalone")
     return BlobSet(container, [n for n, _ in blobs], [s for _, s in blobs])
 
 
