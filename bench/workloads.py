@@ -103,10 +103,3 @@ def upload_tables(storage, folder: Path, rows: int = 1_000_000, parts: int = 8) 
             sizes[fmt] += Path(path).stat().st_size
     return Tables(TABLES_CONTAINER, rows, files, written, sizes)
 
-
-def image_features(png: bytes) -> np.ndarray:
-    """The model input of one PNG (784 float32 in 0..1), as the MNIST entry script computes it."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(png)) as img:
-        return digits.image_to_features(img)

@@ -6,12 +6,14 @@ Each measurement prints one JSON object per line on stdout (progress goes to std
                     sweeping concurrency and processes; the best configuration is the figure
     io-http         the same reads with a minimal pipelined HTTP/1.1 client of our own (asyncio
                     protocol, SAS token made once, no per-request signing): the I/O limit
-    compute-images  decode + preprocess the PNGs (held in memory) as the MNIST entry script does and
-                    score them with onnxruntime on all cores, for several batch sizes
+    compute-images  decode + preprocess the PNGs (held in memory) with the MNIST entry script's
+                    preprocess() and score them with the session its init() makes, on all cores,
+                    for several batch sizes
     compute-tables  parse the CSV / Parquet bytes (in memory) with shared.scoring.tabular, in the pieces
                     ParallelRun reads (1 MB and 10 MB mini-batches: the faster one is the limit), and
-                    score them as the tabular entry script does
+                    score them with the tabular entry script's run()
     naive           one process, one file at a time with the sync SDK: list, download, decode, score
+                    (the same entry scripts, on a session with onnxruntime's default options)
 
 Keys of every object: name, workload, items, seconds (median), items_per_s (median), runs (seconds
 of each run), best_items_per_s (fastest run), notes, plus measurement-specific ones: config, checks
@@ -44,7 +46,8 @@ The modules, one measurement or one part of the frame each:
     io_sweep        the I/O limit's configurations (processes x connections x depth) and their sweep
     io_sdk          io-sdk
     io_http         io-http (the minimal pipelined HTTP/1.1 client)
-    compute         what the compute limits share: the session, the ways to use the cores
+    entry_scripts   the examples' entry scripts, loaded as a scoring process loads them
+    compute         what the compute limits share: the ways to use the cores, the fastest way
     compute_images  compute-images
     compute_tables  compute-tables
     naive           naive

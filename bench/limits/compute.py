@@ -1,26 +1,14 @@
-"""What the compute limits share: the entry scripts' onnxruntime session, the ways to use the cores
-(:class:`Parallel`), repeated runs and the fastest way among them."""
+"""What the compute limits share: the ways to use the cores (:class:`Parallel`), repeated runs and
+the fastest way among them."""
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from bench.limits.timing import Timed, Workers
-
-
-def onnx_session(model: Path, threads: int = 1) -> Any:
-    """An onnxruntime session as the entry scripts make it (one intra-op and inter-op thread)."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(str(model), sess_options=options,
-                                        providers=["CPUExecutionProvider"])
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
-"""compute-images: the images' compute limit, PNG bytes in memory decoded, preprocessed and scored
-on all cores as the MNIST entry script does, per mini-batch size (no storage involved)."""
+"""compute-images: the images' compute limit, PNG bytes in memory decoded and preprocessed by the
+MNIST entry script and scored with the session its ``init()`` makes, on all cores, per mini-batch
+size (no storage involved)."""
 
 from __future__ import annotations
 
+import io
 import os
 import statistics
 from collections.abc import Callable, Sequence
@@ -11,16 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from bench import workloads
-from bench.limits.compute import (
-    compute_variants,
-    fastest,
-    median_run,
-    medians,
-    onnx_session,
-    rate,
-    variant_named,
-)
+from bench.limits import entry_scripts
+from bench.limits.compute import compute_variants, fastest, median_run, medians, rate, variant_named
 from bench.limits.results import MIN_ACCURACY, add_projection, expect, log, result
 from bench.limits.timing import Timed, Workers, split
 from examples.mnist.digits import label_from_filename
@@ -31,7 +25,8 @@ def _slices(n: int, size: int) -> list[slice]:
 
 
 class ImageScorer:
-    """Worker state: PNG bytes in memory, the MNIST model, and (for score-only) the decoded arrays.
+    """Worker state: PNG bytes in memory, the MNIST entry script (loaded, its ``init()`` called) and
+    (for score-only) the decoded arrays.
 
     ``threads`` > 1 scores mini-batches on that many Python threads sharing one session (onnxruntime
     runs concurrent ``run`` calls and releases the GIL, Pillow releases it while decoding)."""
@@ -40,21 +35,26 @@ class ImageScorer:
         self.names = [os.path.basename(n) for n in names]
         self.pngs = pngs
         self.labels = np.asarray(labels, dtype=np.int64)
-        self.session = onnx_session(workloads.MNIST_MODEL)
-        self.input = self.session.get_inputs()[0].name
-        self.features = np.stack([workloads.image_features(p) for p in pngs])
+        self.script = entry_scripts.mnist()
+        self.session, self.input = self.script.g_session, self.script.g_input_name
+        self.features = np.stack(self._preprocess(pngs))
         self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
 
     def _map(self, fn: Callable[[slice], int], size: int) -> int:
         parts = _slices(len(self.pngs), size)
         return sum(self.pool.map(fn, parts) if self.pool else map(fn, parts))
 
+    def _preprocess(self, pngs: Sequence[bytes]) -> list[np.ndarray]:
+        """The script's ``preprocess()`` of each PNG (Pillow opens the bytes as it opens a file)."""
+        preprocess = self.script.preprocess
+        return [preprocess(io.BytesIO(png)) for png in pngs]
+
     def decode_score(self, size: int) -> int:
         """What ``run(mini_batch)`` of digit_identification.py does, per mini-batch of ``size``;
-        returns how many predictions were right."""
+        returns how many predictions were right. Its ``run()`` takes file paths, so the rest of it
+        (one ``session.run`` per mini-batch, a line per image) is repeated here."""
         def one(part: slice) -> int:
-            batch = np.stack([workloads.image_features(p) for p in self.pngs[part]]).astype(
-                np.float32, copy=False)
+            batch = np.stack(self._preprocess(self.pngs[part])).astype(np.float32, copy=False)
             digits = self.session.run(["label"], {self.input: batch})[0]
             lines = [f"{name}: {int(d)}" for name, d in zip(self.names[part], digits)]
             assert len(lines) == len(batch)
@@ -69,7 +69,7 @@ class ImageScorer:
 
     def decode(self, size: int) -> int:
         def one(part: slice) -> int:
-            return len(np.stack([workloads.image_features(p) for p in self.pngs[part]]))
+            return len(np.stack(self._preprocess(self.pngs[part])))
         return self._map(one, size)
 
 

@@ -1,5 +1,6 @@
 """compute-tables: the tables' compute limit, CSV / Parquet bytes in memory read in ParallelRun's
-pieces (shared.scoring.tabular) and scored as the tabular entry script does (no storage involved)."""
+pieces (shared.scoring.tabular) and scored by the tabular entry script's ``run()`` (no storage
+involved)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from bench import workloads
-from bench.limits.compute import Parallel, compute_variants, fastest, median_run, medians, onnx_session, rate
+from bench.limits import entry_scripts
+from bench.limits.compute import Parallel, compute_variants, fastest, median_run, medians, rate
 from bench.limits.results import MIN_ACCURACY, add_projection, expect, log, result
 from bench.limits.storage import TableSet
 from bench.limits.timing import Timed, Workers, split
@@ -33,22 +34,14 @@ class MemorySource:
         return self._data[offset:offset + length]
 
 
-def table_score(session: Any, input_name: str, frame: Any) -> tuple[Any, int]:
-    """What ``run(mini_batch)`` of score_table.py does (result frame), and how many are right."""
-    import pandas as pd
-
-    features = frame[workloads.FEATURE_COLUMNS].to_numpy(dtype=np.float32)
-    labels, probabilities = session.run(["label", "probabilities"], {input_name: features})
-    scored = pd.DataFrame({"id": frame["id"].to_numpy(),
-                           "prediction": labels.astype(np.int64),
-                           "probability": np.round(probabilities[:, 1].astype(np.float64), 6)},
-                          columns=["id", "prediction", "probability"])
-    right = int((scored["prediction"].to_numpy() == frame[TABLE_LABEL].to_numpy(dtype=np.int64)).sum())
-    return scored, right
+def right_predictions(scored: Any, frame: Any) -> int:
+    """How many rows of score_table.py's ``run(frame)`` result predict the row's label."""
+    return int((scored["prediction"].to_numpy() == frame[TABLE_LABEL].to_numpy(dtype=np.int64)).sum())
 
 
 class TableScorer:
-    """Worker state: some files' bytes, the pieces (mini-batches) it reads from them, the model."""
+    """Worker state: some files' bytes, the pieces (mini-batches) it reads from them, the tabular
+    entry script (loaded, its ``init()`` called)."""
 
     def __init__(self, files: dict[str, bytes], pieces: list[dict[str, Any]],
                  schema: dict[str, Any], threads: int) -> None:
@@ -59,10 +52,11 @@ class TableScorer:
         self.formats = {name: file_format({}, name) for name in files}
         self.pieces = [Piece.from_dict(p) for p in pieces]
         self.schema = Schema.from_dict(schema)
-        self.session = onnx_session(workloads.TABLE_MODEL)
-        self.input = self.session.get_inputs()[0].name
+        self.script = entry_scripts.tabular()
+        self.session, self.input = self.script.g_session, self.script.g_input_name
         self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
-        self.features = [self._read(p)[workloads.FEATURE_COLUMNS].to_numpy(dtype=np.float32)
+        # score-only: the model's input as run() makes it, taken out beforehand
+        self.features = [self._read(p)[self.script.FEATURE_COLUMNS].to_numpy(dtype=np.float32)
                          for p in self.pieces]
 
     def _read(self, piece: Any) -> Any:
@@ -74,11 +68,11 @@ class TableScorer:
         return sum(a for a, _ in answers), sum(b for _, b in answers)
 
     def parse_score(self) -> tuple[int, int]:
-        """(rows, right predictions) of reading and scoring every piece."""
+        """(rows, right predictions) of reading every piece and scoring it with ``run()``."""
         def one(piece: Any) -> tuple[int, int]:
             frame = self._read(piece)
-            scored, right = table_score(self.session, self.input, frame)
-            return len(scored), right
+            scored = self.script.run(frame)
+            return len(scored), right_predictions(scored, frame)
         return self._map(one, self.pieces)
 
     def parse(self) -> tuple[int, int]:

@@ -1,17 +1,18 @@
 """naive: the baseline a plain script gives, one process, one file at a time with the sync SDK:
-list, download, decode, score (listing included)."""
+list, download, decode, score (listing included), with the examples' entry scripts on a session
+with onnxruntime's default options."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench import workloads
-from bench.limits.compute_tables import table_score
+from bench.limits import entry_scripts
+from bench.limits.compute_tables import right_predictions
 from bench.limits.results import MIN_ACCURACY, add_projection, expect, log, result
 from bench.limits.storage import Target
 from bench.limits.timing import Stopwatch
@@ -46,12 +47,13 @@ def _naive_runs(target: Target, container: str, prefix: str, runs: int, expected
 
 
 def measure_naive_images(target: Target, expected: int, runs: int) -> dict[str, Any]:
-    session = _session_default(workloads.MNIST_MODEL)
-    input_name = session.get_inputs()[0].name
+    script = entry_scripts.mnist(default_session=True)
+    session, input_name = script.g_session, script.g_input_name
     log(f"naive images: {expected} blobs, one at a time")
 
     def score(name: str, png: bytes) -> tuple[int, int]:
-        x = workloads.image_features(png)[np.newaxis, :]
+        # the script's preprocess() of the PNG, scored alone (its run() takes file paths)
+        x = script.preprocess(io.BytesIO(png))[np.newaxis, :]
         digit = int(session.run(["label"], {input_name: x})[0][0])
         return 1, int(digit == label_from_filename(name))
 
@@ -68,15 +70,14 @@ def measure_naive_images(target: Target, expected: int, runs: int) -> dict[str, 
 def measure_naive_tables(target: Target, fmt: str, rows: int, runs: int) -> dict[str, Any]:
     import pandas as pd
 
-    session = _session_default(workloads.TABLE_MODEL)
-    input_name = session.get_inputs()[0].name
+    script = entry_scripts.tabular(default_session=True)
     log(f"naive tables-{fmt}: {rows} rows, one file at a time")
 
     def score(name: str, data: bytes) -> tuple[int, int]:
         frame = (pd.read_parquet(io.BytesIO(data)) if fmt == "parquet"
                  else pd.read_csv(io.BytesIO(data)))
-        scored, ok = table_score(session, input_name, frame)
-        return len(scored), ok
+        scored = script.run(frame)
+        return len(scored), right_predictions(scored, frame)
 
     measured, accuracy, files = _naive_runs(target, workloads.TABLES_CONTAINER, f"{fmt}/", runs,
                                             rows, "rows", score)
@@ -87,9 +88,3 @@ def measure_naive_tables(target: Target, fmt: str, rows: int, runs: int) -> dict
                   f"included", unit="rows", files=files, accuracy=round(accuracy, 4))
     add_projection(out, None)
     return out
-
-
-def _session_default(model: Path) -> Any:
-    """A session with onnxruntime's default options: what a plain script gets."""
-    import onnxruntime
-    return onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
