@@ -2,7 +2,7 @@
 
 Used by ``bench/run.py`` (the harness) and on its own for one configuration::
 
-    .venv/bin/python bench/e2e.py --images 10000 --batch 50 --processes 2 --nodes 1 --runs 3
+    .venv/bin/python -m bench.e2e --images 10000 --batch 50 --processes 2 --nodes 1 --runs 3
 
 Each run submits the job to a running cluster (its host processes warm, as a Function App that is
 already up) and measures submit -> job succeeded (the finalizer has committed the last row), checks
@@ -26,24 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import workloads  # noqa: E402
-
-from shared.local.azurite import Azurite  # noqa: E402
-from shared.local.chaos import scoring_processes  # noqa: E402
-from shared.local.cluster import LocalCluster  # noqa: E402
-from shared.service.jobs import lifecycle as jobs  # noqa: E402
-from shared.service.ledger.store import Ledger  # noqa: E402
-from shared.service.working import (
-    models,  # noqa: E402
-    snapshots,  # noqa: E402
-)
-from shared.settings import Settings  # noqa: E402
-from shared.states import JobState  # noqa: E402
-from shared.storage import Storage  # noqa: E402
+from bench import workloads
+from examples.mnist import digits
+from shared.local.azurite import Azurite
+from shared.local.chaos import scoring_processes
+from shared.local.cluster import LocalCluster
+from shared.service.jobs import lifecycle as jobs
+from shared.service.ledger.store import Ledger
+from shared.service.working import models, snapshots
+from shared.settings import Settings
+from shared.states import JobState
+from shared.storage import Storage
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -161,7 +154,6 @@ def cpu_snapshot(c: LocalCluster, azurite: Azurite) -> dict[str, float]:
 
 
 def image_accuracy(lines: list[str]) -> float:
-    import digits
     ok = sum(int(line.rsplit(":", 1)[1]) == digits.label_from_filename(line.split(":")[0])
              for line in lines)
     return ok / max(1, len(lines))

@@ -1,8 +1,8 @@
 """Planner cost: time and memory to plan N input blobs into mini-batches (ledger rows written, the
 first window enqueued), step by step as the planning function does it.
 
-    .venv/bin/python bench/planner.py --blobs 10000 100000
-    .venv/bin/python bench/planner.py --blobs 10000 100000 --json   # one JSON object per N
+    .venv/bin/python -m bench.planner --blobs 10000 100000
+    .venv/bin/python -m bench.planner --blobs 10000 100000 --json   # one JSON object per N
 
 The input container holds N blobs (``in/00000000.png`` ...) in Azurite, put there one of two ways:
 
@@ -41,19 +41,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shared.local.azurite import Azurite
+from shared.messages import PlanMessage
+from shared.service.jobs import lifecycle as jobs
+from shared.service.ledger.store import Ledger
+from shared.service.planning import fileinputs as datasets
+from shared.service.planning import planner
+from shared.service.working import snapshots
+from shared.settings import Settings
+from shared.storage import Storage
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from shared.local.azurite import Azurite  # noqa: E402
-from shared.messages import PlanMessage  # noqa: E402
-from shared.service.jobs import lifecycle as jobs  # noqa: E402
-from shared.service.ledger.store import Ledger  # noqa: E402
-from shared.service.planning import fileinputs as datasets  # noqa: E402
-from shared.service.planning import planner  # noqa: E402
-from shared.service.working import snapshots  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from shared.storage import Storage  # noqa: E402
-
 CONTAINER = "bench"
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -285,9 +283,9 @@ def count_blobs(storage: Storage) -> int:
 
 def run_child(connection_string: str, azurite_pid: int, job_id: str, trace: bool,
               sequential: bool) -> dict[str, Any]:
-    args = [sys.executable, __file__, "--child", connection_string, job_id, str(azurite_pid)]
+    args = [sys.executable, "-m", "bench.planner", "--child", connection_string, job_id, str(azurite_pid)]
     args += (["--tracemalloc"] if trace else []) + (["--sequential"] if sequential else [])
-    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(args, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -15,9 +15,9 @@ A run is timed from the call that creates the dataset (file listing included) to
 on the driver; ``ray.init()`` (once per process) is reported apart, as ``ray_init_s``. One JSON
 object per measurement goes to stdout; Ray's own output goes to stderr or nowhere.
 
-    .venv/bin/python bench/raydata.py images --connection-string "$CS" [--runs 3]
-    .venv/bin/python bench/raydata.py csv parquet --connection-string "$CS" --source both
-    .venv/bin/python bench/raydata.py --standalone --images 2000 --rows 100000 [--parts 8]
+    .venv/bin/python -m bench.raydata images --connection-string "$CS" [--runs 3]
+    .venv/bin/python -m bench.raydata csv parquet --connection-string "$CS" --source both
+    .venv/bin/python -m bench.raydata --standalone --images 2000 --rows 100000 [--parts 8]
 
 ``--source local`` copies the blobs once, untimed, to ``--local-dir`` (or a temporary folder) as
 ``<dir>/<container>/<blob name>`` and reads those; ``--source both`` measures Azurite, then the
@@ -44,12 +44,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-import workloads  # noqa: E402  (also puts examples/mnist and examples/tabular on sys.path)
+from bench import workloads
+from examples.mnist import digits  # the label in a file name
 
 NAME = "ray-data"
 WORKLOADS = ("images", "csv", "parquet")
@@ -350,8 +346,8 @@ def ray_session(num_cpus: int = NUM_CPUS) -> Iterator[float]:
     import ray
     from ray import cloudpickle
 
-    # Ship this module's scorer classes by value: workers need not find bench/ on their path, and
-    # it works whether this file runs as a script or is imported by the harness.
+    # Ship this module's scorer classes by value: workers need not find the bench package on their
+    # path, and it works whether this module runs as ``python -m bench.raydata`` or is imported.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     started = time.perf_counter()
     ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.ERROR,
@@ -404,8 +400,6 @@ class RunResult:
 def run_once(workload: str, source: Source, cfg: RayConfig,
              azurite_pid: int | None = None) -> RunResult:
     """One timed pass: build the dataset, stream every result batch to the driver and check it."""
-    import digits  # examples/mnist/digits.py: the label in a file name
-
     excluded = frozenset([azurite_pid]) if azurite_pid else frozenset()
     with CpuSampler([os.getpid()], excluded) as ray_cpu, \
             CpuSampler([azurite_pid] if azurite_pid else []) as azurite_cpu:

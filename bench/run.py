@@ -30,13 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
+from bench import e2e
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import e2e  # noqa: E402
-from rich.console import Console  # noqa: E402
-
 DOC = ROOT / "docs" / "performance.md"
 START, END = "<!-- harness:start -->", "<!-- harness:end -->"
 console = Console(stderr=True)
@@ -54,9 +52,10 @@ PRICES = {
 INSTANCE_GB = 2.048                     # Flex Consumption's default instance memory
 
 
-def sub(script: str, *args: str, timeout: float = 3600) -> list[dict[str, Any]]:
-    """Run ``bench/<script> args`` and collect the JSON objects it prints, one per line."""
-    cmd = [sys.executable, str(ROOT / "bench" / script), *args]
+def sub(module: str, *args: str, timeout: float = 3600) -> list[dict[str, Any]]:
+    """Run ``python -m bench.<module> args`` (from the repository root) and collect the JSON
+    objects it prints, one per line."""
+    cmd = [sys.executable, "-m", f"bench.{module}", *args]
     shown = re.sub(r"(AccountKey|SharedAccessSignature)=[^;']*", r"\1=***",
                    " ".join(shlex.quote(a) for a in cmd[1:]))
     console.log(f"$ {shown}"[:200])
@@ -70,7 +69,7 @@ def sub(script: str, *args: str, timeout: float = 3600) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 pass
     if done.returncode != 0 or not found:
-        console.log(f"[red]{script} {args[0]} failed (exit {done.returncode}):[/red] "
+        console.log(f"[red]{module} {args[0]} failed (exit {done.returncode}):[/red] "
                     f"{done.stderr.strip()[-1500:]}")
     return found
 
@@ -204,27 +203,27 @@ def main() -> int:
                 save()
             if "limits" not in skip:
                 # the sweeps screen each configuration once, then run the best --runs times
-                # (bench/limits.py sweeps wider by default; these are the configurations that won
+                # (bench.limits sweeps wider by default; these are the configurations that won
                 # its sweeps on this machine, see docs/performance.md)
-                res["io_sdk"] = sub("limits.py", "io-sdk", *common, "--sdk-concurrency", "32",
+                res["io_sdk"] = sub("limits", "io-sdk", *common, "--sdk-concurrency", "32",
                                     "--processes", "1", "--table-concurrency", "4")
-                res["io_http"] = sub("limits.py", "io-http", *common, "--http-connections", "16",
+                res["io_http"] = sub("limits", "io-http", *common, "--http-connections", "16",
                                      "--http-depths", "8", "--processes", "1", "--table-concurrency", "4")
-                res["compute_images"] = sub("limits.py", "compute-images", *common)
-                res["compute_tables"] = sub("limits.py", "compute-tables", *common)
+                res["compute_images"] = sub("limits", "compute-images", *common)
+                res["compute_tables"] = sub("limits", "compute-tables", *common)
                 save()
             if "naive" not in skip:
-                res["naive"] = sub("limits.py", "naive", *common)
+                res["naive"] = sub("limits", "naive", *common)
                 save()
             if "ray" not in skip:
                 res["ray"] = [r for w in ("images", "csv", "parquet")
-                              for r in sub("raydata.py", w, *common)]
+                              for r in sub("raydata", w, *common)]
                 save()
             if "grid" not in skip:
                 for b in slow:
                     cell(b, 2 if 2 in processes else processes[0], nodes[0])
     if "planner" not in skip:
-        res["planner"] = sub("planner.py", "--json", "--blobs",
+        res["planner"] = sub("planner", "--json", "--blobs",
                              *(("2000",) if args.quick else ("10000", "100000")))
     res["seconds"] = time.monotonic() - started
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -233,7 +232,7 @@ def main() -> int:
 
 
 def publish(res: dict[str, Any], no_write: bool) -> int:
-    import report
+    from bench import report
     text = report.render(res, PRICES, INSTANCE_GB)
     print(text)
     if not no_write:

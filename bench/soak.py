@@ -2,7 +2,7 @@
 knows strikes at random. Every job must end either complete (one row per input, in input order,
 exact counts) or, for the jobs built to fail, failed with a reason a user can act on; never a hang.
 
-    .venv/bin/python bench/soak.py --minutes 30 --nodes 2 --json soak.json --write-docs
+    .venv/bin/python -m bench.soak --minutes 30 --nodes 2 --json soak.json --write-docs
 
 Faults, chosen at random every ~--interval seconds (``--faults`` picks a subset):
 
@@ -40,29 +40,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.storage.blob import BlobBlock, BlockState
+from rich.console import Console
+from rich.table import Table
+
+from shared.errors import ParallelRunError
+from shared.local.azurite import Azurite, free_port
+from shared.local.chaos import Chaos, kill
+from shared.local.cluster import LocalCluster
+from shared.messages import BatchMessage, FinalizeMessage, PlanMessage
+from shared.service.jobs import lifecycle as jobs
+from shared.service.ledger.store import Ledger
+from shared.service.working import snapshots
+from shared.service.working.jobcontext import output_target
+from shared.settings import Settings
+from shared.states import JobState
+from shared.storage import Storage
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import pandas as pd  # noqa: E402
-from azure.core import MatchConditions  # noqa: E402
-from azure.core.exceptions import AzureError, ResourceNotFoundError  # noqa: E402
-from azure.storage.blob import BlobBlock, BlockState  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from shared.errors import ParallelRunError  # noqa: E402
-from shared.local.azurite import Azurite, free_port  # noqa: E402
-from shared.local.chaos import Chaos, kill  # noqa: E402
-from shared.local.cluster import LocalCluster  # noqa: E402
-from shared.messages import BatchMessage, FinalizeMessage, PlanMessage  # noqa: E402
-from shared.service.jobs import lifecycle as jobs  # noqa: E402
-from shared.service.ledger.store import Ledger  # noqa: E402
-from shared.service.working import snapshots  # noqa: E402
-from shared.service.working.jobcontext import output_target  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from shared.states import JobState  # noqa: E402
-from shared.storage import Storage  # noqa: E402
-
 CODE = ROOT / "bench" / "soak_code"
 DOC = ROOT / "docs" / "failures.md"
 START, END = "<!-- soak:start -->", "<!-- soak:end -->"
@@ -460,7 +458,7 @@ def write_docs(figures: dict[str, Any], args: argparse.Namespace) -> None:
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(figures["jobs_by_kind"].items()))
     block = "\n".join([
         START,
-        f"Last soak: `bench/soak.py --minutes {args.minutes:g} --nodes {args.nodes} --seed "
+        f"Last soak: `python -m bench.soak --minutes {args.minutes:g} --nodes {args.nodes} --seed "
         f"{args.seed}` on {time.strftime('%Y-%m-%d')} ({os.cpu_count()} cores).",
         "",
         "| figure | value |", "| --- | --- |",

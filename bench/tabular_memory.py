@@ -6,7 +6,7 @@ Azurite (on disk), runs one local host node with --processes scoring processes o
 mini_batch_size --batch, and prints the peak RSS (VmHWM) of the host process and of each scoring
 process, with the job's outcome. Numbers go to docs/performance.md.
 
-    .venv/bin/python bench/tabular_memory.py --gb 2.1 --batch 10MB
+    .venv/bin/python -m bench.tabular_memory --gb 2.1 --batch 10MB
 """
 
 from __future__ import annotations
@@ -19,22 +19,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from shared.local.azurite import Azurite
+from shared.local.chaos import scoring_processes
+from shared.local.cluster import LocalCluster
+from shared.service.jobs import lifecycle as jobs
+from shared.service.ledger.store import Ledger
+from shared.service.working import snapshots
+from shared.settings import Settings
+from shared.states import JobState
+from shared.storage import Storage
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from shared.local.azurite import Azurite  # noqa: E402
-from shared.local.chaos import scoring_processes  # noqa: E402
-from shared.local.cluster import LocalCluster  # noqa: E402
-from shared.service.jobs import lifecycle as jobs  # noqa: E402
-from shared.service.ledger.store import Ledger  # noqa: E402
-from shared.service.working import snapshots  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from shared.states import JobState  # noqa: E402
-from shared.storage import Storage  # noqa: E402
 
 SCRIPT = '''
 def init():

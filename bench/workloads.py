@@ -13,7 +13,6 @@ Every consumer (the limits, the naive baseline, Ray Data, ParallelRun) reads the
 from __future__ import annotations
 
 import io
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,14 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from examples.mnist import digits
+from examples.tabular import make_data
+
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "examples" / "mnist", ROOT / "examples" / "tabular"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-import digits  # noqa: E402  (examples/mnist/digits.py)
-import make_data  # noqa: E402  (examples/tabular/make_data.py)
-
 IMAGES_CONTAINER = "bench-images"
 IMAGES_PREFIX = "digits/"
 TABLES_CONTAINER = "bench-tables"
@@ -108,10 +103,3 @@ def upload_tables(storage, folder: Path, rows: int = 1_000_000, parts: int = 8) 
             sizes[fmt] += Path(path).stat().st_size
     return Tables(TABLES_CONTAINER, rows, files, written, sizes)
 
-
-def image_features(png: bytes) -> np.ndarray:
-    """The model input of one PNG (784 float32 in 0..1), as the MNIST entry script computes it."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(png)) as img:
-        return digits.image_to_features(img)

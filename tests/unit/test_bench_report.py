@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-
-import report  # noqa: E402
+from bench import report
 
 
 def cell(batch: int, rate: float, processes: int = 2, nodes: int = 1) -> dict:
