@@ -5,6 +5,8 @@ its mini-batch rows, advances the job's cursor with a conditional write, then en
 ``window`` mini-batches of the job, plus any mini-batch whose predecessor ``index - window``
 already settled (its finisher could not enqueue it because it was not planned yet). Every other
 mini-batch is enqueued by the finisher of its predecessor (see :mod:`shared.service.working.worker`).
+With ``partition_keys``, the listing steps record each page's items by combination and write no
+mini-batch; further steps then cut one mini-batch per combination (:mod:`.partitions`).
 
 Two overlaps keep a step short without changing what it commits:
 
