@@ -58,9 +58,14 @@ def source(storage: Storage | BlobReader, container: str, blob_name: str) -> Blo
 
 
 def partition_of(input_spec: dict[str, Any], blob_name: str, keys: list[str]) -> dict[str, str]:
-    """The values of ``keys`` for a file, from its path relative to the input's prefix."""
-    relative = blob_name[len(input_spec.get("prefix") or ""):]
-    values = parse_partition(relative, input_spec.get("partition_format"))
+    """The values of ``keys`` for a file, from its path relative to the input's prefix; a
+    ``partition_format`` that starts with the prefix (PRS's formats may name the datastore path,
+    ``dataset_partition_test/{user}/{season}/{genres}.wav`` for the prefix
+    ``dataset_partition_test/``) is matched against the whole blob name."""
+    prefix = input_spec.get("prefix") or ""
+    fmt = input_spec.get("partition_format")
+    whole = fmt is not None and fmt.lstrip("/").startswith(prefix)
+    values = parse_partition(blob_name if whole else blob_name[len(prefix):], fmt)
     missing = [k for k in keys if k not in values]
     if missing:
         raise SubmitterError(f"partition_keys {missing} are not in the path of {blob_name!r} "

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from shared.errors import SubmitterError
+from shared.scoring.tables import partition_of
 from shared.scoring.tabular import TabularDataError, parse_partition
+from shared.spec import InputSpec
 
 
 @pytest.mark.parametrize("path,values", [
@@ -56,3 +59,26 @@ def test_paths_that_do_not_match_are_named(fmt: str, path: str, message: str) ->
 def test_bad_formats_are_refused(fmt: str, message: str) -> None:
     with pytest.raises(TabularDataError, match=message):
         parse_partition("a/b.csv", fmt)
+
+
+@pytest.mark.parametrize("prefix,fmt,name,values", [
+    ("dataset_partition_test/", "dataset_partition_test/{user}/{season}/{genres}.wav",
+     "dataset_partition_test/u5/fall/piano.wav", {"user": "u5", "genres": "piano"}),
+    ("dataset_partition_test/", "/dataset_partition_test/{user}/{season}/{genres}.wav",
+     "dataset_partition_test/u5/fall/piano.wav", {"user": "u5", "genres": "piano"}),
+    ("dataset_partition_test/", "{user}/{season}/{genres}.wav",
+     "dataset_partition_test/u5/fall/piano.wav", {"user": "u5", "genres": "piano"}),
+    ("music/", "{genres}/{user}.wav", "music/piano/u5.wav", {"user": "u5", "genres": "piano"}),
+    ("", "data/{user}/{genres}.wav", "data/u5/piano.wav", {"user": "u5", "genres": "piano"}),
+])
+def test_a_partition_format_may_carry_the_input_s_prefix(prefix: str, fmt: str, name: str,
+                                                        values: dict[str, str]) -> None:
+    spec = InputSpec(container="songs", prefix=prefix, partition_format=fmt)
+    assert partition_of(spec.wire, name, ["user", "genres"]) == values
+
+
+def test_a_format_below_the_prefix_still_matches_below_it() -> None:
+    # "{a}/{b}.wav" would match "music/x.wav" whole; below the prefix there is one segment only
+    spec = InputSpec(container="songs", prefix="music/", partition_format="{a}/{b}.wav")
+    with pytest.raises(SubmitterError, match="does not match"):
+        partition_of(spec.wire, "music/x.wav", ["a", "b"])

@@ -2,7 +2,9 @@
 shards and error records.
 
 Row keys: ``job``; ``b000000042`` (mini-batch 42); ``c-<instance>-<k>`` (counter shards, one set per
-worker process so concurrent workers never contend); ``e000000042-001`` (error of try 1 of batch 42).
+worker process so concurrent workers never contend); ``e000000042-001`` (error of try 1 of batch 42);
+and, while a job with ``partition_keys`` is planned, ``p…`` rows (:data:`PARTITION_ROWS`): where each
+combination of key values was first seen and its items, page by page.
 Every state move is a conditional (ETag) write; a mini-batch's final transition and its counter
 update commit together in one entity-group transaction, so only one writer can ever count it.
 """
@@ -33,6 +35,11 @@ JOB_KEY = "job"
 _CHUNK = 30_000          # characters per string property (Table limit: 64 KiB of UTF-16)
 _MAX_CHUNKS = 28         # keeps an entity well under the 1 MiB limit
 COUNTER_SHARDS = 4       # shards per worker process
+TRANSACTION_OPS = 100            # operations per entity-group transaction (the service's limit)
+TRANSACTION_CHARS = 3_000_000    # characters of strings per transaction (a request is <= 4 MiB)
+PARTITION_CHUNKS = 15            # chunks of a partition row's items: 450,000 characters, which
+PARTITION_ITEMS_CHARS = PARTITION_CHUNKS * _CHUNK   # keeps it under 1 MiB (strings count UTF-16)
+PARTITION_ROWS = ("ps", "po", "pc")   # seen, order (+ first page's items), continuation
 
 
 class Conflict(Exception):
@@ -43,18 +50,25 @@ def batch_key(index: int) -> str:
     return f"b{index:09d}"
 
 
-def _put_long(entity: dict[str, Any], name: str, text: str) -> None:
+def _put_long(entity: dict[str, Any], name: str, text: str, max_chunks: int = _MAX_CHUNKS,
+              counted: bool = False) -> None:
+    """``text`` as properties ``name``, ``name_1``, ... of at most ``_CHUNK`` characters each;
+    ``counted`` also records their number (``name_n``), for rows written by merging, where the
+    chunks of a longer earlier text stay behind."""
     chunks = [text[i:i + _CHUNK] for i in range(0, len(text), _CHUNK)] or [""]
-    if len(chunks) > _MAX_CHUNKS:
+    if len(chunks) > max_chunks:
         raise ValueError(f"{name} is too large for a ledger row ({len(text):,} characters)")
     entity[name] = chunks[0]
     for i, chunk in enumerate(chunks[1:], 1):
         entity[f"{name}_{i}"] = chunk
+    if counted:
+        entity[f"{name}_n"] = len(chunks)
 
 
 def _get_long(entity: dict[str, Any], name: str) -> str:
     parts, i = [entity.get(name, "")], 1
-    while f"{name}_{i}" in entity:
+    count = entity.get(f"{name}_n")
+    while (i < count) if count is not None else f"{name}_{i}" in entity:
         parts.append(entity[f"{name}_{i}"])
         i += 1
     return "".join(parts)
@@ -211,6 +225,80 @@ class BatchRow:
         return BatchState(self.state).settled
 
 
+def seen_key(combo: str) -> str:
+    """Where a combination of partition key values was first seen (``combo``: its hash)."""
+    return f"ps{combo}"
+
+
+def order_key(page: int, pos: int, combo: str) -> str:
+    """A combination's order row: keyed by the planner step (page) and the position on that page
+    of its first item, so the rows in key order are the combinations in order of first appearance."""
+    return f"po{page:09d}{pos:010d}-{combo}"
+
+
+def continuation_key(combo: str, page: int) -> str:
+    """The items of a combination on a later page than its first."""
+    return f"pc{combo}-{page:09d}"
+
+
+def order_entity(job_id: str, page: int, pos: int, combo: str, items: list[list[Any]]
+                 ) -> dict[str, Any]:
+    """A combination's order row with the items of its first page (written by merging, so a
+    ``more`` mark that a later page added stays)."""
+    entity: dict[str, Any] = {"PartitionKey": job_id, "RowKey": order_key(page, pos, combo),
+                              "combo": combo, "page": page, "n_items": len(items)}
+    _put_long(entity, "items", json.dumps(items, separators=(",", ":")), PARTITION_CHUNKS, True)
+    return entity
+
+
+def mark_entity(job_id: str, page: int, pos: int, combo: str) -> dict[str, Any]:
+    """Marks a combination's order row: it has items on later pages too (continuation rows)."""
+    return {"PartitionKey": job_id, "RowKey": order_key(page, pos, combo), "combo": combo,
+            "more": True}
+
+
+def continuation_entity(job_id: str, combo: str, page: int, items: list[list[Any]]
+                        ) -> dict[str, Any]:
+    entity: dict[str, Any] = {"PartitionKey": job_id, "RowKey": continuation_key(combo, page),
+                              "combo": combo, "page": page, "n_items": len(items)}
+    _put_long(entity, "items", json.dumps(items, separators=(",", ":")), PARTITION_CHUNKS, True)
+    return entity
+
+
+def transaction_chunks(entities: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``entities`` (one partition, distinct rows) cut into transactions: at most
+    ``TRANSACTION_OPS`` each, and at most ``TRANSACTION_CHARS`` of strings unless one row alone
+    has more."""
+    chunks: list[list[dict[str, Any]]] = []
+    size = 0
+    for entity in entities:
+        chars = sum(len(v) for v in entity.values() if isinstance(v, str))
+        if not chunks or len(chunks[-1]) >= TRANSACTION_OPS or size + chars > TRANSACTION_CHARS:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(entity)
+        size += chars
+    return chunks
+
+
+@dataclass(frozen=True)
+class PartitionRow:
+    """An order row (``more``: the combination has continuation rows) or a continuation row."""
+
+    key: str
+    combo: str
+    page: int
+    items: list[list[Any]]
+    more: bool = False
+
+    @classmethod
+    def from_entity(cls, e: TableEntity) -> PartitionRow:
+        key = e["RowKey"]
+        page = int(key[2:11]) if key.startswith("po") else int(e.get("page", 0))
+        return cls(key=key, combo=e.get("combo", ""), page=page, more=bool(e.get("more", False)),
+                   items=json.loads(_get_long(e, "items") or "[]"))
+
+
 @dataclass(frozen=True)
 class Totals:
     """The job's counters, summed over every counter shard."""
@@ -347,6 +435,79 @@ class Ledger:
             if select is not None:
                 e.setdefault("items", "[]")
             yield BatchRow.from_entity(e)
+
+    # -- partitions (planning with partition_keys) -----------------------------------------
+    def see_partitions(self, job_id: str, page: int, firsts: list[tuple[str, int]]
+                       ) -> dict[str, tuple[int, int]]:
+        """Where each combination ``(hash, position of its first item on page)`` was first seen:
+        ``(page, position)``, recorded now (created, in transactions of up to 100) unless it was
+        seen before, by an earlier page or by an earlier run of this page's step.
+
+        A create that finds its row fails its whole transaction and names it: that one is read,
+        and the transactions get smaller while rows keep turning out to exist (pages that meet
+        combinations again), larger again while they do not."""
+        found: dict[str, tuple[int, int]] = {}
+        pending = list(firsts)
+        size = TRANSACTION_OPS
+        while pending:
+            chunk = pending[:size]
+            ops = [("create", {"PartitionKey": job_id, "RowKey": seen_key(combo), "page": page,
+                               "pos": pos}) for combo, pos in chunk]
+            try:
+                self.table.submit_transaction(ops)
+            except TableTransactionError as exc:
+                if exc.status_code != 409:
+                    raise
+                at = exc.index if 0 <= exc.index < len(chunk) else 0
+                combo, pos = chunk[at]
+                seen = self._seen(job_id, combo)
+                if seen is None:      # not the row that exists (no index in the answer): alone
+                    seen = self._see_one(job_id, page, combo, pos)
+                found[combo] = seen
+                del pending[at]
+                size = max(1, size // 2)
+                continue
+            found.update((combo, (page, pos)) for combo, pos in chunk)
+            del pending[:len(chunk)]
+            size = min(TRANSACTION_OPS, size * 2)
+        return found
+
+    def _seen(self, job_id: str, combo: str) -> tuple[int, int] | None:
+        try:
+            e = self.table.get_entity(job_id, seen_key(combo))
+        except ResourceNotFoundError:
+            return None
+        return int(e["page"]), int(e["pos"])
+
+    def _see_one(self, job_id: str, page: int, combo: str, pos: int) -> tuple[int, int]:
+        try:
+            self.table.create_entity({"PartitionKey": job_id, "RowKey": seen_key(combo),
+                                      "page": page, "pos": pos})
+        except ResourceExistsError:
+            seen = self._seen(job_id, combo)
+            if seen is None:
+                raise
+            return seen
+        return page, pos
+
+    def merge_rows(self, entities: list[dict[str, Any]]) -> None:
+        """Upsert-merge rows of one partition in one transaction (see :func:`transaction_chunks`)."""
+        self.table.submit_transaction([("upsert", e, {"mode": UpdateMode.MERGE}) for e in entities])
+
+    def partition_orders(self, job_id: str, after: str = "", page_rows: int = 200
+                         ) -> Iterator[PartitionRow]:
+        """The order rows after ``after`` (a row key; "" from the first), in key order: the
+        combinations in order of first appearance, each with the items of its first page."""
+        query = "PartitionKey eq @pk and RowKey gt @lo and RowKey lt 'pp'"
+        params = {"pk": job_id, "lo": max(after, "po")}
+        for e in self.table.query_entities(query, parameters=params, results_per_page=page_rows):
+            yield PartitionRow.from_entity(e)
+
+    def partition_continuations(self, job_id: str, combo: str) -> list[PartitionRow]:
+        """A combination's continuation rows, in page order."""
+        query = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
+        params = {"pk": job_id, "lo": f"pc{combo}-", "hi": f"pc{combo}."}
+        return [PartitionRow.from_entity(e) for e in self.table.query_entities(query, parameters=params)]
 
     def mark_running(self, batch: BatchRow, node: str) -> BatchRow:
         """Start a try (a fresh ``try_id``); raises :class:`Conflict` if the row moved."""

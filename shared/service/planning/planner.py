@@ -5,6 +5,8 @@ its mini-batch rows, advances the job's cursor with a conditional write, then en
 ``window`` mini-batches of the job, plus any mini-batch whose predecessor ``index - window``
 already settled (its finisher could not enqueue it because it was not planned yet). Every other
 mini-batch is enqueued by the finisher of its predecessor (see :mod:`shared.service.working.worker`).
+With ``partition_keys``, the listing steps record each page's items by combination and write no
+mini-batch; further steps then cut one mini-batch per combination (:mod:`.partitions`).
 
 Two overlaps keep a step short without changing what it commits:
 
@@ -36,7 +38,7 @@ from shared.service.jobs import stopping
 from shared.service.ledger import decisions
 from shared.service.ledger.store import BatchRow, Conflict, JobRow, Ledger
 from shared.service.planning import fileinputs as datasets
-from shared.service.planning import tables
+from shared.service.planning import partitions, tables
 from shared.spec import InputSpec, JobSpec, parse_mini_batch_size
 from shared.states import BatchState, JobState
 from shared.storage import Storage
@@ -119,7 +121,7 @@ def plan_step(storage: Storage, ledger: Ledger, msg: PlanMessage) -> None:
                  msg.step, job.plan_step, job.state)
         return
     try:
-        new_rows, cursor, done, schemas = _next_page(storage, job, job.spec)
+        new_rows, cursor, done, schemas = _next_page(storage, ledger, job, job.spec)
     except SubmitterError as exc:
         _fail_planning(storage, ledger, job, str(exc))
         return
@@ -174,12 +176,16 @@ def _side_effects(storage: Storage, ledger: Ledger, job: JobRow) -> None:
         outbox.finalize(storage, job.job_id)
 
 
-def _next_page(storage: Storage, job: JobRow, spec: JobSpec
+def _next_page(storage: Storage, ledger: Ledger, job: JobRow, spec: JobSpec
                ) -> tuple[list[BatchRow], dict[str, Any], bool, dict[str, Any]]:
     """The mini-batches of the next page, the new cursor, whether planning is finished, and the
-    inputs' schemas (tabular)."""
+    inputs' schemas (tabular). With ``partition_keys``, a page's items are recorded by
+    combination instead, and the mini-batches are cut once every page is listed
+    (:mod:`shared.service.planning.partitions`)."""
     cursor = dict(job.plan_cursor) or {"input": 0, "token": None, "carry": []}
     specs = spec.inputs
+    if "partitions" in cursor:
+        return _partition_batches(storage, ledger, job, cursor)
     index = cursor["input"]
     names, token, ahead = _page(storage, job, specs, cursor)
     last_page = token is None
@@ -194,16 +200,37 @@ def _next_page(storage: Storage, job: JobRow, spec: JobSpec
             schemas[str(index)] = tables.schema_for(storage, specs[index], name)
         new.extend(tables.pieces(storage, specs[index], index, name,
                                  parse_mini_batch_size(spec.mini_batch_size, "tabular")))
-    groups, carry = tables.group(cursor["carry"] + new, specs, spec.partition_keys,
-                                 spec.file_batch_size if not tabular else 0, tabular, last_page)
+    groups: list[list[list[Any]]] = []
+    carry: list[list[Any]] = []
+    if spec.partition_keys:
+        # the page's number is the step's: a step run again records the same rows
+        partitions.record_page(ledger, job.job_id, job.plan_step, partitions.combinations(
+            cursor["carry"] + new, specs, spec.partition_keys), _writers, WRITE_CONCURRENCY)
+    else:
+        groups, carry = tables.group(cursor["carry"] + new, spec.file_batch_size if not tabular
+                                     else 0, tabular, last_page)
     rows = [BatchRow(job.job_id, job.planned + k, g) for k, g in enumerate(groups)]
-    done = last_page and index + 1 >= len(specs)
+    listed = last_page and index + 1 >= len(specs)
+    done = listed and not spec.partition_keys
     cursor = ({"input": index + 1, "token": None, "carry": []} if last_page
               else {"input": index, "token": token, "carry": carry})
+    if listed and spec.partition_keys:
+        cursor["partitions"] = ""   # every page is recorded: cut from the first order row
     cursor["first"] = job.planned   # this step's first mini-batch, to redo its side effects
     if ahead is not None:
         cursor["ahead"] = ahead
     return rows, cursor, done, schemas
+
+
+def _partition_batches(storage: Storage, ledger: Ledger, job: JobRow, cursor: dict[str, Any]
+                       ) -> tuple[list[BatchRow], dict[str, Any], bool, dict[str, Any]]:
+    """A step after the last page of a job with ``partition_keys``: the next combinations'
+    mini-batches, about a page's worth of items."""
+    groups, after, done = partitions.next_batches(
+        ledger, job.job_id, cursor["partitions"], storage.settings.plan_page_size, _writers,
+        job.spec.inputs)
+    rows = [BatchRow(job.job_id, job.planned + k, g) for k, g in enumerate(groups)]
+    return rows, {**cursor, "partitions": after, "first": job.planned}, done, dict(job.schemas)
 
 
 def _page(storage: Storage, job: JobRow, specs: Sequence[InputSpec], cursor: dict[str, Any]

@@ -5,10 +5,9 @@ reads them in the scoring processes)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import groupby
 from typing import Any
 
-from shared.scoring.tables import file_format, partition_of, source
+from shared.scoring.tables import file_format, source
 from shared.scoring.tabular import infer_schema, plan_pieces
 from shared.spec import InputSpec
 from shared.storage import Storage
@@ -68,13 +67,10 @@ def rows_unread(storage: Storage, inputs: Sequence[InputSpec], items: list[list[
     return rows, exact
 
 
-def group(items: list[list[Any]], inputs: Sequence[InputSpec], keys: list[str] | None,
-          files_per_batch: int, tabular: bool, last_page: bool) -> tuple[list[list[list[Any]]], list]:
-    """Cut items into mini-batches; returns (batches, items carried to the next page)."""
-    if keys:
-        runs = [list(g) for _, g in groupby(items, key=lambda it: (
-            it[0], tuple(partition_of(inputs[it[0]].wire, it[1], keys).values())))]
-        return (runs, []) if last_page or not runs else (runs[:-1], runs[-1])
+def group(items: list[list[Any]], files_per_batch: int, tabular: bool, last_page: bool
+          ) -> tuple[list[list[list[Any]]], list]:
+    """Cut items into mini-batches; returns (batches, items carried to the next page). Jobs with
+    ``partition_keys`` are cut by :mod:`shared.service.planning.partitions` instead."""
     if tabular:
         return [[it] for it in items], []
     cut = len(items) if last_page else len(items) - len(items) % files_per_batch
