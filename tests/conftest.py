@@ -5,7 +5,11 @@ machinery...) may start hosts, but no job of it runs ``run()``: its settings kee
 scoring processes (``warm_processes=0``), which would only cost CPU. The mark is checked: such a
 test fails if a host of the test process starts a scoring process for a job, or keeps spares
 anyway (settings of its own). Node processes (LocalCluster) get the settings but are not checked.
-Every other test keeps the default spares: it runs the path production runs."""
+Every other test keeps the default spares: it runs the path production runs.
+
+A test marked ``stops_jobs`` (cancelled, over a budget, unrunnable) has workers that trust a
+cached job row for 0.5 s instead of 2 s (``job_cache_ttl_s``): the finalizer of a stopped job
+waits ``2 x job_cache_ttl_s + 1`` for them to learn of the stop, 2 s instead of 5 s."""
 
 from __future__ import annotations
 
@@ -38,6 +42,16 @@ def scores_nothing(request: pytest.FixtureRequest) -> bool:
     return request.node.get_closest_marker("scores_nothing") is not None
 
 
+def marked_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The Settings fields a test's marks change (see the module's docstring)."""
+    fields: dict[str, Any] = {}
+    if scores_nothing(request):
+        fields["warm_processes"] = 0
+    if request.node.get_closest_marker("stops_jobs") is not None:
+        fields["job_cache_ttl_s"] = 0.5
+    return fields
+
+
 @pytest.fixture
 def settings(azurite: Azurite, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     """Settings whose queues, tables and containers belong to this test alone."""
@@ -45,8 +59,7 @@ def settings(azurite: Azurite, tmp_path: Path, request: pytest.FixtureRequest) -
     # scripts may write only their own work dir (shared.scoring.sandbox) and "writable/", which a test
     # gives them to leave marks in for one another
     base = Settings(connection_string=azurite.connection_string, scratch_dir=str(tmp_path / "scratch"),
-                    sandbox_writable=(str(tmp_path / "writable"),),
-                    **({"warm_processes": 0} if scores_nothing(request) else {}))
+                    sandbox_writable=(str(tmp_path / "writable"),), **marked_settings(request))
     return base.with_namespace(ns)
 
 

@@ -186,6 +186,7 @@ def test_submit_wait_follows_the_job_to_its_end(run: Cli, tmp_path: Path) -> Non
     assert "7 total: 7 succeeded, 0 failed" in result.stdout
 
 
+@pytest.mark.stops_jobs
 def test_cancel_stops_a_running_job(run: Cli, host: LocalHost, tmp_path: Path,
                                     storage: Storage) -> None:
     data = tmp_path / "slow"

@@ -197,6 +197,7 @@ def succeeded_batch_rows(storage: Storage, job_id: str) -> list[str]:
             if batch.state == BatchState.SUCCEEDED for _, name in batch.items]
 
 
+@pytest.mark.stops_jobs
 def test_cancel_right_after_submit_drops_the_unrun_mini_batches(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str) -> None:
     r = api.post("/api/jobs", json=slow_job(storage, code))
@@ -219,6 +220,7 @@ def test_cancel_right_after_submit_drops_the_unrun_mini_batches(
     assert again.status_code == 202 and again.json()["state"] == "cancelled"
 
 
+@pytest.mark.stops_jobs
 def test_cancel_while_a_mini_batch_runs_keeps_exactly_the_rows_of_the_finished_ones(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str) -> None:
     spec = slow_job(storage, code, environment_variables={
