@@ -100,6 +100,7 @@ def submit(run: Cli, spec: Path, *args: str) -> str:
 
 
 # -- storage commands ------------------------------------------------------------------------------
+@pytest.mark.scores_nothing
 def test_upload_puts_a_folder_and_a_file_under_the_prefix(run: Cli, storage: Storage,
                                                           tmp_path: Path) -> None:
     folder = tmp_path / "up"
@@ -114,6 +115,7 @@ def test_upload_puts_a_folder_and_a_file_under_the_prefix(run: Cli, storage: Sto
     assert blobs == {"pre/fix/a.txt": b"A", "pre/fix/sub/b.txt": b"B", "a.txt": b"A"}
 
 
+@pytest.mark.scores_nothing
 def test_registering_a_model_twice_gives_versions_1_and_2(run: Cli, tmp_path: Path) -> None:
     model = tmp_path / "weights.bin"
     model.write_bytes(b"v1")
@@ -184,6 +186,7 @@ def test_submit_wait_follows_the_job_to_its_end(run: Cli, tmp_path: Path) -> Non
     assert "7 total: 7 succeeded, 0 failed" in result.stdout
 
 
+@pytest.mark.stops_jobs
 def test_cancel_stops_a_running_job(run: Cli, host: LocalHost, tmp_path: Path,
                                     storage: Storage) -> None:
     data = tmp_path / "slow"

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 
 from shared.local.azurite import free_port
 from shared.local.host import LocalHost, load_app
@@ -120,6 +121,7 @@ def test_run_that_always_raises_fails_its_mini_batch_after_run_max_try(
     assert "misbehave.py" in first["traceback"] and "raise ValueError" in first["traceback"]
 
 
+@pytest.mark.stops_jobs
 def test_exceeding_error_threshold_fails_the_job_and_keeps_finished_output(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str) -> None:
     put_files(storage, "budget", {"a.txt": b"x", "b.txt": b"x", "bad.txt": b"x", "d.txt": b"x"})

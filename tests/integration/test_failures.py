@@ -48,6 +48,7 @@ def test_a_crash_in_user_code_fails_one_try_and_the_worker_lives_on(
     assert output_rows(storage, status) == ["a.txt", "c.txt"]
 
 
+@pytest.mark.stops_jobs
 def test_allowed_failed_count_stops_the_job_and_drops_the_rest_unrun(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str) -> None:
     put_files(storage, "count", {f"{i:02d}{'bad' if i in (1, 2) else ''}.txt": b"x" for i in range(30)})
@@ -65,6 +66,7 @@ def test_allowed_failed_count_stops_the_job_and_drops_the_rest_unrun(
     assert "allowed_failed_count exceeded" in read(storage, status, "logs/job_result.txt")
 
 
+@pytest.mark.stops_jobs
 def test_allowed_failed_percent_is_checked_once_everything_is_scheduled(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str) -> None:
     put_files(storage, "percent", {f"{i}{'bad' if i < 2 else ''}.txt": b"x" for i in range(10)})
@@ -80,6 +82,7 @@ def test_allowed_failed_percent_is_checked_once_everything_is_scheduled(
     assert states[within]["items"]["failed"] == 2
 
 
+@pytest.mark.stops_jobs
 def test_init_failures_are_bounded_per_node_and_fail_the_job_with_the_traceback(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str) -> None:
     put_files(storage, "initfail", {f"{i}.txt": b"x" for i in range(4)})
@@ -98,6 +101,7 @@ def test_init_failures_are_bounded_per_node_and_fail_the_job_with_the_traceback(
     assert "loading the model" in read(storage, status, "logs/user/stdout/node0/process001.txt")
 
 
+@pytest.mark.stops_jobs
 def test_a_poisoned_mini_batch_is_recorded_as_failed_and_counted(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str) -> None:
     put_files(storage, "poisoned", {f"{i}.txt": b"x" for i in range(3)})

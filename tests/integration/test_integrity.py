@@ -26,6 +26,9 @@ from shared.storage import Storage
 
 from .conftest import SCRIPTS, put_files, register_text_model
 
+# each job is refused before it scores
+pytestmark = [pytest.mark.scores_nothing, pytest.mark.stops_jobs]
+
 
 def spec(code: str, **fields: object) -> dict[str, object]:
     return {"name": "integrity", "entry_script": "prs_style.py", "source_directory": code,

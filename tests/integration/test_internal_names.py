@@ -44,6 +44,7 @@ def inputs(storage: Storage) -> None:
 
 
 @pytest.mark.parametrize("which", list(INTERNAL))
+@pytest.mark.scores_nothing
 def test_output_naming_an_internal_container_is_refused(
         host: LocalHost, api: httpx.Client, storage: Storage, settings: Settings, code: str,
         inputs: None, which: str) -> None:
@@ -56,6 +57,7 @@ def test_output_naming_an_internal_container_is_refused(
 
 
 @pytest.mark.parametrize("which", ["requests", "system", "outputs", "finalize-queue", "index-table"])
+@pytest.mark.scores_nothing
 def test_inputs_naming_an_internal_container_are_refused(
         host: LocalHost, api: httpx.Client, storage: Storage, settings: Settings, code: str,
         inputs: None, which: str) -> None:

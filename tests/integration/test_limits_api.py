@@ -90,6 +90,7 @@ BODIES = {
 
 
 @pytest.mark.parametrize("kind", list(BODIES))
+@pytest.mark.scores_nothing
 def test_an_oversized_submission_is_refused_naming_the_field_or_limit(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str, kind: str) -> None:
     put_files(storage, "limitsin", {"a.txt": b"a"})
@@ -109,6 +110,7 @@ def test_a_resubmission_with_oversized_overrides_is_refused(
     assert "description" in named(response)
 
 
+@pytest.mark.scores_nothing
 def test_a_body_over_every_route_limit_is_refused_by_the_server(
         host: LocalHost, api: httpx.Client) -> None:
     response = api.post("/api/jobs", content=b" " * (5 << 20))
@@ -160,6 +162,7 @@ def stored_snapshots(storage: Storage) -> list[str]:
     ({"bomb.bin": bytes(64 << 20)}, "PARALLELRUN_MAX_SNAPSHOT_EXPANDED_BYTES"),
     ({f"m{i}.py": b"" for i in range(1_000)}, "PARALLELRUN_MAX_SNAPSHOT_MEMBERS"),
 ], ids=["zip-bomb", "too-many-members"])
+@pytest.mark.scores_nothing
 def test_a_snapshot_over_the_limits_is_refused_and_not_stored(
         host: LocalHost, api: httpx.Client, storage: Storage, members: dict[str, bytes],
         name: str) -> None:
@@ -170,6 +173,7 @@ def test_a_snapshot_over_the_limits_is_refused_and_not_stored(
     assert stored_snapshots(storage) == []
 
 
+@pytest.mark.scores_nothing
 def test_a_snapshot_body_over_its_limit_is_refused(host: LocalHost, api: httpx.Client,
                                                    storage: Storage) -> None:
     response = api.post("/api/snapshots", content=b"z" * (LIMITS.max_snapshot_bytes + 1))
@@ -177,6 +181,7 @@ def test_a_snapshot_body_over_its_limit_is_refused(host: LocalHost, api: httpx.C
     assert stored_snapshots(storage) == []
 
 
+@pytest.mark.scores_nothing
 def test_a_snapshot_within_the_limits_is_stored(host: LocalHost, api: httpx.Client,
                                                 storage: Storage) -> None:
     response = api.post("/api/snapshots", content=zip_of({"score.py": b"def run(b): return b\n"}))
@@ -191,6 +196,7 @@ def receipt(storage: Storage, blob_name: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("kind", ["deep-json", "huge-integer", "huge-files", "long-description",
                                   "large-body"])
+@pytest.mark.scores_nothing
 def test_an_oversized_uploaded_request_gets_a_receipt_naming_the_problem(
         host: LocalHost, api: httpx.Client, storage: Storage, settings: Settings, code: str,
         kind: str) -> None:
@@ -211,6 +217,7 @@ def keyed(settings: Settings, storage: Storage) -> Iterator[LocalHost]:
         yield h
 
 
+@pytest.mark.scores_nothing
 def test_with_a_local_key_every_route_but_health_needs_it(keyed: LocalHost) -> None:
     with httpx.Client(base_url=keyed.http_url, timeout=30) as anonymous:
         assert anonymous.get("/api/health").status_code == 200
@@ -227,6 +234,7 @@ def test_with_a_local_key_every_route_but_health_needs_it(keyed: LocalHost) -> N
 
 @pytest.mark.parametrize("path,name", [("/api/jobs?limit=100000000", "limit"),
                                        ("/api/jobs/x-1/results?head=100000000", "head")])
+@pytest.mark.scores_nothing
 def test_a_query_parameter_out_of_range_is_refused_naming_it(
         host: LocalHost, api: httpx.Client, path: str, name: str) -> None:
     response = api.get(path)

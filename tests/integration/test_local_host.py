@@ -30,6 +30,8 @@ from shared.settings import Settings
 from shared.storage import Storage
 from tests.integration.hostapp import blueprint
 
+pytestmark = pytest.mark.scores_nothing   # the test app's functions score nothing
+
 HOSTAPP = Path(__file__).parent / "hostapp" / "function_app.py"
 # The repo's host.json, but failed messages reappear at once and poison after 3 tries (fast tests).
 FAST = dataclasses.replace(load_host_config(DEFAULT_HOST_JSON), queues=QueueHostConfig(

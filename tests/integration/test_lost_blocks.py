@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import pytest
 from azure.storage.blob import BlobBlock
 
 from shared.local.azurite import Azurite
@@ -84,6 +85,7 @@ def test_a_lost_staged_block_is_run_again_and_the_output_is_complete(
     assert ledger.get_job(job_id).repairs == 1
 
 
+@pytest.mark.stops_jobs
 def test_repair_rounds_are_bounded_then_the_job_fails_with_the_reason(
         azurite: Azurite, settings: Settings, storage: Storage) -> None:
     job_id, _ = run_losing(azurite, settings, storage, "lostagain", 10, victims=[1],

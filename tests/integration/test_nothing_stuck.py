@@ -56,6 +56,7 @@ def test_a_node_killed_while_it_finalizes_leaves_a_finished_job(
     assert_exact(jobs.status(storage, ledger, job.job_id), storage, names)
 
 
+@pytest.mark.stops_jobs
 def test_cancel_of_a_job_left_finalizing_finishes_it(settings: Settings, storage: Storage) -> None:
     names = [f"c{i:03d}.txt" for i in range(10)]
     put_files(storage, "leftfinalizing", dict.fromkeys(names, b"x"))

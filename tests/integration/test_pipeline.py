@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from shared.local.host import LocalHost
 from shared.storage import Storage
@@ -121,12 +122,15 @@ def test_all_inputs_missing_gives_an_empty_output_and_results_answer(
     assert api.get(f"/api/jobs/{job_id}/results").json()["rows"] == []
 
 
+@pytest.mark.stops_jobs
 def test_model_versions_latest_unless_pinned(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str, tmp_path: Path) -> None:
     put_files(storage, "pin", {"x.txt": b"7"})
     assert register_text_model(storage, tmp_path, "echo", "first") == 1
     assert register_text_model(storage, tmp_path, "echo", "second") == 2
-    base = {"name": "pin", "entry_script": "prs_style.py", "source_directory": code, "inputs": ["pin/"]}
+    # one process per node: the unlisted job's init() fails 3 times (not 3 per CPU) before it stops
+    base = {"name": "pin", "entry_script": "prs_style.py", "source_directory": code, "inputs": ["pin/"],
+            "process_count_per_node": 1}
     pinned = submit(api, {**base, "models": ["echo:1"]})
     latest = submit(api, {**base, "models": ["echo"]})
     unlisted = submit(api, base)

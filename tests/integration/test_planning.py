@@ -85,6 +85,8 @@ def test_the_queue_holds_at_most_one_window_of_a_job(settings: Settings, storage
     assert sorted(queued) == list(range(8))
 
 
+@pytest.mark.scores_nothing
+@pytest.mark.stops_jobs
 def test_an_input_that_matches_nothing_fails_the_job_with_a_clear_reason(
         settings: Settings, storage: Storage, code: str) -> None:
     storage.ensure_container("emptyin")

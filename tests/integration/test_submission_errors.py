@@ -66,6 +66,7 @@ def assert_nothing_accepted(host: LocalHost, storage: Storage, api: httpx.Client
 
 
 # -- invalid specs ---------------------------------------------------------------------------------
+@pytest.mark.scores_nothing
 def test_every_invalid_field_is_named_and_nothing_is_enqueued(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str,
         inputs: dict[str, bytes]) -> None:
@@ -78,6 +79,7 @@ def test_every_invalid_field_is_named_and_nothing_is_enqueued(
     assert_nothing_accepted(host, storage, api)
 
 
+@pytest.mark.scores_nothing
 def test_a_yaml_body_is_validated_the_same_way(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str,
         inputs: dict[str, bytes]) -> None:
@@ -88,6 +90,7 @@ def test_a_yaml_body_is_validated_the_same_way(
     assert_nothing_accepted(host, storage, api)
 
 
+@pytest.mark.scores_nothing
 def test_a_body_that_is_not_json_names_the_body(
         host: LocalHost, api: httpx.Client, storage: Storage) -> None:
     errors = refused(api.post("/api/jobs", content=b"{not json",
@@ -97,6 +100,7 @@ def test_a_body_that_is_not_json_names_the_body(
     assert_nothing_accepted(host, storage, api)
 
 
+@pytest.mark.scores_nothing
 def test_a_field_not_supported_yet_is_refused_not_ignored(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str,
         inputs: dict[str, bytes]) -> None:
@@ -116,6 +120,7 @@ def test_a_field_not_supported_yet_is_refused_not_ignored(
      "container 'nosuchcontainer' does not exist"),
 ], ids=["unknown-snapshot", "local-folder", "entry-script", "unregistered-model",
         "unknown-model-version", "missing-container"])
+@pytest.mark.scores_nothing
 def test_missing_references_are_refused_naming_the_field(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str, inputs: dict[str, bytes],
         tmp_path: Path, change: dict[str, Any], field: str, words: str) -> None:
@@ -126,6 +131,7 @@ def test_missing_references_are_refused_naming_the_field(
     assert_nothing_accepted(host, storage, api)
 
 
+@pytest.mark.scores_nothing
 def test_unknown_jobs_are_404(host: LocalHost, api: httpx.Client) -> None:
     job_id = "nosuch-20250101-000000-abcdef"
     answers = {"status": api.get(f"/api/jobs/{job_id}"),
@@ -160,6 +166,7 @@ def test_an_uploaded_spec_runs_and_its_receipt_names_the_job(
     assert [j["job_id"] for j in api.get("/api/jobs").json()["jobs"]] == [note["job_id"]]
 
 
+@pytest.mark.scores_nothing
 def test_an_uploaded_invalid_spec_gets_a_receipt_with_the_errors_and_no_job(
         host: LocalHost, api: httpx.Client, storage: Storage, settings: Settings, code: str,
         inputs: dict[str, bytes]) -> None:
@@ -190,6 +197,7 @@ def succeeded_batch_rows(storage: Storage, job_id: str) -> list[str]:
             if batch.state == BatchState.SUCCEEDED for _, name in batch.items]
 
 
+@pytest.mark.stops_jobs
 def test_cancel_right_after_submit_drops_the_unrun_mini_batches(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str) -> None:
     r = api.post("/api/jobs", json=slow_job(storage, code))
@@ -212,6 +220,7 @@ def test_cancel_right_after_submit_drops_the_unrun_mini_batches(
     assert again.status_code == 202 and again.json()["state"] == "cancelled"
 
 
+@pytest.mark.stops_jobs
 def test_cancel_while_a_mini_batch_runs_keeps_exactly_the_rows_of_the_finished_ones(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str) -> None:
     spec = slow_job(storage, code, environment_variables={

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from shared.local.host import LocalHost
 from shared.messages import PlanMessage
@@ -41,6 +42,7 @@ def plan_all(storage: Storage, ledger: Ledger) -> None:
         queue.delete_message(messages[0])
 
 
+@pytest.mark.stops_jobs
 def test_a_csv_piece_that_fails_to_parse_counts_its_rows_and_fails_the_job_under_threshold_0(
         idle_host: LocalHost, storage: Storage, code: str) -> None:
     text = frame(80_000).to_csv(index=False).replace("\n79999,", "\noops,")  # past the schema sample

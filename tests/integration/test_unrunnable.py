@@ -20,6 +20,9 @@ from shared.storage import Storage
 
 from .conftest import put_files, register_text_model
 
+# jobs that cannot run: no context, no scoring process
+pytestmark = [pytest.mark.scores_nothing, pytest.mark.stops_jobs]
+
 
 def spec(code: str, container: str, **extra) -> dict:
     return {"name": "unrunnable", "entry_script": "misbehave.py", "source_directory": code,

@@ -214,6 +214,7 @@ def test_restart_delays_double_up_to_a_limit() -> None:
     assert restart_delay(9) == 30 and restart_delay(3, base_s=0.5, max_s=1.5) == 1.5
 
 
+@pytest.mark.scores_nothing
 def test_a_node_that_crashes_at_start_is_restarted_with_growing_delays(
         settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     app = tmp_path / "function_app.py"
