@@ -104,9 +104,9 @@ def test_a_body_that_is_not_json_names_the_body(
 def test_a_field_not_supported_yet_is_refused_not_ignored(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str,
         inputs: dict[str, bytes]) -> None:
-    errors = refused(api.post("/api/jobs", json=valid_spec(code, side_inputs=["lookup/"])))
-    assert list(errors) == ["side_inputs"]
-    assert "not supported" in errors["side_inputs"]
+    errors = refused(api.post("/api/jobs", json=valid_spec(code, environment={"name": "my-env"})))
+    assert list(errors) == ["environment"]
+    assert "not supported" in errors["environment"]
     assert_nothing_accepted(host, storage, api)
 
 
