@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,25 +189,17 @@ def link_version(cached: Path, model: ModelVersion, root: Path) -> Path:
     artifact that resolves outside its model folder) see the folder they were given. Built in a
     private folder and renamed into place, so concurrent builders never show a half-linked one."""
     target = root / model.name / str(model.version)
-    if not target.is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        try:
-            for rel in model.files:
-                src, dest = cached / rel, staging / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(src, dest)
-                except OSError:       # another file system, or links not allowed: a copy
-                    shutil.copyfile(src, dest)
-            scratch.make_read_only(staging)
+
+    def fill(staging: Path) -> None:
+        for rel in model.files:
+            src, dest = cached / rel, staging / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
             try:
-                staging.rename(target)
-            except OSError:      # another thread or process linked it first
-                if not target.is_dir():
-                    raise
-        finally:
-            scratch.remove_tree(staging)
+                os.link(src, dest)
+            except OSError:       # another file system, or links not allowed: a copy
+                shutil.copyfile(src, dest)
+
+    scratch.publish(target, fill)
     entry = entry_of(model)
     return target / entry if entry else target
 
@@ -220,25 +211,16 @@ def _fetch(storage: Storage, model: ModelVersion, target: Path) -> Path:
     processes that share a cache never see a half-written or unverified model."""
     if not model.sha256 or len(model.hashes) != len(model.files):
         raise IntegrityError(unhashed_message(model))
+    def fill(staging: Path) -> None:
+        for rel, expected in zip(model.files, model.hashes, strict=True):
+            dest = (staging / rel).resolve()
+            if not dest.is_relative_to(staging.resolve()):
+                raise SubmitterError(f"model file {rel!r} escapes its folder")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            _download_verified(storage, model, rel, expected, dest)
+
     with _download_lock:
-        if not target.is_dir():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-            try:
-                for rel, expected in zip(model.files, model.hashes, strict=True):
-                    dest = (staging / rel).resolve()
-                    if not dest.is_relative_to(staging.resolve()):
-                        raise SubmitterError(f"model file {rel!r} escapes its folder")
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    _download_verified(storage, model, rel, expected, dest)
-                scratch.make_read_only(staging)
-                try:
-                    staging.rename(target)
-                except OSError:      # another process put the same version in place first
-                    if not target.is_dir():
-                        raise
-            finally:
-                scratch.remove_tree(staging)
+        scratch.publish(target, fill)
     entry = entry_of(model)
     return target / entry if entry else target
 

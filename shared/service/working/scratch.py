@@ -15,6 +15,7 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from shared.errors import OperatorError
@@ -54,6 +55,26 @@ def make_read_only(path: Path) -> None:
         for name in dirnames:
             os.chmod(Path(dirpath) / name, 0o555)
     os.chmod(path, 0o555)
+
+
+def publish(target: Path, fill: Callable[[Path], None]) -> None:
+    """Make ``target`` a read-only folder filled by ``fill(staging)``, once: filled in a private
+    folder beside it, made read-only and renamed into place, so readers never see half of it.
+    Another thread or process that put it in place first wins; a failed fill leaves nothing."""
+    if target.is_dir():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        fill(staging)
+        make_read_only(staging)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not target.is_dir():
+                raise
+    finally:
+        remove_tree(staging)
 
 
 def remove_tree(path: Path) -> None:

@@ -9,7 +9,6 @@ one that is missing, empty of files or over the bounds makes its job unrunnable,
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path, PurePosixPath
 
 from shared.errors import SubmitterError
@@ -28,19 +27,7 @@ def materialize(storage: Storage, side: SideInputSpec, root: Path) -> Path:
     stands for: the folder, or the one file of a single-file ``files`` list."""
     source = side.source
     target = root / side.name
-    if not target.is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{side.name}-", dir=target.parent))
-        try:
-            _download(storage, side, staging)
-            scratch.make_read_only(staging)
-            try:
-                staging.rename(target)
-            except OSError:      # another thread or process put it in place first
-                if not target.is_dir():
-                    raise
-        finally:
-            scratch.remove_tree(staging)
+    scratch.publish(target, lambda staging: _download(storage, side, staging))
     if source.files is not None and len(source.files) == 1:
         return target / _relative(source.prefix, source.files[0])
     return target
