@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import statistics
 import sys
@@ -25,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from bench import workloads
 from examples.mnist import digits
@@ -280,7 +282,8 @@ def classify(blob: list[tuple[str, str]], queue: list[tuple[str, str]], table: l
             polling = f"/{settings.requests_container}" in where or "receipts" in query
             kinds["blob: list" + (" [idle polling: blob trigger]" if polling else "")] += 1
         else:
-            kinds[f"blob: other {method}"] += 1
+            comp = re.search(r"comp=(\w+)", query)
+            kinds[f"blob: {method}{' ' + comp.group(1) if comp else ''}"] += 1
     for method, path in queue:
         where, _, query = path.partition("?")
         parts = where.strip("/").split("/")          # account, queue[, messages[, id]]
@@ -296,8 +299,23 @@ def classify(blob: list[tuple[str, str]], queue: list[tuple[str, str]], table: l
               "DELETE": "delete"}.get(method, method)
         if method == "POST":
             op = "transaction" if "$batch" in path else "insert"
-        kinds[f"table: {op}"] += 1
+        kinds[f"table: {op}{_row_kind(unquote(path))}"] += 1
     return dict(kinds)
+
+
+def _row_kind(path: str) -> str:
+    """Which ledger row a point request touches (``(job)``, ``(mini-batch)``, ``(counter)``), or
+    ``(query)`` for a query."""
+    if "$batch" in path:
+        return ""
+    key = re.search(r"RowKey='([^']*)'", path)
+    if key is None:
+        low = re.search(r"RowKey (?:ge|gt) '([^']*)'", path)
+        return f" (query {low.group(1)[:2] if low else 'other'})"
+    row = key.group(1)
+    if row == "job":
+        return " (job)"
+    return {"b": " (mini-batch)", "c": " (counter)", "e": " (error)"}.get(row[:1], f" ({row[:2]})")
 
 
 def setup_env(tmp: Path, images: int, rows: int, parts: int) -> Iterator[Env]:

@@ -82,7 +82,7 @@ class Settings:
     sandbox: bool = True            # scoring processes may write only their work dir (Landlock)
     sandbox_writable: tuple[str, ...] = ()    # more folders scoring processes may write
     window_per_slot: int = 4        # queued mini-batches per scoring slot of a job (flow control)
-    job_cache_ttl_s: float = 2.0    # how long a worker trusts its cached copy of a job row
+    job_cache_ttl_s: float = 5.0    # how long a worker trusts its cached copy of a job row
     blocks_per_shard: int = 40_000  # output blocks staged per blob before a shard blob is used
     download_concurrency: int = 16  # parallel input downloads per mini-batch
     warm_processes: int = 2         # spare scoring processes kept with the libraries imported

@@ -8,8 +8,8 @@ anyway (settings of its own). Node processes (LocalCluster) get the settings but
 Every other test keeps the default spares: it runs the path production runs.
 
 A test marked ``stops_jobs`` (cancelled, over a budget, unrunnable) has workers that trust a
-cached job row for 0.5 s instead of 2 s (``job_cache_ttl_s``): the finalizer of a stopped job
-waits ``2 x job_cache_ttl_s + 1`` for them to learn of the stop, 2 s instead of 5 s."""
+cached job row for 0.5 s instead of 5 s (``job_cache_ttl_s``): the finalizer of a stopped job
+waits ``2 x job_cache_ttl_s + 1`` for them to learn of the stop, 2 s instead of 11 s."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 A scoring process writes to its own working folder (``logs/user/<process>.log.txt`` from
 ``EntryScript().logger``, ``.stdout.txt``/``.stderr.txt`` from the script's prints, metrics from
 ``Run.log``). After a mini-batch, the worker appends what is new in those files to append blobs under
-``<output>/logs/user/<kind>/<node>/<process>.txt``, at most every ``interval_s`` per process unless
+``<output>/logs/user/<kind>/<node>/<process>.txt``, at most every ``interval_s`` (10 s) per process unless
 told to flush, so logging costs no storage call per mini-batch. Each byte is shipped exactly once,
 also when several threads ship at once and when an append's answer is lost (:class:`LogShipper`).
 """
@@ -43,7 +43,7 @@ class LogShipper:
     a lost answer cannot land twice. A worker restarted on the same node continues where the blob
     ends (the blob holds a prefix of the file)."""
 
-    def __init__(self, storage: Storage, node_id: str, interval_s: float = 5.0) -> None:
+    def __init__(self, storage: Storage, node_id: str, interval_s: float = 10.0) -> None:
         self.storage = storage
         self.node_id = node_id
         self.interval_s = interval_s
