@@ -83,6 +83,8 @@ class Settings:
     sandbox_writable: tuple[str, ...] = ()    # more folders scoring processes may write
     window_per_slot: int = 4        # queued mini-batches per scoring slot of a job (flow control)
     job_cache_ttl_s: float = 5.0    # how long a worker trusts its cached copy of a job row
+    env_build_timeout_s: float = 900.0   # a job environment's install, at most
+    env_cache_bytes: int = 20 << 30      # built environments kept per node (LRU beyond)
     blocks_per_shard: int = 40_000  # output blocks staged per blob before a shard blob is used
     download_concurrency: int = 16  # parallel input downloads per mini-batch
     warm_processes: int = 2         # spare scoring processes kept with the libraries imported

@@ -32,14 +32,13 @@ from pydantic import (
     model_validator,
 )
 
-from shared import v2job
+from shared import environment, v2job
 from shared.errors import SpecError
 from shared.limits import Limits, check_spec_size, check_value, load_text
 
 # What PRS has and we do not honour yet: field -> reason. A milestone that honours one deletes its entry.
 NOT_SUPPORTED_YET: dict[str, str] = {
     "allow_reuse": "allow_reuse: true is not supported yet (every job runs afresh); omit it or set false",
-    "environment": "environment is not supported yet: scripts run in the function app's Python environment",
     "compute_target": "compute_target is not supported yet: jobs run on the function app's instances "
                       "(see node_count and process_count_per_node)",
     "arguments:--rank_mini_batch_count": "--rank_mini_batch_count is not supported yet",
@@ -255,6 +254,26 @@ def _check_bindings(v: dict[str, str]) -> dict[str, str]:
     return v
 
 
+def _check_environment(v: Any) -> Any:
+    """A file form names a file of the source directory (read at submission); the other forms
+    are checked now."""
+    path = v.get("conda_file") if isinstance(v, dict) else v
+    if isinstance(path, str) and not path.startswith("azureml:"):
+        if isinstance(v, dict):
+            environment.check_image(v, "environment")
+        _check_blob_path(path.removeprefix("./"), "environment")
+        return v
+    try:
+        environment.resolve(v, _no_file)
+    except environment.BadEnvironment as exc:
+        raise ValueError(str(exc).removeprefix("environment: ").removeprefix("environment")) from None
+    return v
+
+
+def _no_file(path: str) -> str:
+    raise FileNotFoundError(path)
+
+
 def _check_models(v: list[str]) -> list[str]:
     for model in v:
         if not _MODEL_RE.match(model):
@@ -463,7 +482,8 @@ class JobSpec(BaseModel):
     output_format: Literal["text", "csv", "jsonl", "parquet"] = "text"
     side_inputs: Annotated[list[SideInputSpec], AfterValidator(_check_side_inputs)] | None = None
     allow_reuse: Annotated[bool | None, _not_yet("allow_reuse")] = None
-    environment: Annotated[Any, _not_yet("environment")] = None
+    # the job's Python packages (shared.environment's forms); a file form is resolved at submission
+    environment: Annotated[Any, AfterValidator(_check_environment)] = None
     compute_target: Annotated[Any, _not_yet("compute_target")] = None
 
     @model_validator(mode="before")

@@ -3,7 +3,7 @@ whose one node is such a job) translated field by field onto the job spec (``sha
 
 The translation is pure: it reads the v2 document and returns the spec's fields, or raises one
 :class:`~shared.errors.SpecError` naming every v2 field it cannot take (by its v2 path, e.g.
-``task.environment``). What has no equivalent yet is refused by name, as the v1 surface does.
+``task.environment.image``). What has no equivalent yet is refused by name, as the v1 surface does.
 The v2 defaults differ from v1's and are applied here (see :data:`V2_DEFAULTS` and
 docs/job-spec.md): one file per mini-batch, one process per node, no output file unless
 ``append_row_to`` is set, ``max_retries`` retries after the first try.
@@ -124,9 +124,6 @@ def _translate_job(job: Mapping[str, Any], parent_inputs: Mapping[str, Any], whe
             problems.add(f"{where}task.{key}", "unknown field of a run_function task")
     if task.get("type", "run_function") != "run_function":
         problems.add(f"{where}task.type", f"must be run_function (got {task.get('type')!r})")
-    if "environment" in task:
-        problems.add(f"{where}task.environment", "environment is not supported yet: scripts run in "
-                     "the function app's Python environment (leave it out)")
     inputs = {k: _resolve_parent(v, parent_inputs, f"{where}inputs.{k}", problems)
               for k, v in (job.get("inputs") or {}).items()}
     outputs = dict(job.get("outputs") or {})
@@ -135,6 +132,8 @@ def _translate_job(job: Mapping[str, Any], parent_inputs: Mapping[str, Any], whe
     if job.get("description"):
         spec["description"] = str(job["description"])
     spec["entry_script"] = task.get("entry_script")
+    if task.get("environment") is not None:
+        spec["environment"] = task["environment"]
     if task.get("code") is not None:
         spec["source_directory"] = str(task["code"])
     data_name = _bound_name(job.get("input_data"), "inputs")
@@ -361,7 +360,8 @@ _FIELD_NAMES = {"process_count_per_node": "max_concurrency_per_instance",
                 "run_max_try": "retry_settings.max_retries",
                 "entry_script": "task.entry_script", "source_directory": "task.code",
                 "arguments": "task.program_arguments", "inputs": "input_data",
-                "output": "task.append_row_to", "append_row_file_name": "task.append_row_to"}
+                "output": "task.append_row_to", "append_row_file_name": "task.append_row_to",
+                "environment": "task.environment"}
 
 
 def v2_field(field: str) -> str:

@@ -95,6 +95,7 @@ class ScoringConfig:
     model_paths: dict[str, str] = field(default_factory=dict)   # pinned model -> get_model_path's answer
     bindings: dict[str, str] = field(default_factory=dict)      # ${{inputs.X}} -> model:/side:NAME | output
     side_input_paths: dict[str, str] = field(default_factory=dict)  # side input -> its folder or file
+    python_path: tuple[str, ...] = ()   # the job environment's packages, before the app's
     output_format: str = "text"       # text (PRS's append_row rows) | csv | jsonl
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES   # a larger run() result fails the try
     sandbox: bool = True              # write only beneath work_dir (Landlock; shared.scoring.sandbox)
@@ -106,7 +107,8 @@ class ScoringConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ScoringConfig:
         return cls(**{**data, "arguments": tuple(data.get("arguments") or ()),
-                      "sandbox_writable": tuple(data.get("sandbox_writable") or ())})
+                      "sandbox_writable": tuple(data.get("sandbox_writable") or ()),
+                      "python_path": tuple(data.get("python_path") or ())})
 
     @property
     def output_dir(self) -> str:

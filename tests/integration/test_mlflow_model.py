@@ -2,7 +2,8 @@
 by an entry script written as the Azure ML samples write them: through ``Model.get_model_path``
 (v1) and through ``${{inputs.model}}`` (v2). The model's files are real files in Azure ML's layout
 (before, a version was a symbolic link into the node's cache, and ``${{inputs.model}}`` reached the
-script as that literal string)."""
+script as that literal string). mlflow comes from the job's environment (v1: a pip list; v2: a
+conda file), as it would in Azure."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from shared.storage import Storage
 from .conftest import put_files
 
 LOADER = Path(__file__).parent / "assets" / "doubling_loader.py"
+MLFLOW = "mlflow-skinny==3.18.0"      # the app does not ship mlflow: the job's environment does
 
 
 @pytest.fixture
@@ -50,7 +52,8 @@ def test_v1_get_model_path_gives_an_mlflow_folder_mlflow_loads(
         storage: Storage, idle_host: LocalHost, code: str, mlflow_model: None) -> None:
     assert rows(storage, idle_host, {
         "name": "mlflow-v1", "entry_script": "mlflow_style.py", "source_directory": code,
-        "inputs": ["mlflowin/in/"], "models": ["mlf"], "process_count_per_node": 1}) == [
+        "inputs": ["mlflowin/in/"], "models": ["mlf"], "process_count_per_node": 1,
+        "environment": [MLFLOW]}) == [
         "a.txt 3.0 get_model_path", "b.txt 8.0 get_model_path"]
 
 
@@ -63,5 +66,6 @@ def test_v2_inputs_model_gives_the_same_folder(storage: Storage, idle_host: Loca
         "outputs": {"scores": {"type": "uri_file"}},
         "input_data": "${{inputs.data}}", "mini_batch_size": "2",
         "task": {"type": "run_function", "code": code, "entry_script": "mlflow_style.py",
+                 "environment": {"conda_file": "mlflow-conda.yml"},
                  "program_arguments": "--model ${{inputs.model}}",
                  "append_row_to": "${{outputs.scores}}"}}) == ["a.txt 3.0 argument", "b.txt 8.0 argument"]

@@ -16,6 +16,7 @@ import pytest
 
 from shared.scoring import protocol, reaper
 from shared.scoring.protocol import RunOutcome, ScoringConfig
+from shared.service.working import baseview
 from shared.service.working.pool import ScoringPool, ScoringProcess, child_env
 from shared.settings import Settings
 
@@ -157,7 +158,8 @@ def test_an_idle_process_killed_between_mini_batches_is_replaced_without_failing
 
 def test_a_process_that_died_before_taking_the_request_is_lost_not_failed(
         script: Path, tmp_path: Path) -> None:
-    proc = ScoringProcess(config(script, tmp_path, "lost", "none"), child_env(os.environ, tmp_path))
+    proc = ScoringProcess(config(script, tmp_path, "lost", "none"), child_env(os.environ, tmp_path,
+                                                                                      baseview.view(tmp_path)))
     assert proc.wait_ready() is None
     os.kill(proc.pid, signal.SIGKILL)
     proc.proc.wait(10)

@@ -386,7 +386,6 @@ def test_output_paths_never_escape(output: object) -> None:
 
 @pytest.mark.parametrize(("fields", "field"), [
     ({"allow_reuse": True}, "allow_reuse"),
-    ({"environment": {"name": "my-env"}}, "environment"),
     ({"compute_target": "cpu-cluster"}, "compute_target"),
 ])
 def test_fields_not_supported_yet_are_refused_by_name(fields: dict[str, object], field: str) -> None:
@@ -412,7 +411,15 @@ def test_harmless_values_of_unsupported_fields_are_accepted() -> None:
 
 
 def test_refusals_live_in_one_table() -> None:
-    assert {"allow_reuse", "environment", "compute_target"} <= set(NOT_SUPPORTED_YET)
+    assert {"allow_reuse", "compute_target"} <= set(NOT_SUPPORTED_YET)
+
+
+def test_an_environment_is_checked_now_and_its_files_at_submission() -> None:
+    assert parse_spec(base(environment="./env/conda.yml")).environment == "./env/conda.yml"
+    assert parse_spec(base(environment=["joblib==1.4.2"])).environment == ["joblib==1.4.2"]
+    assert_only_error(base(environment={"name": "my-env"}), "environment", "expected a conda YAML")
+    assert_only_error(base(environment="../conda.yml"), "environment", "'..' segments")
+    assert_only_error(base(environment={"image": "python:3.11"}), "environment", "Docker images")
 
 
 def test_tabular_inputs_default_to_prs_one_megabyte_batches() -> None:

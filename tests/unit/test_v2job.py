@@ -56,7 +56,6 @@ def test_each_process_resolves_the_bindings_to_its_own_paths() -> None:
 
 
 @pytest.mark.parametrize(("change", "field", "says"), [
-    ({"task": {**JOB["task"], "environment": "azureml:env:1"}}, "task.environment", "not supported yet"),
     ({"inputs": {**JOB["inputs"], "data": {"type": "mltable", "path": "azureml://datastores/a/paths/b"}}},
      "inputs.data.type", "mltable"),
     ({"inputs": {**JOB["inputs"], "data": {"type": "uri_folder", "path": "./local"}}}, "inputs.data.path",
@@ -80,3 +79,13 @@ def test_v1_reserved_arguments_name_the_field_and_bindings_must_be_bound() -> No
     with pytest.raises(SpecError) as unbound:
         parse_spec({**base, "arguments": ["--model", "${{inputs.model}}"]})
     assert unbound.value.errors[0]["field"] == "arguments" and "not bound" in unbound.value.errors[0]["message"]
+
+
+def test_a_v2_environment_is_the_job_s_environment_and_its_errors_name_the_v2_field() -> None:
+    conda = {"image": "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest", "conda_file": "env/conda.yml"}
+    assert parse_spec({**JOB, "task": {**JOB["task"], "environment": conda}}).environment == conda
+    with pytest.raises(SpecError) as refused:
+        parse_spec({**JOB, "task": {**JOB["task"], "environment": "azureml:env:1"}})
+    assert any(e["field"] == "task.environment" and "registered environments (azureml:env:1) are not "
+               "supported" in e["message"] for e in refused.value.errors), refused.value.errors
+

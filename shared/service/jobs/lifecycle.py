@@ -20,7 +20,9 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.errors import IntegrityError, NotFoundError, SpecError
+from shared import environment
+from shared.environment import Resolved
+from shared.errors import IntegrityError, NotFoundError, SpecError, SubmitterError
 from shared.service import outbox
 from shared.service.jobs import claims, stopping
 from shared.service.jobs import joblist as index
@@ -96,20 +98,27 @@ def reserved_name_errors(settings: Settings, spec: JobSpec) -> list[dict[str, st
     return errors
 
 
-def _check_references(storage: Storage, spec: JobSpec) -> tuple[dict[str, int], list[dict[str, str]]]:
-    """Resolve models and check the snapshot and inputs exist; returns (model pins, errors)."""
+def _check_references(storage: Storage, spec: JobSpec
+                      ) -> tuple[dict[str, int], Resolved | None, list[dict[str, str]]]:
+    """Resolve models and the environment, check the snapshot and inputs exist; returns (model
+    pins, the environment's requirements, errors)."""
     errors = reserved_name_errors(storage.settings, spec)
     refused = {e["field"] for e in errors}
+    resolved = None
     if not spec.source_directory or not spec.source_directory.startswith(snapshots.PREFIX):
         errors.append({"field": "source_directory", "message": "must be a code snapshot reference "
                        "(snapshot:<sha256>); the CLI uploads a local folder and fills this in"})
     else:
         try:
-            if spec.entry_script not in snapshots.names(storage, spec.source_directory):
-                errors.append({"field": "entry_script", "message":
-                               f"{spec.entry_script} is not in source_directory {spec.source_directory}"})
+            with snapshots.open_zip(storage, spec.source_directory) as zf:
+                if spec.entry_script not in zf.namelist():
+                    errors.append({"field": "entry_script", "message":
+                                   f"{spec.entry_script} is not in source_directory {spec.source_directory}"})
+                resolved = environment.resolve(spec.environment, lambda name: snapshots.read_text(zf, name))
         except (NotFoundError, IntegrityError) as exc:
             errors.append({"field": "source_directory", "message": str(exc)})
+        except (environment.BadEnvironment, SubmitterError) as exc:
+            errors.append({"field": "environment", "message": str(exc).removeprefix("environment: ")})
     pins: dict[str, int] = {}
     for n, (name, version) in enumerate(spec.effective_models()):
         try:
@@ -129,15 +138,17 @@ def _check_references(storage: Storage, spec: JobSpec) -> tuple[dict[str, int], 
         if side.model is None and not storage.container(side.source.container).exists():
             errors.append({"field": f"side_inputs.{n}.container",
                            "message": f"container {side.source.container!r} does not exist"})
-    return pins, errors
+    return pins, resolved, errors
 
 
 def submit(storage: Storage, ledger: Ledger, data: Any) -> JobRow:
     """Validate and accept a job; returns its ledger row. Raises SpecError (nothing written)."""
     spec = data if isinstance(data, JobSpec) else parse_spec(data, storage.settings.limits)
-    pins, errors = _check_references(storage, spec)
+    pins, resolved, errors = _check_references(storage, spec)
     if errors:
         raise SpecError(errors)
+    if resolved is not None:    # the row carries the requirements, not a file name
+        spec = spec.model_copy(update={"environment": resolved.to_json()})
     job_id = new_job_id(spec.name or "job")
     settings = storage.settings
     if spec.output is not None:

@@ -18,12 +18,13 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
+from shared import environment
 from shared.errors import SubmitterError
 from shared.scoring import tables
 from shared.scoring.protocol import ScoringConfig
 from shared.service.finalizing.assembly import OutputTarget
 from shared.service.ledger.store import JobRow, Ledger
-from shared.service.working import models, scratch, sideinputs, snapshots
+from shared.service.working import environments, models, scratch, sideinputs, snapshots
 from shared.settings import Settings
 from shared.spec import InputSpec, JobSpec
 from shared.storage import Storage, blob_path
@@ -35,6 +36,10 @@ _BROKEN_ZIP = (SubmitterError, zipfile.BadZipFile, zlib.error, EOFError, NotImpl
 
 
 _DEFAULT_FILE_NAME: str = JobSpec.model_fields["append_row_file_name"].default
+
+
+def _no_file(path: str) -> str:
+    raise FileNotFoundError(f"{path}: a job row's environment is resolved at submission")
 
 
 class JobUnrunnable(SubmitterError):
@@ -104,6 +109,7 @@ class JobContexts:
         # private to this host: see shared.service.working.scratch; caches keyed by storage account + content hash
         self.root, self._private_root = scratch.host_root(storage.settings.scratch_dir, node_id)
         self.model_cache = self.root / "models"    # the pinned models, once per node
+        self._environments: environments.Environments | None = None
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, JobContext]] = {}
         self._refreshing: set[str] = set()
@@ -165,10 +171,11 @@ class JobContexts:
             arguments=tuple(spec.arguments or ()), environment=dict(spec.environment_variables or {}),
             logging_level=spec.logging_level, node_id=self.node_id, model_pins=dict(job.models),
             output_format=spec.output_format, bindings=spec.all_bindings,
-            side_input_paths=self._side_inputs(job), **self._models(job))
+            side_input_paths=self._side_inputs(job), python_path=self._environment(job),
+            **self._models(job))
         key_material = json.dumps([job.job_id, job.snapshot, spec.entry_script, job.models,
                                    scoring.environment, scoring.arguments, scoring.logging_level,
-                                   scoring.bindings])
+                                   scoring.bindings, scoring.python_path])
         return JobContext(
             job=job, spec=spec,
             inputs=list(spec.inputs),
@@ -198,6 +205,33 @@ class JobContexts:
                                     job_id=job.job_id) from exc
             paths[name] = str(models.link_version(cached, model, root))
         return {"models_root": str(root) if paths else "", "model_paths": paths}
+
+    @property
+    def environments(self) -> environments.Environments:
+        """The node's built job environments (made on first use)."""
+        with self._lock:
+            if self._environments is None:
+                settings = self.storage.settings
+                self._environments = environments.Environments(
+                    self.root / "environments", settings.env_build_timeout_s, settings.env_cache_bytes)
+            return self._environments
+
+    def _environment(self, job: JobRow) -> tuple[str, ...]:
+        """The job environment's packages, built once per node (:mod:`environments`): the folder
+        its scoring processes import from first. A build that fails makes the job unrunnable, with
+        the installer's message."""
+        resolved = environment.resolve(job.spec.environment, _no_file)
+        if resolved is None:
+            return ()
+        try:
+            built = self.environments.ensure(resolved, lambda line: log.info(
+                "job=%s environment: %s", job.job_id, line))
+        except environments.BuildFailed as exc:
+            raise JobUnrunnable(f"the job's environment could not be built: {exc}",
+                                job_id=job.job_id) from exc
+        log.info("job=%s environment %s %s", job.job_id, built.key,
+                 f"built in {built.seconds:.1f} s" if built.built_now else "reused (built before on this node)")
+        return (str(built.path / "site"),)
 
     def _side_inputs(self, job: JobRow) -> dict[str, str]:
         """The job's file side inputs, downloaded once per node: name -> the path they bind to.

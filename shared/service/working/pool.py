@@ -26,6 +26,7 @@ from typing import Any
 
 from shared.scoring import protocol, reaper
 from shared.scoring.protocol import OutcomeKind, RunOutcome, ScoringConfig
+from shared.service.working import baseview
 from shared.settings import AZURITE_KEY, Settings
 
 log = logging.getLogger("parallelrun.pool")
@@ -50,7 +51,8 @@ class ScoringProcess:
         protocol.widen(res_w)
         self.token = secrets.token_hex(12)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.scoring", str(cmd_r), str(res_w),
+            # -S: no site-packages; what it may import is on PYTHONPATH (child_env, baseview)
+            [sys.executable, "-S", "-m", "shared.scoring", str(cmd_r), str(res_w),
              *(() if config is not None else ("--warm",))],
             pass_fds=(cmd_r, res_w), cwd=str(PROJECT_ROOT),
             env={**env, protocol.ENV_PROCESS_TOKEN: self.token,
@@ -227,16 +229,27 @@ ENV_ALLOWED = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "TERM", "SSL_CERT_FIL
 ENV_ALLOWED_PREFIXES = ("LC_",)
 
 
-def child_env(parent: dict[str, str] | os._Environ[str], home: Path) -> dict[str, str]:
-    """The environment a scoring process starts with: the allowed variables of ``parent``, its
-    ``PYTHONPATH`` behind the project's, and ``HOME``/``TMPDIR`` in ``home`` (the job's own
+def child_env(parent: dict[str, str] | os._Environ[str], home: Path, imports: Path) -> dict[str, str]:
+    """The environment a scoring process starts with: the allowed variables of ``parent``, a
+    ``PYTHONPATH`` of the project and ``imports`` (the app's packages: :mod:`baseview`; not the
+    parent's path, which may hold anything), and ``HOME``/``TMPDIR`` in ``home`` (the job's own
     folder replaces them before the script is imported). The job's ``environment_variables`` and
     the compatibility layer's variables are added by the process itself (``shared.scoring.child``)."""
     env = {k: v for k, v in parent.items()
            if k in ENV_ALLOWED or k.startswith(ENV_ALLOWED_PREFIXES)}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), parent.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), str(imports)])
     env["HOME"] = env["TMPDIR"] = str(home)
     return env
+
+
+def with_python_path(env: dict[str, str], folders: tuple[str, ...]) -> dict[str, str]:
+    """``env`` with ``folders`` (a job environment's packages) on the import path after the
+    project (our scoring runtime stays ours) and before the app's site-packages (the
+    environment's versions win)."""
+    if not folders:
+        return env
+    parts = env.get("PYTHONPATH", "").split(os.pathsep)
+    return {**env, "PYTHONPATH": os.pathsep.join([parts[0], *folders, *parts[1:]])}
 
 
 def holds_secret(settings: Settings) -> bool:
@@ -358,7 +371,9 @@ class ScoringPool:
                     self._home.mkdir(mode=0o700, parents=True, exist_ok=True)
                 else:
                     self._home = Path(tempfile.mkdtemp(prefix=f"parallelrun-spares-{self.node_id}-"))
-        return child_env(os.environ, self._home)
+            home = self._home
+        return child_env(os.environ, home, baseview.view(home.parent / "imports"
+                                                         if self.settings.scratch_dir else home))
 
     @property
     def limits(self) -> protocol.Limits:
@@ -406,13 +421,15 @@ class ScoringPool:
         cfg = replace(config, work_dir=work_dir, process_name=name, node_id=self.node_id,
                       max_result_bytes=self.settings.max_result_bytes, sandbox=self.settings.sandbox,
                       sandbox_writable=tuple(self.settings.sandbox_writable))
-        spare = None if cfg.environment else self._take_spare()
+        # a warm spare has imported the app's libraries: not for a job that sets variables read
+        # at import time, nor for one whose environment brings other versions of them
+        spare = None if cfg.environment or cfg.python_path else self._take_spare()
         if spare is not None:
             spare.assign(cfg)
             if not spare.healthy:      # it died after it was taken: not the job's failure
                 spare.kill()
                 spare = None
-        proc = spare or ScoringProcess(cfg, self._env(), self.limits)
+        proc = spare or ScoringProcess(cfg, with_python_path(self._env(), cfg.python_path), self.limits)
         log.info("scoring process started: job=%s node=%s process=%s pid=%d%s", config.job_id,
                  self.node_id, name, proc.pid, " (warm spare)" if spare is not None else "")
         return proc

@@ -47,13 +47,16 @@ def account_key(storage: Storage) -> str:
 
 
 def make_read_only(path: Path) -> None:
-    """Files 0444, folders 0555, beneath ``path`` and ``path`` itself (before it is published)."""
+    """Files 0444, folders 0555, beneath ``path`` and ``path`` itself (before it is published).
+    Symbolic links are left alone (a link has no mode of its own; what it points to is not ours)."""
     for dirpath, _dirnames, filenames in os.walk(path):
         for name in filenames:
-            os.chmod(Path(dirpath) / name, 0o444, follow_symlinks=False)
+            if not os.path.islink(os.path.join(dirpath, name)):
+                os.chmod(Path(dirpath) / name, 0o444)
     for dirpath, dirnames, _ in os.walk(path, topdown=False):
         for name in dirnames:
-            os.chmod(Path(dirpath) / name, 0o555)
+            if not os.path.islink(os.path.join(dirpath, name)):
+                os.chmod(Path(dirpath) / name, 0o555)
     os.chmod(path, 0o555)
 
 

@@ -181,11 +181,29 @@ def sha_of(reference: str) -> str:
     return reference[len(PREFIX):]
 
 
+MAX_TEXT_BYTES = 1 << 20   # a conda or requirements file read at submission
+
+
 def names(storage: Storage, reference: str) -> list[str]:
     """The file names inside a snapshot (raises NotFoundError if it does not exist)."""
-    sha = sha_of(reference)
-    with zipfile.ZipFile(io.BytesIO(_verified(sha, _download(storage, sha)))) as zf:
+    with open_zip(storage, reference) as zf:
         return zf.namelist()
+
+
+def open_zip(storage: Storage, reference: str) -> zipfile.ZipFile:
+    """A snapshot, downloaded and verified (raises NotFoundError if it does not exist)."""
+    sha = sha_of(reference)
+    return zipfile.ZipFile(io.BytesIO(_verified(sha, _download(storage, sha))))
+
+
+def read_text(zf: zipfile.ZipFile, name: str, max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """A small text file of a snapshot (KeyError if it is not there)."""
+    info = zf.getinfo(name)
+    if info.file_size > max_bytes:
+        raise SubmitterError(f"{name} in the code snapshot is {info.file_size:,} bytes, more than "
+                             f"the {max_bytes:,} a specification file may have")
+    with zf.open(info) as fh:
+        return fh.read(max_bytes + 1)[:max_bytes].decode("utf-8", errors="replace")
 
 
 def _download(storage: Storage, sha: str) -> bytes:

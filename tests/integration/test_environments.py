@@ -1,0 +1,183 @@
+"""A job brings its own Python packages (``environment``): built once per node, reused by the
+next job, built once for jobs that want it together, and a build that fails fails its job before
+any mini-batch runs. The entry script imports scikit-learn and joblib, which the app does not
+ship: without its environment the job fails."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.environment import Resolved, python_version
+from shared.errors import SpecError
+from shared.local.host import LocalHost
+from shared.service.jobs import lifecycle as jobs
+from shared.service.ledger.store import JobRow, Ledger
+from shared.service.working import models, snapshots
+from shared.service.working.environments import Environments
+from shared.storage import Storage
+
+from .conftest import put_files
+
+ASSETS = Path(__file__).parent / "assets" / "sklearn_code"
+REQUIREMENTS = ("scikit-learn==1.9.1", "joblib==1.6.0")
+TRAIN = """
+import sys, joblib
+from sklearn.tree import DecisionTreeClassifier
+X = [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
+joblib.dump(DecisionTreeClassifier(random_state=0).fit(X, [0, 1, 1, 0]), sys.argv[1])
+"""
+
+
+@pytest.fixture(scope="module")
+def sklearn_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A joblib-saved scikit-learn model, made with the environment the job will ask for (the
+    test process has no scikit-learn)."""
+    tmp = tmp_path_factory.mktemp("sklearn")
+    built = Environments(tmp / "environments").ensure(Resolved(REQUIREMENTS, "test"))
+    folder = tmp / "model"
+    folder.mkdir()
+    subprocess.run([sys.executable, "-c", TRAIN, str(folder / "model.joblib")], check=True,
+                   env={**os.environ, "PYTHONPATH": str(built.path / "site")})
+    return folder
+
+
+@pytest.fixture
+def code(storage: Storage, tmp_path: Path) -> str:
+    """The script, a conda YAML pinning this Python, and the same packages as requirements.txt."""
+    folder = tmp_path / "code"
+    shutil.copytree(ASSETS, folder)
+    pip = "\n".join(f"      - {r}" for r in REQUIREMENTS)
+    (folder / "conda.yml").write_text(f"name: sklearn-scoring\nchannels: [conda-forge]\ndependencies:\n"
+                                      f"  - python={python_version()}\n  - pip\n  - pip:\n{pip}\n")
+    (folder / "old-python.yml").write_text("dependencies:\n  - python=3.8\n  - pip\n")
+    return snapshots.upload(storage, folder)
+
+
+@pytest.fixture
+def inputs(storage: Storage, sklearn_model: Path) -> None:
+    models.register(storage, "iris-like", sklearn_model)
+    put_files(storage, "envin", {"x/a.txt": b"0,1", "x/b.txt": b"1,1", "x/c.txt": b"1,0"})
+
+
+def spec(code: str, **extra: object) -> dict:
+    return {"name": "sklearn-job", "entry_script": "score_sklearn.py", "source_directory": code,
+            "inputs": ["envin/x/"], "models": ["iris-like"], "process_count_per_node": 1,
+            "mini_batch_size": 2, **extra}
+
+
+def run(storage: Storage, host: LocalHost, *specs: dict) -> list[JobRow]:
+    ledger = Ledger(storage.ledger)
+    submitted = [jobs.submit(storage, ledger, s) for s in specs]
+    with host:
+        host.drain(timeout_s=300)
+    return [ledger.get_job(j.job_id) for j in submitted]
+
+
+def rows(storage: Storage, job: JobRow) -> list[str]:
+    assert job.state == "succeeded", (job.state, job.error)
+    return storage.container(job.output_container).download_blob(
+        f"{job.output_prefix}/parallel_run_step.txt").readall().decode().splitlines()
+
+
+EXPECTED = ["a.txt 1", "b.txt 0", "c.txt 1"]
+
+
+@pytest.mark.stops_jobs
+def test_without_its_environment_the_script_cannot_import_sklearn(
+        storage: Storage, idle_host: LocalHost, code: str, inputs: None) -> None:
+    (job,) = run(storage, idle_host, spec(code))
+    assert job.state == "failed"
+    assert "No module named 'joblib'" in job.error or "No module named 'sklearn'" in job.error, job.error
+
+
+def test_a_conda_yaml_environment_runs_the_script_and_the_next_job_reuses_the_build(
+        storage: Storage, idle_host: LocalHost, code: str, inputs: None,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="parallelrun.jobcontext")
+    ledger = Ledger(storage.ledger)
+    with idle_host:
+        first = jobs.submit(storage, ledger, spec(code, environment="conda.yml"))
+        idle_host.drain(timeout_s=300)
+        second = jobs.submit(storage, ledger, spec(code, environment="requirements.txt"))
+        idle_host.drain(timeout_s=300)
+    first, second = ledger.get_job(first.job_id), ledger.get_job(second.job_id)
+    assert rows(storage, first) == EXPECTED and rows(storage, second) == EXPECTED
+    # the row carries the requirements it was submitted with, not a file name
+    assert json.loads(first.spec_json)["environment"] == {"pip": list(REQUIREMENTS), "source": "conda.yml"}
+    built = [r.message for r in caplog.records if "built in" in r.message]
+    reused = [r.message for r in caplog.records if "reused" in r.message]
+    assert len(built) == 1 and first.job_id in built[0], caplog.text   # same packages: one build
+    assert len(reused) == 1 and second.job_id in reused[0], caplog.text
+
+
+def test_two_jobs_wanting_one_new_environment_together_build_it_once(
+        storage: Storage, idle_host: LocalHost, code: str, inputs: None,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="parallelrun.jobcontext")
+    a, b = run(storage, idle_host, spec(code, environment=list(REQUIREMENTS)),
+               spec(code, environment={"dependencies": ["pip", {"pip": list(REQUIREMENTS)}]}))
+    assert rows(storage, a) == EXPECTED and rows(storage, b) == EXPECTED
+    assert len([r for r in caplog.records if "built in" in r.message]) == 1, caplog.text
+
+
+@pytest.mark.stops_jobs
+def test_a_requirement_that_cannot_be_installed_fails_the_job_before_any_mini_batch(
+        storage: Storage, idle_host: LocalHost, code: str, inputs: None) -> None:
+    (job,) = run(storage, idle_host, spec(code, environment=["parallelrun-no-such-package==0.0.1"]))
+    assert job.state == "failed"
+    assert "the job's environment could not be built" in job.error, job.error
+    assert "parallelrun-no-such-package" in job.error, job.error     # the installer's own words
+    ledger = Ledger(storage.ledger)
+    assert all(b.deliveries == 0 or b.tries == 0 for b in ledger.batches(job.job_id))
+    assert ledger.totals(job.job_id).tries == 0
+
+
+@pytest.mark.scores_nothing
+def test_a_conda_yaml_for_another_python_is_refused_at_submit(storage: Storage, code: str,
+                                                               inputs: None) -> None:
+    with pytest.raises(SpecError) as info:
+        jobs.submit(storage, Ledger(storage.ledger), spec(code, environment="old-python.yml"))
+    assert info.value.errors[0]["field"] == "environment"
+    assert "python=3.8 asked for" in info.value.errors[0]["message"]
+
+
+@pytest.mark.scores_nothing
+@pytest.mark.parametrize(("environment", "says"), [
+    ({"image": "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04"}, "Docker images are not supported"),
+    ("missing.yml", "missing.yml is not in source_directory"),
+    (["-r other.txt"], "no installer options"),
+])
+def test_an_environment_that_cannot_be_used_is_refused_at_submit(
+        storage: Storage, code: str, inputs: None, environment: object, says: str) -> None:
+    with pytest.raises(SpecError) as info:
+        jobs.submit(storage, Ledger(storage.ledger), spec(code, environment=environment))
+    assert any(says in e["message"] for e in info.value.errors), info.value.errors
+
+
+def test_scoring_processes_import_the_apps_requirements_never_the_development_packages(
+        storage: Storage, idle_host: LocalHost) -> None:
+    """Locally as in Azure: what requirements.txt installs (and what it needs) is there; what only
+    requirements-dev.txt installs (test runner, CLI libraries, mlflow, scikit-learn) is not,
+    although the worker's own Python has it."""
+    dev_only = ["pytest", "typer", "rich", "httpx", "mlflow", "sklearn", "joblib"]
+    app = ["numpy", "pandas", "pyarrow", "PIL", "onnxruntime", "azure.storage.blob", "yaml"]
+    for name in dev_only:
+        __import__(name)            # the worker's Python has them
+    put_files(storage, "envprobe", {"probe.txt": " ".join(app + dev_only).encode()})
+    ledger = Ledger(storage.ledger)
+    job = jobs.submit(storage, ledger, {
+        "name": "probe", "entry_script": "import_probe.py", "source_directory": snapshots.upload(
+            storage, Path(__file__).parent / "scripts"), "inputs": ["envprobe/"],
+        "process_count_per_node": 1})
+    with idle_host:
+        idle_host.drain(timeout_s=120)
+    assert rows(storage, ledger.get_job(job.job_id)) == [f"{n} yes" for n in app] + [f"{n} no" for n in dev_only]
+
