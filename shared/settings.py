@@ -85,6 +85,8 @@ class Settings:
     job_cache_ttl_s: float = 5.0    # how long a worker trusts its cached copy of a job row
     env_build_timeout_s: float = 900.0   # a job environment's install, at most
     env_cache_bytes: int = 20 << 30      # built environments kept per node (LRU beyond)
+    env_prebuilt_dir: str = ""           # environments built ahead of time (parallelrun env build)
+    env_prebuilt_only: bool = False      # run only those: never install packages at run time
     blocks_per_shard: int = 40_000  # output blocks staged per blob before a shard blob is used
     download_concurrency: int = 16  # parallel input downloads per mini-batch
     warm_processes: int = 2         # spare scoring processes kept with the libraries imported

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 from azure.core.exceptions import AzureError
 
-from shared import v2job
+from shared import environment, v2job
 from shared.cli.console import console, err_console, rows_table, status_table, watch
 from shared.errors import ParallelRunError, SpecError, SubmitterError
 from shared.limits import Limits, check_spec_bytes, load_text
@@ -28,7 +28,7 @@ from shared.service.jobs import lifecycle as jobs
 from shared.service.jobs.status import output_of
 from shared.service.ledger.store import Ledger
 from shared.service.results import download_to, read_head
-from shared.service.working import models, snapshots
+from shared.service.working import environments, models, snapshots
 from shared.settings import LOCAL_KEY_SETTING, Settings
 from shared.spec import ContainerName, parse_spec
 from shared.storage import Storage, blob_path
@@ -37,6 +37,8 @@ app = typer.Typer(help="ParallelRunStep-style batch inference on Azure Functions
                   no_args_is_help=True, pretty_exceptions_enable=False)
 model_app = typer.Typer(help="Register and list models.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+env_app = typer.Typer(help="Build job environments ahead of time.", no_args_is_help=True)
+app.add_typer(env_app, name="env")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
@@ -206,6 +208,25 @@ def up(nodes: Annotated[int, typer.Option(help="host processes (stand-ins for in
             azurite.stop()
 
 
+@env_app.command("build")
+def env_build(file: Annotated[Path, typer.Argument(help="a conda YAML or pip requirements file")],
+              into: Annotated[Path, typer.Option(help="the folder of pre-built environments "
+                                                      "(PARALLELRUN_ENV_PREBUILT_DIR)")] = Path("environments"),
+              ) -> None:
+    """Build a job environment ahead of time, into a folder deployed with the app: jobs with the
+    same requirements then install nothing (and PARALLELRUN_ENV_PREBUILT_ONLY runs only these)."""
+    try:
+        resolved = environment.resolve(file.name, lambda name: (file.parent / name).read_text())
+    except environment.BadEnvironment as exc:
+        raise SubmitterError(str(exc)) from None
+    if resolved is None:
+        raise SubmitterError(f"{file}: no environment")
+    started = time.monotonic()
+    built = environments.Environments(into.resolve()).ensure(resolved, lambda line: console.print(line))
+    what = "built" if built.built_now else "already built"
+    console.print(f"environment {built.key} {what} in {time.monotonic() - started:.1f} s: {built.path}")
+
+
 @app.command()
 def upload(local_path: Path, target: Annotated[str, typer.Argument(metavar="CONTAINER[/PREFIX]")]) -> None:
     """Upload a file or folder to blob storage."""
@@ -242,6 +263,15 @@ def load_spec_file(path: Path, source_dir: Path | None, limits: Limits | None = 
         raise SpecError([{"field": "(spec)", "message": f"{path} does not hold a mapping"}])
     if v2job.is_v2(data):    # an Azure ML v2 parallel job: task.code is its source_directory
         data = v2job.translate(data)
+        env = data.get("environment")
+        if isinstance(env, dict) and isinstance(env.get("conda_file"), str):
+            # v2 resolves conda_file against the job YAML's folder: read it here, send it inline
+            conda = spec_folder(path, env["conda_file"], "task.environment.conda_file")
+            try:
+                data["environment"] = {**env, "conda_file": load_text(conda.read_bytes(), limits)}
+            except OSError as exc:
+                raise SpecError([{"field": "task.environment.conda_file",
+                                  "message": f"cannot read {conda}: {exc.strerror}"}]) from None
     src = data.get("source_directory")
     if source_dir is not None:
         data["source_directory"] = str(source_dir.resolve())   # given explicitly: anywhere
@@ -250,12 +280,13 @@ def load_spec_file(path: Path, source_dir: Path | None, limits: Limits | None = 
     return data
 
 
-def spec_folder(spec_path: Path, value: str) -> Path:
-    """A spec file's ``source_directory``: relative to the spec's folder, and inside it."""
+def spec_folder(spec_path: Path, value: str, field: str = "source_directory") -> Path:
+    """A path a spec file names (its ``source_directory``): relative to the spec's folder, and
+    inside it."""
     base = spec_path.resolve().parent
     folder = (base / value).resolve()
     if Path(value).is_absolute() or not folder.is_relative_to(base):
-        raise SpecError([{"field": "source_directory", "message":
+        raise SpecError([{"field": field, "message":
                           f"{value!r} is outside the spec file's folder {base}: a spec file may only "
                           "name a folder inside its own; give another with --source-dir"}])
     return folder

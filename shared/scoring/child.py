@@ -51,6 +51,17 @@ class MiniBatchContext:
     partition_key_value: dict[str, Any] | None = None
 
 
+def describe(exc: BaseException) -> str:
+    """An exception as the try's error; a module that cannot be imported gets a hint: scoring
+    processes import the app's requirements.txt and the job's ``environment``, nothing else."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ModuleNotFoundError) and exc.name and not exc.name.startswith("shared."):
+        text += (f" (scoring processes import the app's packages and the job's environment only: "
+                 f"add the package that provides {exc.name.split('.')[0]!r} to the job's "
+                 "environment, see docs/environments.md)")
+    return text
+
+
 def format_rows(result: Any, output_format: str = "text") -> tuple[str | bytes, int, str]:
     """Rows of a ``run()`` result and their count, plus a header line (csv only).
 
@@ -228,7 +239,7 @@ def _serve(requests: protocol.Reader, out: int, script: ModuleType, config: Scor
             answer: protocol.Message = protocol.Result(seq, n, time.perf_counter() - started,
                                                        header, body)
         except BaseException as exc:  # noqa: BLE001 - SystemExit, MemoryError... all fail one try
-            answer = protocol.RunFailed(seq, protocol.cut(f"{type(exc).__name__}: {exc}", 8192),
+            answer = protocol.RunFailed(seq, protocol.cut(describe(exc), 8192),
                                         protocol.cut(traceback.format_exc()),
                                         time.perf_counter() - started)
             if isinstance(exc, KeyboardInterrupt):
@@ -307,7 +318,7 @@ def main(argv: list[str]) -> int:
         script = _load(config)
         script.init()
     except BaseException as exc:  # noqa: BLE001 - report init() failures of any kind
-        protocol.write(out, protocol.InitFailed(protocol.cut(f"{type(exc).__name__}: {exc}", 8192),
+        protocol.write(out, protocol.InitFailed(protocol.cut(describe(exc), 8192),
                                                 protocol.cut(traceback.format_exc())))
         return 1
     protocol.write(out, protocol.Ready(os.getpid()))

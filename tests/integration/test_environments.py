@@ -5,6 +5,7 @@ ship: without its environment the job fails."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -14,14 +15,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from shared.cli import main as cli
 from shared.environment import Resolved, python_version
 from shared.errors import SpecError
-from shared.local.host import LocalHost
+from shared.local.azurite import free_port
+from shared.local.host import LocalHost, load_app
 from shared.service.jobs import lifecycle as jobs
 from shared.service.ledger.store import JobRow, Ledger
 from shared.service.working import models, snapshots
 from shared.service.working.environments import Environments
+from shared.settings import Settings
 from shared.storage import Storage
 
 from .conftest import put_files
@@ -95,7 +100,8 @@ def test_without_its_environment_the_script_cannot_import_sklearn(
         storage: Storage, idle_host: LocalHost, code: str, inputs: None) -> None:
     (job,) = run(storage, idle_host, spec(code))
     assert job.state == "failed"
-    assert "No module named 'joblib'" in job.error or "No module named 'sklearn'" in job.error, job.error
+    assert "No module named 'joblib'" in job.error, job.error
+    assert "add the package that provides 'joblib' to the job's environment" in job.error
 
 
 def test_a_conda_yaml_environment_runs_the_script_and_the_next_job_reuses_the_build(
@@ -181,3 +187,34 @@ def test_scoring_processes_import_the_apps_requirements_never_the_development_pa
         idle_host.drain(timeout_s=120)
     assert rows(storage, ledger.get_job(job.job_id)) == [f"{n} yes" for n in app] + [f"{n} no" for n in dev_only]
 
+
+
+def prebuilt_settings(settings: Settings, folder: Path) -> Settings:
+    return dataclasses.replace(settings, env_prebuilt_dir=str(folder), env_prebuilt_only=True)
+
+
+@pytest.mark.scores_nothing
+def test_an_operator_can_allow_pre_built_environments_only(storage: Storage, settings: Settings,
+                                                           code: str, inputs: None, tmp_path: Path) -> None:
+    only = Storage(prebuilt_settings(settings, tmp_path / "prebuilt"))
+    with pytest.raises(SpecError) as info:
+        jobs.submit(only, Ledger(only.ledger), spec(code, environment=list(REQUIREMENTS)))
+    assert info.value.errors[0]["field"] == "environment"
+    assert "is not pre-built, and this app runs pre-built environments only" in info.value.errors[0]["message"]
+
+
+def test_a_pre_built_environment_runs_without_installing(
+        settings: Settings, code: str, inputs: None, tmp_path: Path, sklearn_model: Path) -> None:
+    """``parallelrun env build`` into the deployment's folder; the host then installs nothing."""
+    (tmp_path / "requirements.txt").write_text("\n".join(REQUIREMENTS) + "\n")
+    built = CliRunner().invoke(cli.app, ["env", "build", str(tmp_path / "requirements.txt"),
+                                         "--into", str(tmp_path / "prebuilt")])
+    assert built.exit_code == 0 and "built in" in built.output, built.output
+    only = prebuilt_settings(settings, tmp_path / "prebuilt")
+    storage = Storage(only)
+    ledger = Ledger(storage.ledger)
+    job = jobs.submit(storage, ledger, spec(code, environment="requirements.txt"))
+    with LocalHost(load_app(), only, http_port=free_port(), lease_s=10) as host:
+        host.drain(timeout_s=300)
+    assert rows(storage, ledger.get_job(job.job_id)) == EXPECTED
+    assert not list((Path(only.scratch_dir)).glob("*/environments/*/.ready"))   # nothing built on the node

@@ -104,9 +104,9 @@ def test_a_body_that_is_not_json_names_the_body(
 def test_a_field_not_supported_yet_is_refused_not_ignored(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str,
         inputs: dict[str, bytes]) -> None:
-    errors = refused(api.post("/api/jobs", json=valid_spec(code, environment={"name": "my-env"})))
-    assert list(errors) == ["environment"]
-    assert "not supported" in errors["environment"]
+    errors = refused(api.post("/api/jobs", json=valid_spec(code, compute_target="cpu-cluster")))
+    assert list(errors) == ["compute_target"]
+    assert "not supported" in errors["compute_target"]
     assert_nothing_accepted(host, storage, api)
 
 

@@ -200,6 +200,8 @@ def test_a_node_whose_parent_died_stops_and_kills_its_busy_scoring_processes(
             "environment_variables": {"SLOW_SECONDS": "600"}})
         wait_for("run() under way", lambda: any(
             b.state == "running" for b in ledger.batches(job.job_id)), timeout_s=60)
+        # the row says running before its scoring process has started
+        wait_for("its scoring processes", lambda: kinds(marked(marker))["scoring"] >= 1, timeout_s=30)
         busy = kinds(marked(marker))
         assert busy["node"] == 1 and busy["scoring"] >= 1, busy
         cluster.abandon()

@@ -16,6 +16,7 @@ import logging
 import re
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -30,6 +31,7 @@ from shared.service.jobs.status import job_status
 from shared.service.ledger import decisions
 from shared.service.ledger.store import JobRow, Ledger, spec_json
 from shared.service.working import models, snapshots
+from shared.service.working.environments import Environments
 from shared.service.working.jobcontext import process_count
 from shared.settings import Settings
 from shared.spec import JobSpec, parse_spec
@@ -115,6 +117,9 @@ def _check_references(storage: Storage, spec: JobSpec
                     errors.append({"field": "entry_script", "message":
                                    f"{spec.entry_script} is not in source_directory {spec.source_directory}"})
                 resolved = environment.resolve(spec.environment, lambda name: snapshots.read_text(zf, name))
+            why = Environments.for_settings(Path("."), storage.settings).refusal(resolved) if resolved else None
+            if why:
+                errors.append({"field": "environment", "message": why})
         except (NotFoundError, IntegrityError) as exc:
             errors.append({"field": "source_directory", "message": str(exc)})
         except (environment.BadEnvironment, SubmitterError) as exc:

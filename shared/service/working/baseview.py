@@ -106,37 +106,43 @@ def owners(site: Path, installed: dict[str, md.Distribution]) -> dict[PurePosixP
     return owned
 
 
-def build(target: Path, site: Path, allowed: set[str], owned: dict[PurePosixPath, set[str]]) -> int:
-    """Fill ``target`` with links (see the module doc); returns the number of links."""
+def plan(site: Path, allowed: set[str], owned: dict[PurePosixPath, set[str]]) -> list[PurePosixPath]:
+    """The entries of ``site`` to link (see the module doc): the highest ones whose files all
+    belong to allowed distributions."""
     under: dict[PurePosixPath, set[str]] = defaultdict(set)    # folder or file -> every owner beneath
+    children: dict[PurePosixPath, set[PurePosixPath]] = defaultdict(set)
+    top = PurePosixPath()
     for rel, names in owned.items():
         for depth in range(1, len(rel.parts) + 1):
-            under[PurePosixPath(*rel.parts[:depth])] |= names
-    links = 0
+            entry = PurePosixPath(*rel.parts[:depth])
+            under[entry] |= names
+            children[PurePosixPath(*rel.parts[:depth - 1]) if depth > 1 else top].add(entry)
+    links: list[PurePosixPath] = []
 
     def place(rel: PurePosixPath) -> None:
-        nonlocal links
         names = under[rel]
         if not names & allowed:
             return
-        src = site / rel
-        if names <= allowed or not src.is_dir():
-            if src.exists():
-                (target / rel).parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(src, target / rel)
-                links += 1
+        if names <= allowed or not (site / rel).is_dir():
+            if (site / rel).exists():
+                links.append(rel)
             return
-        (target / rel).mkdir(parents=True, exist_ok=True)
-        for child in sorted(p for p in under if len(p.parts) == len(rel.parts) + 1
-                            and p.parts[:len(rel.parts)] == rel.parts):
+        for child in sorted(children[rel]):
             place(child)
 
-    for top in sorted(p for p in under if len(p.parts) == 1):
-        place(top)
+    for entry in sorted(children[top]):
+        place(entry)
     return links
 
 
+def build(target: Path, site: Path, links: list[PurePosixPath]) -> None:
+    for rel in links:
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(site / rel, target / rel)
+
+
 _views: dict[str, Path] = {}
+_plans: dict[str, list[PurePosixPath]] = {}     # per worker process: reading every RECORD costs ~1 s
 
 
 def view(root: Path, requirements: Path = APP_REQUIREMENTS) -> Path:
@@ -151,11 +157,14 @@ def view(root: Path, requirements: Path = APP_REQUIREMENTS) -> Path:
     target = root / f"view-{key}"
 
     def fill(staging: Path) -> None:
-        installed = _installed(site)
-        allowed = closure(requirement_names(text), installed)
-        n = build(staging, site, allowed, owners(site, installed))
-        log.info("scoring processes import %d distributions of %s (%d links): %s", len(allowed),
-                 site, n, ", ".join(sorted(allowed)))
+        links = _plans.get(key)
+        if links is None:
+            installed = _installed(site)
+            allowed = closure(requirement_names(text), installed)
+            links = _plans[key] = plan(site, allowed, owners(site, installed))
+            log.info("scoring processes import %d distributions of %s (%d links): %s", len(allowed),
+                     site, len(links), ", ".join(sorted(allowed)))
+        build(staging, site, links)
 
     scratch.publish(target, fill)
     _views[f"{root}/{key}"] = target

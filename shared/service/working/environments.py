@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from shared.environment import Resolved, python_version
 from shared.service.working import scratch
@@ -101,20 +102,48 @@ def environment_key(resolved: Resolved, pins: dict[str, str]) -> str:
 class Environments:
     """The node's built environments (see the module doc)."""
 
-    def __init__(self, root: Path, timeout_s: float = 900.0, cache_bytes: int = 20 << 30) -> None:
+    def __init__(self, root: Path, timeout_s: float = 900.0, cache_bytes: int = 20 << 30,
+                 prebuilt: Path | None = None, prebuilt_only: bool = False) -> None:
         self.root = root
         self.timeout_s = timeout_s
         self.cache_bytes = cache_bytes
+        self.prebuilt = prebuilt
+        self.prebuilt_only = prebuilt_only
         self.pins = app_pins()
         self._building: set[str] = set()
         self._lock = threading.Lock()
 
-    def path_of(self, resolved: Resolved) -> Path:
-        return self.root / environment_key(resolved, self.pins)
+    @classmethod
+    def for_settings(cls, root: Path, settings: Any) -> Environments:
+        return cls(root, settings.env_build_timeout_s, settings.env_cache_bytes,
+                   Path(settings.env_prebuilt_dir) if settings.env_prebuilt_dir else None,
+                   settings.env_prebuilt_only)
+
+    def prebuilt_path(self, resolved: Resolved) -> Path | None:
+        """The environment's ahead-of-time build, if the deployment has it."""
+        if self.prebuilt is None:
+            return None
+        path = self.prebuilt / environment_key(resolved, self.pins)
+        return path if (path / ".ready").is_file() else None
+
+    def refusal(self, resolved: Resolved) -> str | None:
+        """Why the operator's setting refuses this environment (None: it may run)."""
+        if not self.prebuilt_only or self.prebuilt_path(resolved) is not None:
+            return None
+        return (f"environment {environment_key(resolved, self.pins)} ({', '.join(resolved.requirements)}) "
+                "is not pre-built, and this app runs pre-built environments only "
+                "(PARALLELRUN_ENV_PREBUILT_ONLY): build it into the deployment with "
+                "`parallelrun env build FILE --into <PARALLELRUN_ENV_PREBUILT_DIR>`")
 
     def ensure(self, resolved: Resolved, progress: Callable[[str], None] = lambda _: None) -> Built:
         """The environment's folder, built now unless the node has it. Raises :class:`BuildFailed`."""
         key = environment_key(resolved, self.pins)
+        prebuilt = self.prebuilt_path(resolved)
+        if prebuilt is not None:
+            return Built(prebuilt, key, False, 0.0)
+        refused = self.refusal(resolved)
+        if refused:
+            raise BuildFailed(refused)
         target = self.root / key
         started = time.monotonic()
         if (target / ".ready").is_file():

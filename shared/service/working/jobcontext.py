@@ -211,9 +211,8 @@ class JobContexts:
         """The node's built job environments (made on first use)."""
         with self._lock:
             if self._environments is None:
-                settings = self.storage.settings
-                self._environments = environments.Environments(
-                    self.root / "environments", settings.env_build_timeout_s, settings.env_cache_bytes)
+                self._environments = environments.Environments.for_settings(
+                    self.root / "environments", self.storage.settings)
             return self._environments
 
     def _environment(self, job: JobRow) -> tuple[str, ...]:
