@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.service.ledger.store import JobRow, spec_json
+from shared.service.ledger.rows import JobRow, spec_json
 from shared.spec import parse_spec
 
 MINIMAL_SPEC = {"entry_script": "score.py", "inputs": [{"path": "inputs/"}]}

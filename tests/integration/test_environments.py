@@ -23,7 +23,8 @@ from shared.errors import SpecError
 from shared.local.azurite import free_port
 from shared.local.host import LocalHost, load_app
 from shared.service.jobs import lifecycle as jobs
-from shared.service.ledger.store import JobRow, Ledger
+from shared.service.ledger.rows import JobRow
+from shared.service.ledger.store import Ledger
 from shared.service.working import models, snapshots
 from shared.service.working.environments import Environments
 from shared.settings import Settings

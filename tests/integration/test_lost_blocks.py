@@ -185,7 +185,7 @@ def test_a_counter_shard_that_storage_lost_is_written_again(storage: Storage) ->
     mini-batch then failed until it was poisoned): it reloads the shard and commits again."""
     from dataclasses import replace
 
-    from shared.service.ledger.store import BatchRow, Totals
+    from shared.service.ledger.rows import BatchRow, Totals
 
     ledger = Ledger(storage.ledger)
     ledger._shards = ledger._shards[:1]   # one shard, so that both commits go to it

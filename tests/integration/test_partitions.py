@@ -18,7 +18,7 @@ from shared.local.faultproxy import FaultyProxy
 from shared.local.host import LocalHost, load_app
 from shared.messages import PlanMessage
 from shared.service.jobs import lifecycle as jobs
-from shared.service.ledger import store
+from shared.service.ledger import rows, store
 from shared.service.ledger.store import Ledger
 from shared.service.planning import planner
 from shared.settings import Settings, azurite_connection_string
@@ -185,7 +185,9 @@ def test_planner_steps_that_die_midway_and_duplicate_messages_lose_and_double_no
     monkeypatch.setattr(Ledger, "merge_rows", merge_rows, raising=False)
     monkeypatch.setattr(Ledger, "put_batches", put_batches)
     monkeypatch.setattr(planner, "WRITE_CONCURRENCY", 1)    # one transaction after another
-    monkeypatch.setattr(store, "TRANSACTION_OPS", 3, raising=False)   # so a step writes several
+    # so a step writes several: looked up by rows.transaction_chunks and by Ledger.see_partitions
+    monkeypatch.setattr(rows, "TRANSACTION_OPS", 3, raising=False)
+    monkeypatch.setattr(store, "TRANSACTION_OPS", 3, raising=False)
     steps = plan_steps(storage, ledger, before_each, twice=True)
     monkeypatch.undo()
     status = run_job(storage, ledger, job.job_id)

@@ -15,7 +15,8 @@ import pytest
 from shared.local.azurite import Azurite, free_port
 from shared.local.faultproxy import FaultyProxy
 from shared.local.host import LocalHost, load_app
-from shared.service.ledger.store import BatchRow, Conflict, Ledger
+from shared.service.ledger.rows import BatchRow
+from shared.service.ledger.store import Conflict, Ledger
 from shared.service.working import snapshots
 from shared.settings import Settings, azurite_connection_string
 from shared.states import BatchState

@@ -13,7 +13,8 @@ from shared.service import outbox
 from shared.service.finalizing import finalizer
 from shared.service.jobs import lifecycle as jobs
 from shared.service.jobs import stopping
-from shared.service.ledger.store import Conflict, JobRow, Ledger
+from shared.service.ledger.rows import JobRow
+from shared.service.ledger.store import Conflict, Ledger
 from shared.service.planning import planner
 from shared.states import JobState
 from shared.storage import Storage

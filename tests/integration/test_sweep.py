@@ -20,7 +20,8 @@ from shared.service.finalizing import finalizer
 from shared.service.jobs import joblist as index
 from shared.service.jobs import lifecycle as jobs
 from shared.service.jobs import sweep
-from shared.service.ledger.store import JobRow, Ledger
+from shared.service.ledger.rows import JobRow
+from shared.service.ledger.store import Ledger
 from shared.settings import Settings
 from shared.states import JobState
 from shared.storage import Storage
@@ -197,7 +198,7 @@ def test_a_running_job_whose_messages_storage_lost_is_redriven_and_completes(
     from azure.data.tables import UpdateMode
 
     from shared.messages import PlanMessage
-    from shared.service.ledger.store import batch_key
+    from shared.service.ledger.rows import batch_key
     from shared.service.planning import planner
 
     storage = Storage(sweeping)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from shared.scoring.protocol import RunOutcome
 from shared.service.ledger import decisions, settlement
-from shared.service.ledger.store import BatchRow, Totals
+from shared.service.ledger.rows import BatchRow, Totals
 from shared.service.planning.fileinputs import Downloaded
 from tests.rows import job_row
 

@@ -6,7 +6,7 @@ import pytest
 
 from shared.service.ledger import decisions
 from shared.service.ledger.decisions import AfterFailure, Delivery
-from shared.service.ledger.store import BatchRow, JobRow, Totals
+from shared.service.ledger.rows import BatchRow, JobRow, Totals
 from shared.spec import parse_spec
 from shared.states import BatchState, JobState
 from tests.rows import MINIMAL_SPEC, job_row

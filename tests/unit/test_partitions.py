@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import SubmitterError
-from shared.service.ledger import store
+from shared.service.ledger import rows
 from shared.service.planning import partitions
 from shared.spec import InputSpec
 
@@ -69,41 +69,41 @@ def test_a_combination_larger_than_a_mini_batch_row_is_refused_by_name() -> None
     with pytest.raises(SubmitterError, match=r"partition of 'u5/fall/p+\.wav' \(input songs/\) has more"):
         partitions.check_size(fits * 2, [SONGS])
     # a row that size stays under the Table service's 1 MiB (strings count 2 bytes a character)
-    entity = store.order_entity("job", 1, 2, "c" * 32, fits)
+    entity = rows.order_entity("job", 1, 2, "c" * 32, fits)
     assert sum(2 * len(v) for v in entity.values() if isinstance(v, str)) < 1_000_000
 
 
 def test_row_keys_sort_by_first_appearance_and_stay_out_of_other_kinds_ranges() -> None:
     combo = "f" * 32
-    keys = [store.order_key(page, pos, c) for page, pos, c in
+    keys = [rows.order_key(page, pos, c) for page, pos, c in
             [(0, 7, combo), (1, 0, "0" * 32), (1, 12, combo), (10, 3, combo), (10, 30, "0" * 32)]]
     assert sorted(keys) == keys
-    every = keys + [store.seen_key(combo), store.continuation_key(combo, 3)]
+    every = keys + [rows.seen_key(combo), rows.continuation_key(combo, 3)]
     for key in every:
-        assert key[:2] in store.PARTITION_ROWS
-        assert key != store.JOB_KEY
+        assert key[:2] in rows.PARTITION_ROWS
+        assert key != rows.JOB_KEY
         assert not ("b" <= key < "c" or "c-" <= key < "c." or "e" <= key < "f")   # batches, counters, errors
         assert "po" < key < "pp" if key.startswith("po") else True
-    cont = [store.continuation_key(combo, p) for p in (2, 11, 100)]
+    cont = [rows.continuation_key(combo, p) for p in (2, 11, 100)]
     assert sorted(cont) == cont and all(f"pc{combo}-" <= k < f"pc{combo}." for k in cont)
 
 
 def test_transactions_hold_at_most_100_rows_and_3_million_characters() -> None:
     small = [{"PartitionKey": "j", "RowKey": f"r{i}", "n": i} for i in range(250)]
-    assert [len(c) for c in store.transaction_chunks(small)] == [100, 100, 50]
+    assert [len(c) for c in rows.transaction_chunks(small)] == [100, 100, 50]
     big = [{"PartitionKey": "j", "RowKey": f"r{i}", "items": "x" * 1_000_000} for i in range(7)]
-    assert [len(c) for c in store.transaction_chunks(big)] == [2, 2, 2, 1]
-    assert store.transaction_chunks([]) == []
+    assert [len(c) for c in rows.transaction_chunks(big)] == [2, 2, 2, 1]
+    assert rows.transaction_chunks([]) == []
 
 
 def test_counted_chunks_ignore_those_a_longer_earlier_text_left_behind() -> None:
     entity: dict = {}
-    store._put_long(entity, "items", "a" * 70_000, counted=True)
+    rows.put_long(entity, "items", "a" * 70_000, counted=True)
     assert entity["items_n"] == 3
-    store._put_long(entity, "items", "[1,2]", counted=True)   # merged over the first
-    assert entity["items_2"] and store._get_long(entity, "items") == "[1,2]"
+    rows.put_long(entity, "items", "[1,2]", counted=True)   # merged over the first
+    assert entity["items_2"] and rows.get_long(entity, "items") == "[1,2]"
     plain: dict = {}
-    store._put_long(plain, "spec", "b" * 40_000)
-    assert "spec_n" not in plain and store._get_long(plain, "spec") == "b" * 40_000
+    rows.put_long(plain, "spec", "b" * 40_000)
+    assert "spec_n" not in plain and rows.get_long(plain, "spec") == "b" * 40_000
     with pytest.raises(ValueError, match="too large"):
-        store._put_long({}, "items", "c" * (store.PARTITION_ITEMS_CHARS + 1), store.PARTITION_CHUNKS)
+        rows.put_long({}, "items", "c" * (rows.PARTITION_ITEMS_CHARS + 1), rows.PARTITION_CHUNKS)

@@ -10,8 +10,8 @@ import pytest
 
 from shared.scoring.protocol import OutcomeKind, RunOutcome
 from shared.service.ledger import settlement
+from shared.service.ledger.rows import BatchRow, Totals
 from shared.service.ledger.settlement import Verdict
-from shared.service.ledger.store import BatchRow, Totals
 from shared.service.planning.fileinputs import Downloaded
 from shared.states import BatchState, ErrorKind
 

@@ -55,7 +55,7 @@ def test_a_long_finalization_or_a_stopped_job_gets_a_finalize_message() -> None:
 
 def test_a_stalled_job_is_redriven_from_its_lowest_unsettled_mini_batches() -> None:
     from shared.service.jobs.sweep import STALE_MARGIN_S, progress_of, redrive
-    from shared.service.ledger.store import BatchRow
+    from shared.service.ledger.rows import BatchRow
 
     job = job_row("j", {"run_invocation_timeout": 60}, state="running", window=3, planned=10)
     now = 10_000.0

@@ -22,8 +22,9 @@ from shared.service.finalizing import finalizer
 from shared.service.jobs import stopping
 from shared.service.ledger import decisions, settlement
 from shared.service.ledger.decisions import Delivery
+from shared.service.ledger.rows import BatchRow, ErrorRecord, JobRow, Totals
 from shared.service.ledger.settlement import Verdict
-from shared.service.ledger.store import BatchRow, Conflict, ErrorRecord, JobRow, Totals
+from shared.service.ledger.store import Conflict
 from shared.service.planning.fileinputs import Downloaded
 from shared.service.working import worker as worker_mod
 from shared.service.working.jobcontext import JobUnrunnable

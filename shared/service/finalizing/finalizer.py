@@ -21,7 +21,8 @@ from shared.service.finalizing.assembly import LostBlocks, assemble, assemble_pa
 from shared.service.jobs import joblist as index
 from shared.service.jobs import stopping, summary
 from shared.service.ledger import decisions
-from shared.service.ledger.store import BatchRow, Conflict, ErrorRecord, JobRow, Ledger, Totals
+from shared.service.ledger.rows import BatchRow, ErrorRecord, JobRow, Totals
+from shared.service.ledger.store import Conflict, Ledger
 from shared.service.working.jobcontext import output_target
 from shared.states import BatchState, ErrorKind, JobState
 from shared.storage import Storage, blob_path

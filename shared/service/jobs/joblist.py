@@ -18,7 +18,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
-from shared.service.ledger.store import JobRow
+from shared.service.ledger.rows import JobRow
 from shared.states import JobState
 from shared.storage import Storage
 

@@ -29,7 +29,8 @@ from shared.service.jobs import claims, stopping
 from shared.service.jobs import joblist as index
 from shared.service.jobs.status import job_status
 from shared.service.ledger import decisions
-from shared.service.ledger.store import JobRow, Ledger, spec_json
+from shared.service.ledger.rows import JobRow, spec_json
+from shared.service.ledger.store import Ledger
 from shared.service.working import models, snapshots
 from shared.service.working.environments import Environments
 from shared.service.working.jobcontext import process_count

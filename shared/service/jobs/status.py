@@ -12,7 +12,8 @@ from typing import Any
 
 from shared.service.jobs import claims, summary
 from shared.service.ledger import decisions
-from shared.service.ledger.store import JobRow, Ledger, Totals
+from shared.service.ledger.rows import JobRow, Totals
+from shared.service.ledger.store import Ledger
 from shared.service.working.jobcontext import output_target
 from shared.states import BatchState, JobState
 from shared.storage import Storage, blob_path

@@ -21,7 +21,8 @@ from typing import Any
 
 from shared.service import outbox
 from shared.service.ledger import decisions
-from shared.service.ledger.store import Conflict, JobRow, Ledger
+from shared.service.ledger.rows import JobRow
+from shared.service.ledger.store import Conflict, Ledger
 from shared.states import JobState
 from shared.storage import Storage
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from shared.service.ledger.decisions import items_total
-from shared.service.ledger.store import BatchRow, ErrorRecord, JobRow, Totals
+from shared.service.ledger.rows import BatchRow, ErrorRecord, JobRow, Totals
 from shared.states import JobState
 
 

@@ -35,7 +35,8 @@ from shared.errors import NotFoundError
 from shared.service import outbox
 from shared.service.jobs import joblist as index
 from shared.service.ledger import decisions
-from shared.service.ledger.store import BatchRow, JobRow, Ledger
+from shared.service.ledger.rows import BatchRow, JobRow
+from shared.service.ledger.store import Ledger
 from shared.states import BatchState, JobState
 from shared.storage import Storage
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
-from shared.service.ledger.store import BatchRow, JobRow, Totals
+from shared.service.ledger.rows import BatchRow, JobRow, Totals
 from shared.spec import JobSpec
 from shared.states import JobState
 

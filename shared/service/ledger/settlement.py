@@ -16,7 +16,7 @@ from typing import Any
 from shared.scoring.protocol import OutcomeKind, RunOutcome
 from shared.service.ledger import decisions
 from shared.service.ledger.decisions import AfterFailure
-from shared.service.ledger.store import BatchRow, ErrorRecord, Totals
+from shared.service.ledger.rows import BatchRow, ErrorRecord, Totals
 from shared.service.planning.fileinputs import Downloaded
 from shared.states import BatchState, ErrorKind
 

@@ -35,11 +35,18 @@ from typing import Any
 
 from shared.errors import SubmitterError
 from shared.scoring.tables import partition_of
-from shared.service.ledger import store
-from shared.service.ledger.store import Ledger, PartitionRow
+from shared.service.ledger.rows import (
+    PARTITION_ITEMS_CHARS,
+    PartitionRow,
+    continuation_entity,
+    mark_entity,
+    order_entity,
+    transaction_chunks,
+)
+from shared.service.ledger.store import Ledger
 from shared.spec import InputSpec
 
-ITEMS_CHARS = store.PARTITION_ITEMS_CHARS    # the items of one mini-batch row, as JSON
+ITEMS_CHARS = PARTITION_ITEMS_CHARS    # the items of one mini-batch row, as JSON
 GROUP = 16          # order rows whose continuation rows are read at once (cutting, phase 2)
 
 
@@ -122,11 +129,11 @@ def record_page(ledger: Ledger, job_id: str, page: int, found: list[Combination]
     for c in found:
         first_page, first_pos = seen[c.combo]
         if first_page == page:      # first seen here (by this run or an earlier run of the step)
-            entities.append(store.order_entity(job_id, page, first_pos, c.combo, c.items))
+            entities.append(order_entity(job_id, page, first_pos, c.combo, c.items))
         else:
-            entities.append(store.continuation_entity(job_id, c.combo, page, c.items))
-            entities.append(store.mark_entity(job_id, first_page, first_pos, c.combo))
-    _all(pool, ledger.merge_rows, store.transaction_chunks(entities))
+            entities.append(continuation_entity(job_id, c.combo, page, c.items))
+            entities.append(mark_entity(job_id, first_page, first_pos, c.combo))
+    _all(pool, ledger.merge_rows, transaction_chunks(entities))
 
 
 def next_batches(ledger: Ledger, job_id: str, after: str, budget: int, pool: Executor,

@@ -36,7 +36,8 @@ from shared.service import outbox
 from shared.service.jobs import joblist as index
 from shared.service.jobs import stopping
 from shared.service.ledger import decisions
-from shared.service.ledger.store import BatchRow, Conflict, JobRow, Ledger
+from shared.service.ledger.rows import BatchRow, JobRow
+from shared.service.ledger.store import Conflict, Ledger
 from shared.service.planning import fileinputs as datasets
 from shared.service.planning import partitions, tables
 from shared.spec import InputSpec, JobSpec, parse_mini_batch_size

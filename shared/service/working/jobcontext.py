@@ -23,7 +23,8 @@ from shared.errors import SubmitterError
 from shared.scoring import tables
 from shared.scoring.protocol import ScoringConfig
 from shared.service.finalizing.assembly import OutputTarget
-from shared.service.ledger.store import JobRow, Ledger
+from shared.service.ledger.rows import JobRow
+from shared.service.ledger.store import Ledger
 from shared.service.working import environments, models, scratch, sideinputs, snapshots
 from shared.settings import Settings
 from shared.spec import InputSpec, JobSpec

@@ -32,8 +32,9 @@ from shared.service.finalizing.assembly import stage_rows
 from shared.service.jobs import stopping
 from shared.service.ledger import decisions, settlement
 from shared.service.ledger.decisions import Delivery
+from shared.service.ledger.rows import BatchRow, ErrorRecord, JobRow, Totals
 from shared.service.ledger.settlement import Settlement, Verdict
-from shared.service.ledger.store import BatchRow, Conflict, ErrorRecord, JobRow, Ledger, Totals
+from shared.service.ledger.store import Conflict, Ledger
 from shared.service.planning import tables
 from shared.service.planning.fileinputs import Downloaded, download_batch
 from shared.service.working.jobcontext import JobContext, JobContexts, JobUnrunnable
