@@ -36,7 +36,7 @@ def watch(fetch: Callable[[], dict[str, Any]], interval_s: float = 0.5,
                 done, total = mb["succeeded"] + mb["failed"], mb["total"]
             total = total if mb["planning_done"] else None
             detail = (f"{st['state']} · batches {mb['succeeded'] + mb['failed']}/{mb['total']}"
-                      f" · failed items {items['failed']}")
+                      f" · failed items {items['failed']}{_building(st)}")
             progress.update(task, completed=done, total=total, detail=detail)
             if st["state"] in TERMINAL:
                 return st
@@ -62,11 +62,24 @@ def status_table(st: dict[str, Any]) -> Table:
     table.add_row("elapsed", f"{st['timings']['elapsed_s']:.1f} s "
                   f"({st['throughput']['items_per_s']:.1f} items/s)")
     table.add_row("output", st["output"]["url"])
+    for env in st.get("environment", []):
+        table.add_row(f"environment ({env['node']})", f"{env['state']} after {env['elapsed_s']:.0f} s: "
+                      f"{env['last_line']}")
     for err in st.get("errors", [])[:5]:
         ex = err["example"]
         table.add_row(f"error x{err['count']}", f"[{err['kind']}] {err['message']} "
                       f"(e.g. mini-batch {ex['mini_batch']}, file {ex['file']})")
     return table
+
+
+def _building(st: dict[str, Any]) -> str:
+    """" · building environment on node-0 for 12 s: <the installer's last line>" while one builds."""
+    building = [e for e in st.get("environment", []) if e["state"] in ("building", "stalled")]
+    if not building:
+        return ""
+    env = building[0]
+    return (f" · {'building' if env['state'] == 'building' else 'stalled'} environment on "
+            f"{env['node']} for {env['elapsed_s']:.0f} s: {env['last_line'][:80]}")
 
 
 def _state_line(st: dict[str, Any]) -> Text:

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,10 @@ from shared.errors import SpecError
 from shared.local.azurite import free_port
 from shared.local.host import LocalHost, load_app
 from shared.service.jobs import lifecycle as jobs
+from shared.service.jobs.status import job_status
 from shared.service.ledger.rows import JobRow
 from shared.service.ledger.store import Ledger
-from shared.service.working import models, snapshots
+from shared.service.working import environments, models, snapshots
 from shared.service.working.environments import Environments
 from shared.settings import Settings
 from shared.storage import Storage
@@ -79,6 +81,16 @@ def spec(code: str, **extra: object) -> dict:
             "mini_batch_size": 2, **extra}
 
 
+def status(storage: Storage, job: JobRow) -> list[dict]:
+    """The status's ``environment`` field: each node's build."""
+    return job_status(storage, Ledger(storage.ledger), job).to_dict()["environment"]
+
+
+def build_log(storage: Storage, job: JobRow) -> str:
+    return storage.container(job.output_container).download_blob(
+        f"{job.output_prefix}/logs/sys/environment/node0.txt").readall().decode()
+
+
 def run(storage: Storage, host: LocalHost, *specs: dict) -> list[JobRow]:
     ledger = Ledger(storage.ledger)
     submitted = [jobs.submit(storage, ledger, s) for s in specs]
@@ -123,6 +135,12 @@ def test_a_conda_yaml_environment_runs_the_script_and_the_next_job_reuses_the_bu
     reused = [r.message for r in caplog.records if "reused" in r.message]
     assert len(built) == 1 and first.job_id in built[0], caplog.text   # same packages: one build
     assert len(reused) == 1 and second.job_id in reused[0], caplog.text
+    # what the user reads: the status, and the job's logs/
+    assert [e["state"] for e in status(storage, first)] == ["built"]
+    assert [e["state"] for e in status(storage, second)] == ["reused"]
+    assert "installer output" in build_log(storage, first)
+    second_log = build_log(storage, second)
+    assert "reused" in second_log and "installer output" not in second_log, second_log
 
 
 def test_two_jobs_wanting_one_new_environment_together_build_it_once(
@@ -145,6 +163,45 @@ def test_a_requirement_that_cannot_be_installed_fails_the_job_before_any_mini_ba
     ledger = Ledger(storage.ledger)
     assert all(b.deliveries == 0 or b.tries == 0 for b in ledger.batches(job.job_id))
     assert ledger.totals(job.job_id).tries == 0
+    (env,) = status(storage, job)
+    assert env["state"] == "failed" and env["node"] == idle_host.node_id
+    log = build_log(storage, job)          # the installer's whole output is in logs/ too
+    assert "failed" in log and "parallelrun-no-such-package" in log.split("installer output", 1)[1], log
+
+
+SLOW_INSTALLER = """
+import os, sys, time
+print("resolving through a slow package mirror", flush=True)
+time.sleep(float(os.environ.get("SLOW_INSTALLER_S", "6")))
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def test_while_its_environment_builds_the_job_status_says_so_with_the_installers_last_line(
+        storage: Storage, idle_host: LocalHost, code: str, inputs: None, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The installer is the real one behind a wrapper that first waits (a slow package index), so
+    the build takes long enough to be watched; the status shows it building, for how long, and the
+    installer's last line, then built."""
+    wrapper = tmp_path / "slow_installer.py"
+    wrapper.write_text(SLOW_INSTALLER)
+    real = environments.installer()
+    monkeypatch.setattr(environments, "installer", lambda: [sys.executable, str(wrapper), *real])
+    ledger = Ledger(storage.ledger)
+    job = jobs.submit(storage, ledger, spec(code, environment=list(REQUIREMENTS)))
+    seen: list[dict] = []
+    with idle_host:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and ledger.get_job(job.job_id).state not in ("succeeded", "failed"):
+            seen += status(storage, ledger.get_job(job.job_id))
+            time.sleep(0.5)
+        idle_host.drain(timeout_s=300)
+    done = ledger.get_job(job.job_id)
+    assert rows(storage, done) == EXPECTED
+    building = [e for e in seen if e["state"] == "building"]
+    assert any("slow package mirror" in e["last_line"] for e in building), seen
+    assert max(e["elapsed_s"] for e in building) >= 2, seen     # the time it has taken so far
+    assert [e["state"] for e in status(storage, done)] == ["built"]
 
 
 @pytest.mark.scores_nothing

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from shared.service.jobs import claims, summary
-from shared.service.ledger import decisions
+from shared.service.ledger import decisions, environment_rows
 from shared.service.ledger.rows import JobRow, Totals
 from shared.service.ledger.store import Ledger
 from shared.service.working.jobcontext import output_target
@@ -84,6 +84,7 @@ class JobStatus:
     output: Output
     errors: list[dict[str, Any]]
     spec: dict[str, Any]
+    environment: list[dict[str, Any]] = field(default_factory=list)   # per node: its build
 
     def to_dict(self) -> dict[str, Any]:
         """As JSON-able data (what GET /api/jobs/{id} answers)."""
@@ -121,7 +122,15 @@ def job_status(storage: Storage, ledger: Ledger, job: JobRow, error_limit: int =
         errors=[{k: v for k, v in g.items() if k != "traceback" or i == 0}
                 for i, g in enumerate(errors[:error_limit])],
         spec=json.loads(job.spec_json),
+        environment=_environment(ledger, job, state),
     )
+
+
+def _environment(ledger: Ledger, job: JobRow, state: JobState) -> list[dict[str, Any]]:
+    """The job's environment build on each node that prepared it (none: no environment)."""
+    if not job.has_spec or not job.spec.environment:
+        return []
+    return [row.shown(state.terminal) for row in environment_rows.rows(ledger.table, job.job_id)]
 
 
 def output_of(storage: Storage, job: JobRow, partial: bool = False) -> Output:

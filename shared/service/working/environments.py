@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -45,11 +46,19 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 APP_REQUIREMENTS = PROJECT_ROOT / "requirements.txt"
 EVICT_MIN_IDLE_S = 3600.0
 OUTPUT_TAIL = 4000           # characters of the installer's output kept in an error
+PROGRESS_EVERY_S = 2.0       # how often a build in progress reports its installer's last line
+LINE_CHARS = 300             # of that line
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 class BuildFailed(Exception):
-    """The installer refused or failed; the message ends with its output's last lines."""
+    """The installer refused or failed; the message ends with its output's last lines, ``log`` is
+    its whole output (None: refused before any install)."""
+
+    def __init__(self, message: str, log: Path | None = None) -> None:
+        super().__init__(message)
+        self.log = log
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,7 @@ class Built:
     key: str
     built_now: bool     # False: the node had it already
     seconds: float
+    log: Path | None = None   # the installer's output (None: pre-built)
 
 
 def canonical(name: str) -> str:
@@ -86,10 +96,10 @@ def installer() -> list[str]:
     """The command that installs: uv (pinned in requirements.txt) if present, else pip."""
     try:
         from uv import find_uv_bin  # type: ignore[import-not-found,unused-ignore]
-        return [find_uv_bin(), "pip", "install", "--python", sys.executable, "--quiet"]
+        return [find_uv_bin(), "pip", "install", "--python", sys.executable, "--color", "never"]
     except (ImportError, FileNotFoundError):
         return [sys.executable, "-m", "pip", "install", "--disable-pip-version-check",
-                "--no-input", "--quiet"]
+                "--no-input", "--progress-bar", "off"]
 
 
 def environment_key(resolved: Resolved, pins: dict[str, str]) -> str:
@@ -148,7 +158,7 @@ class Environments:
         started = time.monotonic()
         if (target / ".ready").is_file():
             self._touch(target)
-            return Built(target, key, False, 0.0)
+            return Built(target, key, False, 0.0, self._log(key))
         self.root.mkdir(parents=True, exist_ok=True)
         with self._lock:
             self._building.add(key)
@@ -158,7 +168,7 @@ class Environments:
                 fcntl.flock(lock, fcntl.LOCK_EX)      # another job or host on this node may be building it
                 if (target / ".ready").is_file():     # it did: use its build
                     self._touch(target)
-                    return Built(target, key, False, time.monotonic() - started)
+                    return Built(target, key, False, time.monotonic() - started, self._log(key))
                 scratch.remove_tree(target)           # a folder without .ready: never published whole
                 scratch.publish(target, lambda staging: self._install(resolved, staging, key, progress))
                 self._touch(target)
@@ -168,7 +178,7 @@ class Environments:
         seconds = time.monotonic() - started
         log.info("environment %s built in %.1f s (%s)", key, seconds, ", ".join(resolved.requirements))
         self.evict(keep=key)
-        return Built(target, key, True, seconds)
+        return Built(target, key, True, seconds, self._log(key))
 
     def _install(self, resolved: Resolved, staging: Path, key: str, progress: Callable[[str], None]) -> None:
         (staging / "requirements.txt").write_text("\n".join(resolved.requirements) + "\n")
@@ -178,19 +188,36 @@ class Environments:
         logfile = self.root / f"{key}.log"
         progress(f"installing {', '.join(resolved.requirements)}")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AzureWebJobs", "AZURE_", "IDENTITY_", "MSI_"))}
+        started = time.monotonic()
         with open(logfile, "wb") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, start_new_session=True)
             try:
-                proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      env=env, timeout=self.timeout_s, check=False)
-            except subprocess.TimeoutExpired:
-                raise BuildFailed(f"the environment's build took longer than {self.timeout_s:.0f} s "
-                                  f"(env_build_timeout_s); installer output: {_tail(logfile)}") from None
-        if proc.returncode != 0:
+                while True:
+                    try:
+                        returncode = proc.wait(timeout=PROGRESS_EVERY_S)
+                        break
+                    except subprocess.TimeoutExpired:
+                        pass
+                    elapsed = time.monotonic() - started
+                    if elapsed > self.timeout_s:
+                        raise BuildFailed(f"the environment's build took longer than {self.timeout_s:.0f} s "
+                                          f"(env_build_timeout_s); installer output: {_tail(logfile)}",
+                                          logfile)
+                    progress(last_line(logfile) or f"installing ({elapsed:.0f} s)")
+            finally:
+                if proc.poll() is None:      # timed out, or the caller is going away: no orphan
+                    _kill_group(proc)
+        if returncode != 0:
             raise BuildFailed(f"installing {', '.join(resolved.requirements)} failed (exit "
-                              f"{proc.returncode}): {_tail(logfile)}")
+                              f"{returncode}): {_tail(logfile)}", logfile)
         (staging / "site").mkdir(exist_ok=True)
         (staging / ".ready").write_text(json.dumps({"requirements": list(resolved.requirements),
                                                     "built_at": time.time()}))
+
+    def _log(self, key: str) -> Path | None:
+        path = self.root / f"{key}.log"
+        return path if path.is_file() else None
 
     @staticmethod
     def _touch(target: Path) -> None:
@@ -240,6 +267,22 @@ def _tail(logfile: Path) -> str:
 
 
 def last_line(logfile: Path) -> str:
-    lines = _tail(logfile).splitlines()
-    return lines[-1] if lines else ""
+    """The installer's last non-empty output line so far (bounded, control characters dropped)."""
+    try:
+        with open(logfile, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [_ANSI.sub("", line).strip() for line in text.replace("\r", "\n").splitlines()]
+    lines = [line for line in lines if line]
+    return lines[-1][:LINE_CHARS] if lines else ""
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 

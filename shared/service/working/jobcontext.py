@@ -23,9 +23,11 @@ from shared.errors import SubmitterError
 from shared.scoring import tables
 from shared.scoring.protocol import ScoringConfig
 from shared.service.finalizing.assembly import OutputTarget
+from shared.service.ledger.environment_rows import BuildState
 from shared.service.ledger.rows import JobRow
 from shared.service.ledger.store import Ledger
 from shared.service.working import environments, models, scratch, sideinputs, snapshots
+from shared.service.working.buildreport import BuildReport
 from shared.settings import Settings
 from shared.spec import InputSpec, JobSpec
 from shared.storage import Storage, blob_path
@@ -223,12 +225,19 @@ class JobContexts:
         resolved = environment.resolve(job.spec.environment, _no_file)
         if resolved is None:
             return ()
+        key = environments.environment_key(resolved, self.environments.pins)
+        report = BuildReport(self.storage, job, self.node_id, key, resolved.requirements)
         try:
-            built = self.environments.ensure(resolved, lambda line: log.info(
-                "job=%s environment: %s", job.job_id, line))
+            built = self.environments.ensure(resolved, report.progress)
         except environments.BuildFailed as exc:
+            report.finish(BuildState.FAILED, str(exc).splitlines()[0][:200], exc.log)
             raise JobUnrunnable(f"the job's environment could not be built: {exc}",
                                 job_id=job.job_id) from exc
+        if built.built_now:
+            report.finish(BuildState.BUILT, f"built in {built.seconds:.1f} s", built.log)
+        else:
+            report.finish(BuildState.REUSED, "pre-built in the deployment" if built.log is None
+                          else "built before on this node: nothing installed")
         log.info("job=%s environment %s %s", job.job_id, built.key,
                  f"built in {built.seconds:.1f} s" if built.built_now else "reused (built before on this node)")
         return (str(built.path / "site"),)
