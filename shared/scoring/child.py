@@ -59,6 +59,12 @@ def describe(exc: BaseException) -> str:
         text += (f" (scoring processes import the app's packages and the job's environment only: "
                  f"add the package that provides {exc.name.split('.')[0]!r} to the job's "
                  "environment, see docs/environments.md)")
+    elif "binary incompatibility" in str(exc) or "compiled using NumPy 1.x" in str(exc):
+        numpy = sys.modules.get("numpy")
+        text += (f" (a package was built against another numpy than the "
+                 f"{getattr(numpy, '__version__', 'one')} it runs "
+                 "with: pin the numpy it needs in the job's environment, e.g. numpy==1.26.4 beside "
+                 "pandas 1.x, see docs/environments.md)")
     return text
 
 

@@ -6,6 +6,7 @@ ship: without its environment the job fails."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -276,3 +277,59 @@ def test_a_pre_built_environment_runs_without_installing(
         host.drain(timeout_s=300)
     assert rows(storage, ledger.get_job(job.job_id)) == EXPECTED
     assert not list((Path(only.scratch_dir)).glob("*/environments/*/.ready"))   # nothing built on the node
+
+
+N = 3000
+OLDEST = {"pandas": "1.5.0", "numpy": "1.23.2", "pyarrow": "10.0.1"}   # docs/environments.md
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_job_pinning_the_oldest_supported_pandas_runs_a_dataframe_script(
+        storage: Storage, idle_host: LocalHost, fmt: str) -> None:
+    """The environment's pandas 1.x, numpy 1.x and pyarrow win over the app's (pandas 3, numpy 2),
+    and the scoring runtime reads the table pieces and writes the rows with them."""
+    import pandas as pd
+    frame = pd.DataFrame({"id": range(N), "x": [i / 4 for i in range(N)]})
+    body = frame.to_csv(index=False).encode() if fmt == "csv" else frame.to_parquet(index=False, row_group_size=500)
+    put_files(storage, f"oldpandas-{fmt}", {f"t.{fmt}": body})
+    ledger = Ledger(storage.ledger)
+    job = jobs.submit(storage, ledger, {
+        "name": "old-pandas", "entry_script": "old_pandas.py",
+        "source_directory": snapshots.upload(storage, Path(__file__).parent / "scripts"),
+        "inputs": [{"path": f"oldpandas-{fmt}/", "type": "tabular"}], "mini_batch_size": "8KB",
+        "process_count_per_node": 1, "error_threshold": 0, "output_format": fmt if fmt == "parquet" else "csv",
+        "environment": [f"{name}=={version}" for name, version in OLDEST.items()]})
+    with idle_host:
+        idle_host.drain(timeout_s=300)
+    done = ledger.get_job(job.job_id)
+    assert done.state == "succeeded", (done.state, done.error)
+    st = job_status(storage, ledger, done).to_dict()
+    assert st["mini_batches"]["total"] > 1 and st["items"]["succeeded"] == N, st["errors"]
+    out = storage.container(done.output_container)
+    if fmt == "parquet":
+        parts = sorted(b.name for b in out.list_blobs(f"{done.output_prefix}/") if b.name.endswith(".parquet"))
+        result = pd.concat(pd.read_parquet(io.BytesIO(out.download_blob(p).readall())) for p in parts)
+    else:
+        result = pd.read_csv(io.BytesIO(out.download_blob(st["output"]["blob"]).readall()))
+    assert list(result["id"]) == list(range(N))                 # every row once, in input order
+    assert list(result["double"]) == [i / 2 for i in range(N)]
+    assert set(result["versions"]) == {"/".join(OLDEST.values())}
+
+
+@pytest.mark.stops_jobs
+def test_pandas_1_without_its_numpy_fails_with_a_hint_to_pin_numpy(
+        storage: Storage, idle_host: LocalHost) -> None:
+    """pandas 1.x alone gets the app's numpy 2, which it was not built for: the job stops at init()
+    saying what to pin, not with numpy's words alone."""
+    put_files(storage, "oldpandas-nonumpy", {"t.csv": b"id,x\n1,2.5\n"})
+    ledger = Ledger(storage.ledger)
+    job = jobs.submit(storage, ledger, {
+        "name": "old-pandas", "entry_script": "old_pandas.py",
+        "source_directory": snapshots.upload(storage, Path(__file__).parent / "scripts"),
+        "inputs": [{"path": "oldpandas-nonumpy/", "type": "tabular"}], "process_count_per_node": 1,
+        "environment": [f"pandas=={OLDEST['pandas']}"]})
+    with idle_host:
+        idle_host.drain(timeout_s=300)
+    done = ledger.get_job(job.job_id)
+    assert done.state == "failed"
+    assert "binary incompatibility" in done.error and "pin the numpy it needs" in done.error, done.error

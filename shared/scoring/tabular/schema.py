@@ -110,9 +110,15 @@ def _widen_file(t: pa.DataType) -> pa.DataType:
     """A Parquet file's type to the type every piece is read with."""
     if pa.types.is_dictionary(t):
         return _widen_file(t.value_type)
-    if pa.types.is_null(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+    if pa.types.is_null(t) or pa.types.is_large_string(t) or _is_string_view(t):
         return pa.string()
     return t
+
+
+def _is_string_view(t: pa.DataType) -> bool:
+    """``string_view`` columns (pyarrow 16 and later; a job's environment may pin an older one)."""
+    check = getattr(pa.types, "is_string_view", None)
+    return bool(check(t)) if check is not None else False
 
 
 def from_inferred(inferred: pa.Schema, declared: Mapping[str, str], where: str,
