@@ -46,7 +46,7 @@ def test_a_build_reports_the_installers_last_lines_while_it_runs(
     assert built.built_now and (built.path / ".ready").is_file()
     assert seen[:2] == ["waiting for this node's build of the environment", "installing somepkg==1.0"]
     lines = [line for line in seen if line.startswith(("Resolved", "Prepared", "Installed"))]
-    assert lines[0].startswith("Resolved") and lines == sorted(set(lines), key=lines.index)
+    assert list(dict.fromkeys(lines))[:2] == ["Resolved 3 packages in 0.2s", "Prepared 3 packages"]
     assert "Installed 3 packages" in built.log.read_text()   # type: ignore[union-attr]
 
 
