@@ -150,6 +150,10 @@ class Storage:
         return BlobReader(service.url, service.api_version, self.settings.storage_timeout_s,
                           _StorageSas(self))
 
+    def read_sas(self, container: str) -> str:
+        """A read-only SAS token for ``container`` (the source of a server-side copy)."""
+        return _StorageSas(self)(container, dt.datetime.now(dt.UTC))
+
     # -- resource clients ------------------------------------------------------------------
     def container(self, name: str) -> ContainerClient:
         return self.blob_service.get_container_client(name)

@@ -62,6 +62,8 @@ def status_table(st: dict[str, Any]) -> Table:
     table.add_row("elapsed", f"{st['timings']['elapsed_s']:.1f} s "
                   f"({st['throughput']['items_per_s']:.1f} items/s)")
     table.add_row("output", st["output"]["url"])
+    if (st.get("reuse") or {}).get("note"):
+        table.add_row("reuse", st["reuse"]["note"])
     for env in st.get("environment", []):
         table.add_row(f"environment ({env['node']})", f"{env['state']} after {env['elapsed_s']:.0f} s: "
                       f"{env['last_line']}")

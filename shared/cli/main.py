@@ -41,6 +41,8 @@ env_app = typer.Typer(help="Build job environments ahead of time.", no_args_is_h
 app.add_typer(env_app, name="env")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+NoReuseOpt = Annotated[bool, typer.Option(
+    "--no-reuse", help="run afresh: allow_reuse false (an unchanged succeeded job is reused by default)")]
 
 
 def load_settings() -> Settings:
@@ -323,10 +325,12 @@ def submit(spec: Path,
            source_dir: Annotated[Path | None, typer.Option(help="overrides source_directory")] = None,
            set_: Annotated[list[str] | None, typer.Option("--set", help="FIELD=VALUE override")] = None,
            wait: Annotated[bool, typer.Option(help="show progress until the job ends")] = False,
-           as_json: JsonOpt = False) -> None:
+           no_reuse: NoReuseOpt = False, as_json: JsonOpt = False) -> None:
     """Submit SPEC.json|SPEC.yaml; uploads source_directory as a content-addressed snapshot."""
     storage, ledger = _connect()
     data = {**load_spec_file(spec, source_dir, storage.settings.limits), **_overrides(set_)}
+    if no_reuse:
+        data["allow_reuse"] = False
     job = jobs.submit(storage, ledger, _upload_source(storage, data))
     _wait_or_print(storage, ledger, job.job_id, wait, as_json)
 
@@ -335,10 +339,11 @@ def submit(spec: Path,
 def resubmit(job_id: str,
              set_: Annotated[list[str] | None, typer.Option("--set", help="FIELD=VALUE override")] = None,
              wait: Annotated[bool, typer.Option(help="show progress until the job ends")] = False,
-             as_json: JsonOpt = False) -> None:
-    """Submit JOB again with some fields replaced (e.g. --set mini_batch_size=1)."""
+             no_reuse: NoReuseOpt = False, as_json: JsonOpt = False) -> None:
+    """Submit JOB again with some fields replaced (e.g. --set mini_batch_size=1). It keeps the
+    original's allow_reuse: a job that succeeded is reused unless --no-reuse."""
     storage, ledger = _connect()
-    job = jobs.resubmit(storage, ledger, job_id, _overrides(set_))
+    job = jobs.resubmit(storage, ledger, job_id, {**_overrides(set_), **({"allow_reuse": False} if no_reuse else {})})
     _wait_or_print(storage, ledger, job.job_id, wait, as_json)
 
 

@@ -21,7 +21,6 @@ from shared import environment
 
 # What PRS has and we do not honour yet: field -> reason. A milestone that honours one deletes its entry.
 NOT_SUPPORTED_YET: dict[str, str] = {
-    "allow_reuse": "allow_reuse: true is not supported yet (every job runs afresh); omit it or set false",
     "compute_target": "compute_target is not supported yet: jobs run on the function app's instances "
                       "(see node_count and process_count_per_node)",
     "arguments:--rank_mini_batch_count": "--rank_mini_batch_count is not supported yet",

@@ -83,7 +83,7 @@ class JobSpec(BaseModel):
     # append_row output: text (PRS's), csv (one header line), jsonl, or parquet (ordered part files)
     output_format: Literal["text", "csv", "jsonl", "parquet"] = "text"
     side_inputs: Annotated[list[SideInputSpec], AfterValidator(check_side_inputs)] | None = None
-    allow_reuse: Annotated[bool | None, not_yet("allow_reuse")] = None
+    allow_reuse: bool = True
     # the job's Python packages (shared.environment's forms); a file form is resolved at submission
     environment: Annotated[Any, AfterValidator(check_environment)] = None
     compute_target: Annotated[Any, not_yet("compute_target")] = None

@@ -19,7 +19,7 @@ from shared.messages import FinalizeMessage
 from shared.service import outbox
 from shared.service.finalizing.assembly import LostBlocks, assemble, assemble_parts, checkpoint, missing_blocks
 from shared.service.jobs import joblist as index
-from shared.service.jobs import stopping, summary
+from shared.service.jobs import reuse, stopping, summary
 from shared.service.ledger import decisions
 from shared.service.ledger.rows import BatchRow, ErrorRecord, JobRow, Totals
 from shared.service.ledger.store import Conflict, Ledger
@@ -63,6 +63,8 @@ def finalize(storage: Storage, ledger: Ledger, msg: FinalizeMessage, inline: boo
 def _finalize_once(storage: Storage, ledger: Ledger, job: JobRow, inline: bool,
                    totals: Totals | None) -> str:
     if JobState(job.state).terminal:
+        if job.state == JobState.SUCCEEDED and not job.reused_from:
+            reuse.record_success(storage, job)    # its finalizer may have died before it did
         return "already finished"
     totals = totals or ledger.totals(job.job_id)
     repairing = bool(job.rerun) and job.state == JobState.RUNNING and not job.stop_reason
@@ -106,6 +108,8 @@ def _record_final(storage: Storage, ledger: Ledger, job: JobRow, totals: Totals,
     ledger.update_job(job, state=state, error=reason or job.error, rows=totals.rows,
                       ended_at=time.time())
     index.set_state(storage, job, state)
+    if state == JobState.SUCCEEDED:
+        reuse.record_success(storage, job)
     log.info("finalized: job=%s state=%s rows=%d items ok=%d failed=%d %s", job.job_id, state,
              totals.rows, totals.items_succeeded, totals.items_failed, reason)
     return state.value

@@ -25,7 +25,7 @@ from shared import environment
 from shared.environment import Resolved
 from shared.errors import IntegrityError, NotFoundError, SpecError, SubmitterError
 from shared.service import outbox
-from shared.service.jobs import claims, stopping
+from shared.service.jobs import claims, reuse, stopping
 from shared.service.jobs import joblist as index
 from shared.service.jobs.status import job_status
 from shared.service.ledger import decisions
@@ -101,10 +101,10 @@ def reserved_name_errors(settings: Settings, spec: JobSpec) -> list[dict[str, st
     return errors
 
 
-def _check_references(storage: Storage, spec: JobSpec
+def _check_references(storage: Storage, spec: JobSpec, hashes: dict[str, str] | None = None
                       ) -> tuple[dict[str, int], Resolved | None, list[dict[str, str]]]:
     """Resolve models and the environment, check the snapshot and inputs exist; returns (model
-    pins, the environment's requirements, errors)."""
+    pins, the environment's requirements, errors); ``hashes`` gets each model's content hash."""
     errors = reserved_name_errors(storage.settings, spec)
     refused = {e["field"] for e in errors}
     resolved = None
@@ -130,6 +130,8 @@ def _check_references(storage: Storage, spec: JobSpec
         try:
             model = models.get_version(storage, name, version)
             pins[name] = model.version
+            if hashes is not None:
+                hashes[name] = model.sha256
             if not model.sha256:
                 errors.append({"field": f"models.{n}", "message": models.unhashed_message(model)})
         except NotFoundError as exc:
@@ -150,11 +152,13 @@ def _check_references(storage: Storage, spec: JobSpec
 def submit(storage: Storage, ledger: Ledger, data: Any) -> JobRow:
     """Validate and accept a job; returns its ledger row. Raises SpecError (nothing written)."""
     spec = data if isinstance(data, JobSpec) else parse_spec(data, storage.settings.limits)
-    pins, resolved, errors = _check_references(storage, spec)
+    hashes: dict[str, str] = {}
+    pins, resolved, errors = _check_references(storage, spec, hashes)
     if errors:
         raise SpecError(errors)
     if resolved is not None:    # the row carries the requirements, not a file name
         spec = spec.model_copy(update={"environment": resolved.to_json()})
+    fingerprint = reuse.fingerprint(storage, spec, pins, hashes)
     job_id = new_job_id(spec.name or "job")
     settings = storage.settings
     if spec.output is not None:
@@ -166,7 +170,8 @@ def submit(storage: Storage, ledger: Ledger, data: Any) -> JobRow:
     window = decisions.window_size(spec.node_count, process_count(spec), settings.window_per_slot)
     job = JobRow(
         job_id=job_id, spec_json=spec_json(spec), snapshot=spec.source_directory or "", models=pins,
-        output_container=container, output_prefix=prefix, window=window, created_at=time.time())
+        output_container=container, output_prefix=prefix, window=window, created_at=time.time(),
+        fingerprint=fingerprint)
     index.add(storage, job)     # first, so that every accepted job can be found (and swept)
     try:
         job = ledger.create_job(job)

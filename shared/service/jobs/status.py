@@ -85,6 +85,7 @@ class JobStatus:
     errors: list[dict[str, Any]]
     spec: dict[str, Any]
     environment: list[dict[str, Any]] = field(default_factory=list)   # per node: its build
+    reuse: dict[str, Any] = field(default_factory=dict)   # reused_from (a job id or None), note
 
     def to_dict(self) -> dict[str, Any]:
         """As JSON-able data (what GET /api/jobs/{id} answers)."""
@@ -95,17 +96,18 @@ class JobStatus:
 
 
 def job_status(storage: Storage, ledger: Ledger, job: JobRow, error_limit: int = 10) -> JobStatus:
-    """Everything a user asks about ``job``."""
-    totals = ledger.totals(job.job_id)
+    """Everything a user asks about ``job`` (a reused job: the counts of the job it reused)."""
+    totals = ledger.totals(job.reused_from or job.job_id)
     state = JobState(job.state)
     running = ledger.count_batches(job.job_id, BatchState.RUNNING) if not state.terminal else 0
     settled = totals.batches_done
     end = job.ended_at or time.time()
     elapsed = max(0.0, end - job.started_at) if job.started_at else 0.0
-    errors = summary.group_errors(ledger.errors(job.job_id, 1000)) if error_limit else []
+    errors = summary.group_errors(ledger.errors(job.reused_from or job.job_id, 1000)) if error_limit else []
     items_total, estimated = decisions.items_total(job, totals)
     return JobStatus(
-        job_id=job.job_id, name=job.name, state=state, reason=job.error,
+        job_id=job.job_id, name=job.name, state=state, reason=job.error or (
+            job.reuse_note if job.reused_from else ""),
         mini_batches=MiniBatches(total=job.planned, planning_done=job.planning_done,
                                  queued=max(0, job.planned - settled - running), running=running,
                                  succeeded=totals.batches_succeeded, failed=totals.batches_failed,
@@ -123,6 +125,7 @@ def job_status(storage: Storage, ledger: Ledger, job: JobRow, error_limit: int =
                 for i, g in enumerate(errors[:error_limit])],
         spec=json.loads(job.spec_json),
         environment=_environment(ledger, job, state),
+        reuse={"reused_from": job.reused_from or None, "note": job.reuse_note},
     )
 
 

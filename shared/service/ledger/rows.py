@@ -98,9 +98,12 @@ class JobRow:
     repairs: int = 0                # rounds in which the finalizer re-ran mini-batches storage lost
     rerun: dict[str, str] = field(default_factory=dict)   # the last round: index -> lost block id
     checkpoint_at: float = 0.0      # when the staged rows were last committed (long jobs)
+    fingerprint: dict[str, Any] = field(default_factory=dict)   # allow_reuse: shared.service.jobs.reuse
+    reused_from: str = ""           # the succeeded job whose output this one took
+    reuse_note: str = ""            # why it was, or was not, reused
     etag: str = ""
 
-    _JSON = ("plan_cursor", "models", "schemas", "rerun")
+    _JSON = ("plan_cursor", "models", "schemas", "rerun", "fingerprint")
 
     @functools.cached_property
     def spec(self) -> JobSpec:

@@ -26,14 +26,18 @@ log = logging.getLogger("parallelrun.datasets")
 PAGE_SIZE = 5000
 
 
-def list_page(storage: Storage, item: InputSpec, token: str | None,
-              page_size: int = PAGE_SIZE) -> tuple[list[str], str | None]:
-    """One page of the input's blob names, and the token of the next page (None at the end)."""
+Props = tuple[str, int]   # a listed blob's ETag and size: what makes its content this content
+
+
+def list_page(storage: Storage, item: InputSpec, token: str | None, page_size: int = PAGE_SIZE
+              ) -> tuple[list[str], str | None, list[Props] | None]:
+    """One page of the input's blob names, the token of the next page (None at the end), and
+    the blobs' ETags and sizes (None for an explicit list of names, which is not listed)."""
     if item.files is not None:
         start = int(token or 0)
         names = list(item.files[start:start + page_size])
         end = start + len(names)
-        return names, (str(end) if end < len(item.files) else None)
+        return names, (str(end) if end < len(item.files) else None), None
     container = storage.container(item.container)
     try:
         # Names only: the same List Blobs call, but the SDK skips building a BlobProperties per
@@ -42,12 +46,31 @@ def list_page(storage: Storage, item: InputSpec, token: str | None,
         pages: Any = container.list_blob_names(name_starts_with=item.prefix or None,
                                           results_per_page=page_size).by_page(continuation_token=token)
         page = next(pages)
-        names = [name for name in page if item.matches(name)]
+        listed = list(page)
+        props = _page_props(pages, len(listed))
+        keep = [i for i, name in enumerate(listed) if item.matches(name)]
     except ResourceNotFoundError:
         raise SubmitterError(f"input {item.name}: container {item.container!r} does not exist") from None
     except StopIteration:
-        return [], None
-    return names, pages.continuation_token
+        return [], None, []
+    return [listed[i] for i in keep], pages.continuation_token, [props[i] for i in keep]
+
+
+def _page_props(pages: Any, count: int) -> list[Props]:
+    """The ETag and size of each blob of the page just read, from the service's own answer (the
+    XML the SDK parsed for the names: no second request, no per-blob objects)."""
+    raw = getattr(pages, "_response", None)
+    blobs = raw.find("Blobs") if raw is not None and hasattr(raw, "find") else None
+    found = [] if blobs is None else blobs.findall("Blob")
+    if len(found) != count:   # the SDK changed how it keeps the page: fail loudly, never guess
+        raise RuntimeError(f"listing: {len(found)} blob properties for {count} names")
+    out = []
+    for blob in found:
+        props = blob.find("Properties")
+        etag = props.findtext("Etag", "") if props is not None else ""
+        size = props.findtext("Content-Length", "0") if props is not None else "0"
+        out.append((etag.strip('"'), int(size or 0)))
+    return out
 
 
 def local_path(root: Path, input_name: str, blob_name: str) -> Path:

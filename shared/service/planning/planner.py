@@ -34,7 +34,7 @@ from shared.errors import SubmitterError
 from shared.messages import PlanMessage
 from shared.service import outbox
 from shared.service.jobs import joblist as index
-from shared.service.jobs import stopping
+from shared.service.jobs import reuse, stopping
 from shared.service.ledger import decisions
 from shared.service.ledger.rows import BatchRow, JobRow
 from shared.service.ledger.store import Conflict, Ledger
@@ -42,7 +42,7 @@ from shared.service.planning import fileinputs as datasets
 from shared.service.planning import partitions, tables
 from shared.spec import InputSpec, JobSpec, parse_mini_batch_size
 from shared.states import BatchState, JobState
-from shared.storage import Storage
+from shared.storage import Storage, blob_path
 
 log = logging.getLogger("parallelrun.planner")
 
@@ -50,7 +50,7 @@ TRANSACTION_ROWS = 100      # an entity-group transaction holds at most 100 oper
 WRITE_CONCURRENCY = 4       # transactions of one page in flight at once (1: one after another)
 PREFETCH = True             # list the next page while the current one is written
 
-Page = tuple[list[str], str | None]   # blob names, the next page's continuation token
+Page = tuple[list[str], str | None, list[Any] | None]   # blob names, the next page's token, (ETag, size)s
 
 
 @dataclass
@@ -121,8 +121,15 @@ def plan_step(storage: Storage, ledger: Ledger, msg: PlanMessage) -> None:
         log.info("plan step dropped: job=%s step=%d (job step=%d, state=%s)", msg.job_id,
                  msg.step, job.plan_step, job.state)
         return
+    note = job.reuse_note
     try:
-        new_rows, cursor, done, schemas = _next_page(storage, ledger, job, job.spec)
+        if msg.step == 0:
+            decision = reuse.decide(storage, ledger, job)
+            if decision.reuse is not None:
+                _take_over(storage, ledger, job, decision)
+                return
+            note = decision.note
+        new_rows, cursor, done, schemas, listing = _next_page(storage, ledger, job, job.spec)
     except SubmitterError as exc:
         _fail_planning(storage, ledger, job, str(exc))
         return
@@ -130,8 +137,8 @@ def plan_step(storage: Storage, ledger: Ledger, msg: PlanMessage) -> None:
         _fail_planning(storage, ledger, job, "the inputs matched no files: " + ", ".join(
             i.describe() for i in job.spec.inputs))
         return
-    _put_rows(ledger, new_rows)
-    committed = _commit_step(ledger, job, msg, new_rows, cursor, done, schemas)
+    _put_rows(ledger, new_rows, listing)
+    committed = _commit_step(ledger, job, msg, new_rows, cursor, done, schemas, note)
     if committed is None:
         return
     _side_effects(storage, ledger, committed)
@@ -140,7 +147,8 @@ def plan_step(storage: Storage, ledger: Ledger, msg: PlanMessage) -> None:
 
 
 def _commit_step(ledger: Ledger, job: JobRow, msg: PlanMessage, new_rows: list[BatchRow],
-                 cursor: dict[str, Any], done: bool, schemas: dict[str, Any]) -> JobRow | None:
+                 cursor: dict[str, Any], done: bool, schemas: dict[str, Any], note: str
+                 ) -> JobRow | None:
     """Record the step in the job row (its rows are written): the row as committed, or None if
     another planner's step won. Raises Conflict if the row moved for another reason (the step is
     still to do: the host delivers the message again, and the step is redone, idempotently)."""
@@ -153,7 +161,7 @@ def _commit_step(ledger: Ledger, job: JobRow, msg: PlanMessage, new_rows: list[B
         return ledger.update_job(
             job, planned=job.planned + len(new_rows), plan_cursor=cursor, plan_step=job.plan_step + 1,
             planning_done=done, schemas=schemas, items_total=job.items_total + rows,
-            text_bytes=job.text_bytes + text_bytes,
+            text_bytes=job.text_bytes + text_bytes, reuse_note=note,
             state=JobState.RUNNING, started_at=job.started_at or time.time())
     except Conflict:
         latest = ledger.get_job(msg.job_id)
@@ -178,7 +186,7 @@ def _side_effects(storage: Storage, ledger: Ledger, job: JobRow) -> None:
 
 
 def _next_page(storage: Storage, ledger: Ledger, job: JobRow, spec: JobSpec
-               ) -> tuple[list[BatchRow], dict[str, Any], bool, dict[str, Any]]:
+               ) -> tuple[list[BatchRow], dict[str, Any], bool, dict[str, Any], dict[str, Any] | None]:
     """The mini-batches of the next page, the new cursor, whether planning is finished, and the
     inputs' schemas (tabular). With ``partition_keys``, a page's items are recorded by
     combination instead, and the mini-batches are cut once every page is listed
@@ -186,9 +194,10 @@ def _next_page(storage: Storage, ledger: Ledger, job: JobRow, spec: JobSpec
     cursor = dict(job.plan_cursor) or {"input": 0, "token": None, "carry": []}
     specs = spec.inputs
     if "partitions" in cursor:
-        return _partition_batches(storage, ledger, job, cursor)
+        return (*_partition_batches(storage, ledger, job, cursor), None)
     index = cursor["input"]
-    names, token, ahead = _page(storage, job, specs, cursor)
+    names, token, props, ahead = _page(storage, job, specs, cursor)
+    listing = _listing(storage, job, specs[index], index, cursor, names, props)
     last_page = token is None
     tabular = spec.input_type == "tabular"
     schemas = dict(job.schemas)
@@ -220,7 +229,22 @@ def _next_page(storage: Storage, ledger: Ledger, job: JobRow, spec: JobSpec
     cursor["first"] = job.planned   # this step's first mini-batch, to redo its side effects
     if ahead is not None:
         cursor["ahead"] = ahead
-    return rows, cursor, done, schemas
+    return rows, cursor, done, schemas, listing
+
+
+def _listing(storage: Storage, job: JobRow, item: InputSpec, index: int, cursor: dict[str, Any],
+             names: list[str], props: list[Any] | None) -> dict[str, Any] | None:
+    """The step's listing row (what a later job compares its inputs with, for allow_reuse). An
+    explicit list of files is not listed: its blobs' properties are read only if this job may
+    be reused (allow_reuse true); otherwise it has no listing row."""
+    if props is None:
+        if not job.spec.allow_reuse:
+            return None
+        props = reuse.head_props(storage, item, names)
+    start = int(cursor["token"] or 0) if item.files is not None else 0
+    keys = [reuse.order_key(item, start + k, n) for k, n in enumerate(names)]
+    return reuse.listing_row(job.job_id, job.plan_step, index, keys[0] if keys else "",
+                             keys[-1] if keys else "", names, props)
 
 
 def _partition_batches(storage: Storage, ledger: Ledger, job: JobRow, cursor: dict[str, Any]
@@ -235,7 +259,7 @@ def _partition_batches(storage: Storage, ledger: Ledger, job: JobRow, cursor: di
 
 
 def _page(storage: Storage, job: JobRow, specs: Sequence[InputSpec], cursor: dict[str, Any]
-          ) -> tuple[list[str], str | None, bool | None]:
+          ) -> tuple[list[str], str | None, list[Any] | None, bool | None]:
     """The cursor's page of blob names, the next page's token, and the cursor's new ``ahead``:
     True if the next page is being listed ahead in this process, False once listing ahead has
     stopped for the job, None if nothing was listed ahead.
@@ -248,30 +272,32 @@ def _page(storage: Storage, job: JobRow, specs: Sequence[InputSpec], cursor: dic
     expected = cursor.get("ahead") if PREFETCH else None
     page = _prefetcher.take((job.job_id, index, token, page_size)) if expected else None
     missed = expected is True and page is None
-    names, next_token = page if page is not None else datasets.list_page(storage, item, token,
-                                                                          page_size)
+    names, next_token, props = page if page is not None else datasets.list_page(
+        storage, item, token, page_size)
     if expected is False or missed:
-        return names, next_token, False
+        return names, next_token, props, False
     nxt_index, nxt_token = (index, next_token) if next_token is not None else (index + 1, None)
     if not PREFETCH or nxt_index >= len(specs):
-        return names, next_token, None
+        return names, next_token, props, None
     nxt_item = specs[nxt_index]
     if nxt_item.files is not None:          # an explicit list of names: nothing to list
-        return names, next_token, None
+        return names, next_token, props, None
     _prefetcher.start((job.job_id, nxt_index, nxt_token, page_size),
                       lambda: datasets.list_page(storage, nxt_item, nxt_token, page_size))
-    return names, next_token, True
+    return names, next_token, props, True
 
 
-def _put_rows(ledger: Ledger, rows: list[BatchRow]) -> None:
-    """Upsert the page's mini-batch rows, up to ``WRITE_CONCURRENCY`` transactions at once; returns
-    when every transaction has finished, raising the first failure (the step is then redone, and
-    upserts of the same rows are harmless)."""
+def _put_rows(ledger: Ledger, rows: list[BatchRow], listing: dict[str, Any] | None = None) -> None:
+    """Upsert the page's mini-batch rows (and its listing row), up to ``WRITE_CONCURRENCY``
+    transactions at once; returns when every transaction has finished, raising the first failure
+    (the step is then redone, and upserts of the same rows are harmless)."""
     chunks = [rows[i:i + TRANSACTION_ROWS] for i in range(0, len(rows), TRANSACTION_ROWS)]
-    if len(chunks) <= 1 or WRITE_CONCURRENCY <= 1:
+    if listing is None and (len(chunks) <= 1 or WRITE_CONCURRENCY <= 1):
         ledger.put_batches(rows)
         return
-    futures = [_writers.submit(ledger.put_batches, chunk) for chunk in chunks]
+    futures: list[Future[Any]] = [_writers.submit(ledger.put_batches, chunk) for chunk in chunks]
+    if listing is not None:
+        futures.append(_writers.submit(ledger.table.upsert_entity, listing))
     wait(futures)
     for future in futures:
         future.result()
@@ -286,6 +312,35 @@ def _enqueue_new(storage: Storage, ledger: Ledger, job: JobRow, new: range) -> N
                if BatchState(b.state).settled]
     for i in decisions.planner_enqueues(new, job.window, settled):
         outbox.batch(storage, job.job_id, i)
+
+
+def _take_over(storage: Storage, ledger: Ledger, job: JobRow, decision: reuse.Decision) -> None:
+    """Finish a reused job: the earlier job's output copied to this job's output folder, a
+    job_result.txt saying whose it is, then the row (succeeded, ``reused_from``) and the index.
+    Each part is idempotent: a planner that dies half-way is followed by one that does it all."""
+    source = decision.reuse
+    assert source is not None
+    copied = reuse.copy_output(storage, source, job)
+    now = time.time()
+    text = (f"job {job.job_id}: succeeded\n{decision.note}.\nOutput: the output of job {source.job_id}"
+            f"{f' ({copied} file(s) copied here)' if copied else ''}; its logs are in "
+            f"{source.output_container}/{source.output_prefix}/logs/\n")
+    storage.container(job.output_container).upload_blob(
+        blob_path(job.output_prefix, "logs/job_result.txt"), text.encode(), overwrite=True)
+    try:
+        done = ledger.update_job(
+            job, state=JobState.SUCCEEDED, planning_done=True, plan_step=1, reused_from=source.job_id,
+            reuse_note=decision.note, planned=source.planned, items_total=source.items_total,
+            text_bytes=source.text_bytes, rows=source.rows, schemas=source.schemas,
+            started_at=job.started_at or now, ended_at=now)
+    except Conflict:
+        latest = ledger.get_job(job.job_id)
+        if latest.state != JobState.SUCCEEDED:
+            raise    # cancelled meanwhile, or moved: the message is delivered again and decides again
+        done = latest
+    index.set_state(storage, done, JobState.SUCCEEDED)
+    reuse.record_success(storage, done)
+    log.info("reused: job=%s from job=%s (%d file(s) copied)", job.job_id, source.job_id, copied)
 
 
 def _fail_planning(storage: Storage, ledger: Ledger, job: JobRow, reason: str) -> None:

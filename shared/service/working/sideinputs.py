@@ -38,7 +38,7 @@ def _download(storage: Storage, side: SideInputSpec, staging: Path) -> None:
     files = size = 0
     token: str | None = None
     while True:
-        names, token = fileinputs.list_page(storage, source, token)
+        names, token, _ = fileinputs.list_page(storage, source, token)
         for name in names:
             dest = staging.joinpath(*PurePosixPath(_relative(source.prefix, name)).parts)
             if not dest.resolve().is_relative_to(staging.resolve()):

@@ -1,0 +1,189 @@
+"""allow_reuse as PRS has it (its default): a job whose code, models, environment, side inputs,
+parameters and inputs are unchanged takes the earlier job's output at once; any change makes it
+run, and it says why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from shared.cli import main as cli
+from shared.local.host import LocalHost
+from shared.messages import PlanMessage
+from shared.service.jobs import lifecycle as jobs
+from shared.service.ledger.rows import JobRow
+from shared.service.ledger.store import Ledger
+from shared.service.planning import planner
+from shared.settings import Settings
+from shared.storage import Storage
+
+from .conftest import put_files, register_text_model
+
+CONTAINER = "reusein"
+
+
+@pytest.fixture
+def model(storage: Storage, tmp_path: Path) -> int:
+    return register_text_model(storage, tmp_path, "echo", "m1")
+
+
+@pytest.fixture
+def folder(settings: Settings) -> str:
+    """This test's input folder (the module's tests share the container, and change its blobs)."""
+    return settings.plan_queue.removesuffix("-plan")
+
+
+def spec(code: str, folder: str, **extra: Any) -> dict[str, Any]:
+    return {"name": "reuse-job", "entry_script": "prs_style.py", "source_directory": code,
+            "inputs": [f"{CONTAINER}/{folder}/"], "models": ["echo"], "mini_batch_size": "2",
+            "arguments": ["--suffix", "_a"], "process_count_per_node": 1, **extra}
+
+
+def run(storage: Storage, host: LocalHost, data: dict[str, Any]) -> tuple[JobRow, dict[str, Any]]:
+    ledger = Ledger(storage.ledger)
+    job = jobs.submit(storage, ledger, data)
+    host.drain(timeout_s=180)
+    return ledger.get_job(job.job_id), jobs.status(storage, ledger, job.job_id)
+
+
+def rows(storage: Storage, st: dict[str, Any]) -> list[str]:
+    out = st["output"]
+    return storage.container(out["container"]).download_blob(out["blob"]).readall().decode().splitlines()
+
+
+def inputs(storage: Storage, folder: str, n: int = 5) -> None:
+    put_files(storage, CONTAINER, {f"{folder}/{i:02d}.txt": str(i).encode() for i in range(n)})
+
+
+def test_the_same_job_twice_is_reused_with_the_same_rows_and_no_mini_batch_run(
+        storage: Storage, host: LocalHost, code: str, folder: str, model: int) -> None:
+    inputs(storage, folder)
+    first, st1 = run(storage, host, spec(code, folder))
+    assert st1["state"] == "succeeded" and st1["reuse"]["reused_from"] is None
+    assert st1["reuse"]["note"].startswith("not reused: no earlier succeeded job")
+    second, st2 = run(storage, host, spec(code, folder))
+    assert st2["state"] == "succeeded", st2
+    assert st2["reuse"]["reused_from"] == first.job_id
+    assert st2["reason"] == (f"reused job {first.job_id}: same code, models, environment, inputs "
+                             "and parameters")
+    assert st2["output"]["blob"] != st1["output"]["blob"]          # its own output location...
+    assert rows(storage, st2) == rows(storage, st1) and len(rows(storage, st1)) == 5   # ...same rows
+    assert st2["items"] == st1["items"] and st2["mini_batches"]["total"] == st1["mini_batches"]["total"]
+    ledger = Ledger(storage.ledger)
+    assert list(ledger.batches(second.job_id)) == [] and ledger.totals(second.job_id).tries == 0
+    result = storage.container(second.output_container).download_blob(
+        f"{second.output_prefix}/logs/job_result.txt").readall().decode()
+    assert f"reused job {first.job_id}" in result
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    ("add a blob", "1 input blob changed since job {first} (1 added; e.g. reusein/{folder}/99.txt)"),
+    ("rewrite a blob", "1 input blob changed since job {first} (1 rewritten; e.g. reusein/{folder}/02.txt)"),
+    ("delete a blob", "1 input blob changed since job {first} (1 removed)"),
+    ("register the model again", "model echo: version 1 → 2"),
+    ("change an argument", "arguments differ (--suffix _a → --suffix _b)"),
+    ("allow_reuse false", "not reused: allow_reuse is false"),
+    ("change the mini-batch size", "mini_batch_size differs (2 → 3)"),
+])
+def test_a_change_makes_the_job_run_and_it_says_why(
+        storage: Storage, host: LocalHost, code: str, folder: str, model: int, tmp_path: Path,
+        change: str, says: str) -> None:
+    inputs(storage, folder)
+    first, _ = run(storage, host, spec(code, folder))
+    data = spec(code, folder)
+    container = storage.container(CONTAINER)
+    if change == "add a blob":
+        container.upload_blob(f"{folder}/99.txt", b"99", overwrite=True)
+    elif change == "rewrite a blob":
+        container.upload_blob(f"{folder}/02.txt", b"two", overwrite=True)
+    elif change == "delete a blob":
+        container.delete_blob(f"{folder}/04.txt")
+    elif change == "register the model again":
+        register_text_model(storage, tmp_path, "echo", "m1")       # same text, a new version
+    elif change == "change an argument":
+        data["arguments"] = ["--suffix", "_b"]
+    elif change == "allow_reuse false":
+        data["allow_reuse"] = False
+    elif change == "change the mini-batch size":
+        data["mini_batch_size"] = "3"
+    second, st = run(storage, host, data)
+    assert st["state"] == "succeeded" and st["reuse"]["reused_from"] is None, st
+    assert says.format(first=first.job_id, folder=folder) in st["reuse"]["note"], st["reuse"]["note"]
+    assert st["mini_batches"]["succeeded"] >= 1                      # it ran
+
+
+def test_changing_only_node_count_or_processes_or_the_name_is_reused(
+        storage: Storage, host: LocalHost, code: str, folder: str, model: int) -> None:
+    inputs(storage, folder)
+    first, _ = run(storage, host, spec(code, folder))
+    _, st = run(storage, host, spec(code, folder, node_count=2, process_count_per_node=2, name="other-name",
+                                   logging_level="DEBUG", run_invocation_timeout=120))
+    assert st["reuse"]["reused_from"] == first.job_id, st["reuse"]
+
+
+def test_two_identical_jobs_submitted_together_both_run_each_with_its_whole_output(
+        storage: Storage, idle_host: LocalHost, code: str, folder: str, model: int) -> None:
+    """As two Azure ML pipeline runs submitted at once: a candidate is a job that has succeeded."""
+    inputs(storage, folder)
+    ledger = Ledger(storage.ledger)
+    a = jobs.submit(storage, ledger, spec(code, folder))
+    b = jobs.submit(storage, ledger, spec(code, folder))
+    with idle_host:
+        idle_host.drain(timeout_s=180)
+    sa, sb = (jobs.status(storage, ledger, j.job_id) for j in (a, b))
+    assert sa["state"] == sb["state"] == "succeeded"
+    assert rows(storage, sa) == rows(storage, sb) and len(rows(storage, sa)) == 5
+
+
+def test_resubmit_keeps_allow_reuse_and_no_reuse_runs_afresh(
+        storage: Storage, host: LocalHost, code: str, folder: str, model: int) -> None:
+    inputs(storage, folder)
+    first, _ = run(storage, host, spec(code, folder))
+    ledger = Ledger(storage.ledger)
+    again = jobs.resubmit(storage, ledger, first.job_id, {})
+    host.drain(timeout_s=180)
+    assert ledger.get_job(again.job_id).reused_from == first.job_id
+    fresh = CliRunner().invoke(cli.app, ["resubmit", first.job_id, "--no-reuse", "--json"],
+                               env=storage.settings.to_env())
+    assert fresh.exit_code == 0, fresh.output
+    host.drain(timeout_s=180)
+    latest = jobs.list_jobs(storage, 1)[0]["job_id"]
+    assert latest not in (first.job_id, again.job_id)
+    job = ledger.get_job(latest)
+    assert job.state == "succeeded" and not job.reused_from and "allow_reuse is false" in job.reuse_note
+
+
+def test_a_planner_that_dies_while_taking_over_is_followed_by_one_that_finishes(
+        storage: Storage, code: str, folder: str, model: int, idle_host: LocalHost,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copy is made, then the process dies before the row says succeeded: the message comes
+    again, and the next planner decides again and finishes (the copy overwrites itself)."""
+    inputs(storage, folder)
+    ledger = Ledger(storage.ledger)
+    first = jobs.submit(storage, ledger, spec(code, folder))
+    with idle_host:
+        idle_host.drain(timeout_s=180)
+    second = jobs.submit(storage, ledger, spec(code, folder))
+    real = ledger.update_job
+    died = []
+
+    def dies_once(job: JobRow, **changes: Any) -> JobRow:
+        if changes.get("reused_from") and not died:
+            died.append(job.job_id)
+            raise ConnectionError("the process died")
+        return real(job, **changes)
+
+    monkeypatch.setattr(ledger, "update_job", dies_once)
+    msg = PlanMessage(second.job_id, 0)
+    with pytest.raises(ConnectionError):
+        planner.plan_step(storage, ledger, msg)
+    assert ledger.get_job(second.job_id).state == "queued"
+    planner.plan_step(storage, ledger, msg)     # delivered again
+    planner.plan_step(storage, ledger, msg)     # and once more: nothing changes
+    done = ledger.get_job(second.job_id)
+    assert died and done.state == "succeeded" and done.reused_from == first.job_id
+    st = jobs.status(storage, ledger, second.job_id)
+    assert rows(storage, st) == rows(storage, jobs.status(storage, ledger, first.job_id))
