@@ -87,6 +87,7 @@ def test_the_same_job_twice_is_reused_with_the_same_rows_and_no_mini_batch_run(
     ("change an argument", "arguments differ (--suffix _a → --suffix _b)"),
     ("allow_reuse false", "not reused: allow_reuse is false"),
     ("change the mini-batch size", "mini_batch_size differs (2 → 3)"),
+    ("change the environment", "environment differs ([] → six==1.17.0)"),
 ])
 def test_a_change_makes_the_job_run_and_it_says_why(
         storage: Storage, host: LocalHost, code: str, folder: str, model: int, tmp_path: Path,
@@ -109,6 +110,8 @@ def test_a_change_makes_the_job_run_and_it_says_why(
         data["allow_reuse"] = False
     elif change == "change the mini-batch size":
         data["mini_batch_size"] = "3"
+    elif change == "change the environment":
+        data["environment"] = ["six==1.17.0"]
     second, st = run(storage, host, data)
     assert st["state"] == "succeeded" and st["reuse"]["reused_from"] is None, st
     assert says.format(first=first.job_id, folder=folder) in st["reuse"]["note"], st["reuse"]["note"]

@@ -201,6 +201,7 @@ def test_job_spec_matches_the_tutorial() -> None:
         "logging_level": "INFO",
         "run_invocation_timeout": 60,
         "run_max_try": 3,
+        "allow_reuse": True,
     }
     assert re.fullmatch(r"[a-z][a-z0-9-]{2,31}", spec["name"])
     assert (EXAMPLE / spec["source_directory"] / spec["entry_script"]).is_file()

@@ -52,7 +52,7 @@ def test_defaults_match_prs() -> None:
     assert spec.run_invocation_timeout == 60 and spec.run_max_try == 3
     assert spec.arguments == [] and spec.models == [] and spec.environment_variables is None
     assert spec.output is None and spec.name is None and spec.source_directory is None
-    assert spec.partition_keys is None and spec.side_inputs is None and spec.allow_reuse is None
+    assert spec.partition_keys is None and spec.side_inputs is None and spec.allow_reuse is True
     assert spec.input_type == "file"
 
 
@@ -385,7 +385,6 @@ def test_output_paths_never_escape(output: object) -> None:
 # ---- refusals: PRS fields not honoured yet ---------------------------------------------------------------
 
 @pytest.mark.parametrize(("fields", "field"), [
-    ({"allow_reuse": True}, "allow_reuse"),
     ({"compute_target": "cpu-cluster"}, "compute_target"),
 ])
 def test_fields_not_supported_yet_are_refused_by_name(fields: dict[str, object], field: str) -> None:
@@ -411,7 +410,13 @@ def test_harmless_values_of_unsupported_fields_are_accepted() -> None:
 
 
 def test_refusals_live_in_one_table() -> None:
-    assert {"allow_reuse", "compute_target"} <= set(NOT_SUPPORTED_YET)
+    assert {"compute_target"} <= set(NOT_SUPPORTED_YET) and "allow_reuse" not in NOT_SUPPORTED_YET
+
+
+def test_allow_reuse_defaults_to_true_as_in_prs() -> None:
+    assert parse_spec(base()).allow_reuse is True
+    assert parse_spec(base(allow_reuse=True)).allow_reuse is True
+    assert_only_error(base(allow_reuse="sometimes"), "allow_reuse", "boolean")
 
 
 def test_an_environment_is_checked_now_and_its_files_at_submission() -> None:
@@ -509,7 +514,7 @@ def test_models_can_be_built_directly() -> None:
     spec = JobSpec(entry_script="s.py", inputs=[InputSpec(path="data/x/*.txt")])
     assert spec.inputs[0].name == "input_0" and spec.inputs[0].glob == "*.txt"
     with pytest.raises(ValidationError):
-        JobSpec(entry_script="s.py", inputs=["data/x"], allow_reuse=True)
+        JobSpec(entry_script="s.py", inputs=["data/x"], compute_target="cpu-cluster")
 
 
 @pytest.mark.parametrize("fmt", ["csv", "TSV", "parquet", "jsonl",
