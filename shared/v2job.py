@@ -81,6 +81,12 @@ def translate(data: Mapping[str, Any]) -> dict[str, Any]:
     if job is None:
         raise SpecError(problems.items)
     spec = _translate_job(job, parent_inputs, where, problems)
+    settings = data.get("settings")
+    if isinstance(settings, Mapping) and "force_rerun" in settings:
+        if not isinstance(settings["force_rerun"], bool):
+            problems.add("settings.force_rerun", "must be true or false")
+        elif settings["force_rerun"]:    # a v2 pipeline's way of saying allow_reuse: false
+            spec["allow_reuse"] = False
     if problems.items:
         raise SpecError(problems.items)
     return spec

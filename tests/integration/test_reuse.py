@@ -190,3 +190,20 @@ def test_a_planner_that_dies_while_taking_over_is_followed_by_one_that_finishes(
     assert died and done.state == "succeeded" and done.reused_from == first.job_id
     st = jobs.status(storage, ledger, second.job_id)
     assert rows(storage, st) == rows(storage, jobs.status(storage, ledger, first.job_id))
+
+
+def test_a_lost_listing_row_never_makes_a_job_reuse_what_it_cannot_compare(
+        storage: Storage, host: LocalHost, code: str, folder: str, model: int) -> None:
+    """Storage loses the earlier job's record of its inputs (an acknowledged write gone): the new
+    job cannot show its inputs are unchanged, so it runs, saying so."""
+    inputs(storage, folder)
+    first, _ = run(storage, host, spec(code, folder))
+    ledger = Ledger(storage.ledger)
+    listing = list(ledger.table.query_entities("PartitionKey eq @pk and RowKey ge 'l-' and RowKey lt 'l.'",
+                                               parameters={"pk": first.job_id}))
+    assert listing and sum(int(e["count"]) for e in listing) == 5
+    for entity in listing:
+        ledger.table.delete_entity(entity["PartitionKey"], entity["RowKey"])
+    _, st = run(storage, host, spec(code, folder))
+    assert st["reuse"]["reused_from"] is None
+    assert "5 input blobs changed since job" in st["reuse"]["note"] and "5 added" in st["reuse"]["note"]

@@ -484,7 +484,7 @@ def test_to_dict_is_json_without_none_and_round_trips() -> None:
         "data/a/**/*.jpg", {"container": "data", "files": ["b.txt"]}], environment_variables={"A": 1}))
     data = spec.to_dict()
     json.dumps(data)
-    assert "allow_reuse" not in data and "process_count_per_node" not in data
+    assert data["allow_reuse"] is True and "process_count_per_node" not in data
     assert all("path" not in i for i in data["inputs"])
     assert parse_spec(data) == spec
     assert parse_spec(json.dumps(data)) == spec

@@ -89,3 +89,13 @@ def test_a_v2_environment_is_the_job_s_environment_and_its_errors_name_the_v2_fi
     assert any(e["field"] == "task.environment" and "registered environments (azureml:env:1) are not "
                "supported" in e["message"] for e in refused.value.errors), refused.value.errors
 
+
+
+def test_a_pipeline_reuses_by_default_and_force_rerun_turns_it_off() -> None:
+    pipeline = {"type": "pipeline", "jobs": {"score": JOB}}
+    assert parse_spec(pipeline).allow_reuse is True
+    assert parse_spec({**pipeline, "settings": {"force_rerun": True}}).allow_reuse is False
+    assert parse_spec({**pipeline, "settings": {"force_rerun": False}}).allow_reuse is True
+    with pytest.raises(SpecError) as info:
+        parse_spec({**pipeline, "settings": {"force_rerun": "yes"}})
+    assert info.value.errors[0]["field"] == "settings.force_rerun"
