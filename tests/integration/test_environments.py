@@ -126,7 +126,8 @@ def test_a_conda_yaml_environment_runs_the_script_and_the_next_job_reuses_the_bu
     with idle_host:
         first = jobs.submit(storage, ledger, spec(code, environment="conda.yml"))
         idle_host.drain(timeout_s=300)
-        second = jobs.submit(storage, ledger, spec(code, environment="requirements.txt"))
+        # the same job again (its environment written another way): it must run, not be reused
+        second = jobs.submit(storage, ledger, spec(code, environment="requirements.txt", allow_reuse=False))
         idle_host.drain(timeout_s=300)
     first, second = ledger.get_job(first.job_id), ledger.get_job(second.job_id)
     assert rows(storage, first) == EXPECTED and rows(storage, second) == EXPECTED
