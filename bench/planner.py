@@ -343,6 +343,25 @@ def print_tables(results: list[dict[str, Any]], batch: str, sequential: bool) ->
         f"{r['blobs']:,}: {r['fill_s']:.0f}" for r in results))
 
 
+def reuse_decision(storage: Storage, job_id: str) -> dict[str, Any]:
+    """Wall time of one listing of the job's input, and of comparing it with the job's listing
+    rows as a job with the same fingerprint does at its first planner step."""
+    from shared.service.jobs import reuse
+    from shared.service.planning import fileinputs
+
+    spec = Ledger(storage.ledger).get_job(job_id).spec
+    started, token = time.monotonic(), None
+    while True:
+        _, token, _ = fileinputs.list_page(storage, spec.inputs[0], token, storage.settings.plan_page_size)
+        if token is None:
+            break
+    listing_s = time.monotonic() - started
+    started = time.monotonic()
+    diff = reuse.compare(storage, Ledger(storage.ledger), spec, job_id)
+    return {"listing_s": round(listing_s, 2), "decide_s": round(time.monotonic() - started, 2),
+            "same": diff.same}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--blobs", type=int, nargs="+", default=[10_000])
@@ -362,6 +381,9 @@ def main() -> int:
     parser.add_argument("--upload-threads", type=int, default=8)
     parser.add_argument("--azurite", nargs=2, metavar=("CONNECTION_STRING", "PID"),
                         help="use this running Azurite, topping its input container up by uploads")
+    parser.add_argument("--reuse", action="store_true",
+                        help="after planning, time deciding allow_reuse against the planned job "
+                             "(its listing rows) beside one plain listing of the same input")
     parser.add_argument("--child", nargs=3, metavar=("CONN", "JOB", "AZURITE_PID"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -380,6 +402,12 @@ def main() -> int:
                 r = result(given.blobs, run_child(given.connection_string, given.azurite_pid,
                                                   job_id, args.tracemalloc, args.sequential),
                            given.fill_s)
+                if args.reuse:
+                    r["reuse"] = reuse_decision(given.storage, job_id)
+                    if not args.json:
+                        print(f"{given.blobs:,} blobs: one listing {r['reuse']['listing_s']:.2f} s, "
+                              f"deciding reuse {r['reuse']['decide_s']:.2f} s "
+                              f"(same inputs: {r['reuse']['same']})", flush=True)
                 results.append(r)
                 if args.json:
                     print(json.dumps(r), flush=True)
