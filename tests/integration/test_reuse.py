@@ -4,6 +4,7 @@ run, and it says why."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +208,20 @@ def test_a_lost_listing_row_never_makes_a_job_reuse_what_it_cannot_compare(
     _, st = run(storage, host, spec(code, folder))
     assert st["reuse"]["reused_from"] is None
     assert "5 input blobs changed since job" in st["reuse"]["note"] and "5 added" in st["reuse"]["note"]
+
+
+def test_submit_no_reuse_runs_a_job_that_would_be_reused(
+        storage: Storage, host: LocalHost, code: str, folder: str, model: int, tmp_path: Path) -> None:
+    inputs(storage, folder)
+    first, _ = run(storage, host, spec(code, folder))
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(spec(code, folder)))
+    fresh = CliRunner().invoke(cli.app, ["submit", str(path), "--no-reuse", "--json"],
+                               env=storage.settings.to_env())
+    assert fresh.exit_code == 0, fresh.output
+    host.drain(timeout_s=180)
+    latest = jobs.list_jobs(storage, 1)[0]["job_id"]
+    assert latest != first.job_id
+    job, st = Ledger(storage.ledger).get_job(latest), jobs.status(storage, Ledger(storage.ledger), latest)
+    assert job.state == "succeeded" and not job.reused_from and "allow_reuse is false" in job.reuse_note
+    assert st["mini_batches"]["succeeded"] == 3 and len(rows(storage, st)) == 5
