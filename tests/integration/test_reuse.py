@@ -4,10 +4,13 @@ run, and it says why."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -225,3 +228,43 @@ def test_submit_no_reuse_runs_a_job_that_would_be_reused(
     job, st = Ledger(storage.ledger).get_job(latest), jobs.status(storage, Ledger(storage.ledger), latest)
     assert job.state == "succeeded" and not job.reused_from and "allow_reuse is false" in job.reuse_note
     assert st["mini_batches"]["succeeded"] == 3 and len(rows(storage, st)) == 5
+
+
+def test_a_summary_only_job_reused_into_another_folder_gets_the_files_the_script_wrote(
+        storage: Storage, host: LocalHost, code: str, folder: str) -> None:
+    inputs(storage, folder)
+    base = {"name": "reuse-summary", "entry_script": "summary_only.py", "source_directory": code,
+            "inputs": [f"{CONTAINER}/{folder}/"], "mini_batch_size": "2",
+            "output_action": "summary_only"}
+    first, _ = run(storage, host, {**base, "output": {"container": "reuseout", "path": f"{folder}/a"}})
+    second, st = run(storage, host, {**base, "output": {"container": "reuseout", "path": f"{folder}/b"}})
+    assert second.reused_from == first.job_id and st["state"] == "succeeded"
+    out = storage.container("reuseout")
+    files = {prefix: {b.name.removeprefix(f"{folder}/{prefix}/"): out.download_blob(b.name).readall()
+                      for b in out.list_blobs(name_starts_with=f"{folder}/{prefix}/batch_")}
+             for prefix in ("a", "b")}
+    assert files["a"] == files["b"] and sorted(files["b"]) == [
+        "batch_0000.txt", "batch_0001.txt", "batch_0002.txt"]
+    result = out.download_blob(f"{folder}/b/logs/job_result.txt").readall().decode()
+    assert first.job_id in result
+
+
+def test_a_parquet_job_is_reused_with_the_same_table(
+        storage: Storage, host: LocalHost, code: str, folder: str, model: int) -> None:
+    inputs(storage, folder)
+    data = spec(code, folder, entry_script="frames.py", output_format="parquet")
+    first, sa = run(storage, host, data)
+    second, sb = run(storage, host, data)
+    assert sa["state"] == "succeeded" and second.reused_from == first.job_id
+    assert sa["output"]["blob"] != sb["output"]["blob"] or sa["output"]["container"] != sb["output"]["container"]
+
+
+    def table(st: dict[str, Any]) -> Any:
+        """The output dataset folder's parts, in order, as one table (_SUCCESS written last)."""
+        out = storage.container(st["output"]["container"])
+        names = sorted(out.list_blob_names(name_starts_with=st["output"]["blob"] + "/"))
+        assert names[0].endswith("/_SUCCESS") and len(names) == 4, names
+        return pa.concat_tables(pq.read_table(io.BytesIO(out.download_blob(n).readall()))
+                                for n in names[1:])
+
+    assert table(sa).equals(table(sb)) and table(sb).num_rows == 5
