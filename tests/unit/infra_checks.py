@@ -547,7 +547,8 @@ PRUNE = {".git", ".venv", "node_modules", ".mypy_cache", ".ruff_cache", ".pytest
          ".hypothesis", "__pycache__", ".import_linter_cache"}
 # Paths that are not in a clean checkout but are on a developer's machine: the package leaves
 # them out whatever else changes.
-LOCAL_ONLY = (".venv/lib/python3.11/site-packages/x.py", "node_modules/azurite/package.json",
+LOCAL_ONLY = (".venv/lib/python3.11/site-packages/x.py", "parallelrun-functions_env/bin/python",
+              "node_modules/azurite/package.json",
               "shared/__pycache__/settings.cpython-311.pyc", "functions/worker.pyc",
               ".azure/dev/.env", ".azure/config.json", "test-artifacts/run1/log.txt",
               "parallelrun_functions.egg-info/PKG-INFO", "__azurite_db_blob__.json",
