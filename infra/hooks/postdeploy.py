@@ -75,10 +75,14 @@ def az(args: Sequence[str], *, capture: bool = True) -> subprocess.CompletedProc
     return subprocess.run([exe, *args], text=True, capture_output=capture, check=False)
 
 
-def blobs_extension_key_exists(group: str, app: str) -> bool:
+def blobs_extension_key(group: str, app: str) -> tuple[bool, str]:
+    """Whether the key exists yet, and what az said if it could not tell (never the key)."""
     done = az(["functionapp", "keys", "list", "--resource-group", group, "--name", app,
                "--query", "systemKeys.blobs_extension", "--output", "tsv"])
-    return done.returncode == 0 and bool(done.stdout.strip())
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        return False, (lines[-1].strip()[:300] if lines else f"exit code {done.returncode}")
+    return bool(done.stdout.strip()), ""
 
 
 def wait_for_key(group: str, app: str, wait_s: float) -> None:
@@ -86,14 +90,18 @@ def wait_for_key(group: str, app: str, wait_s: float) -> None:
     pause = max(0.1, min(10.0, wait_s / 10))
     say(f"waiting for the blobs_extension key of {app} (the host creates it when it starts "
         f"with submit_from_blob; at most {wait_s:.0f} s)")
-    while not blobs_extension_key_exists(group, app):
+    while True:
+        exists, error = blobs_extension_key(group, app)
+        if exists:
+            return
         if time.monotonic() >= deadline:
+            said = f" The last `az functionapp keys list` failed: {error}." if error else ""
             raise HookError(
-                f"{app} has no blobs_extension key after {wait_s:.0f} s. Check that the code is "
-                "deployed (`az functionapp function list -g {g} -n {a} -o table` lists "
-                "submit_from_blob) and look at the app's logs in Application Insights; then run "
-                "`azd hooks run postdeploy` (or wait longer: set {w})".format(
-                    g=group, a=app, w=WAIT_SETTING))
+                f"{app} has no blobs_extension key after {wait_s:.0f} s.{said} Check that you are "
+                "logged in (`az account show`), that the code is deployed (`az functionapp "
+                f"function list -g {group} -n {app} -o table` lists submit_from_blob) and the "
+                "app's logs in Application Insights; then run `azd hooks run postdeploy` (or "
+                f"wait longer: set {WAIT_SETTING})")
         time.sleep(pause)
 
 

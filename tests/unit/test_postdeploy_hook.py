@@ -34,7 +34,10 @@ FAKE_AZ = textwrap.dedent("""\
     state = os.environ["FAKE_AZ_STATE"]
     with open(os.path.join(state, "calls.jsonl"), "a") as fh:
         fh.write(json.dumps(sys.argv[1:]) + "\\n")
-    if sys.argv[1:4] == ["functionapp", "keys", "list"]:
+    if sys.argv[1:4] == ["functionapp", "keys", "list"] and os.environ.get("FAKE_AZ_KEYS_ERROR"):
+        print("ERROR: " + os.environ["FAKE_AZ_KEYS_ERROR"], file=sys.stderr)
+        sys.exit(1)
+    elif sys.argv[1:4] == ["functionapp", "keys", "list"]:
         polls = os.path.join(state, "polls")
         n = int(open(polls).read()) if os.path.exists(polls) else 0
         open(polls, "w").write(str(n + 1))
@@ -120,6 +123,13 @@ def test_a_key_that_never_appears_stops_the_hook_before_any_deployment(tmp_path:
     assert done.returncode == 1
     assert "func-parallelrun-abc has no blobs_extension key after 3 s" in done.stderr
     assert "azd hooks run postdeploy" in done.stderr
+    assert deployments(calls) == []
+
+
+def test_an_az_that_cannot_list_keys_is_quoted_when_the_wait_ends(tmp_path: Path) -> None:
+    done, calls = run_hook(tmp_path, {**ENV, "FAKE_AZ_KEYS_ERROR": "Please run 'az login' to setup account."})
+    assert done.returncode == 1
+    assert "The last `az functionapp keys list` failed: ERROR: Please run 'az login'" in done.stderr
     assert deployments(calls) == []
 
 
