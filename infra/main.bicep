@@ -1,28 +1,52 @@
-// ParallelRun Functions on Azure: one resource group holding
+// ParallelRun Functions on Azure, provisioned by `azd up` (or `az deployment sub create`): one
+// resource group holding
 //   identity        user-assigned managed identity the app runs as
 //   monitoring      Log Analytics workspace + Application Insights
 //   storage         storage account: host storage, deployment package, ParallelRun's
 //                   containers, queues (+ poison queues) and tables
-//   rbac            data-plane roles for the identity (and optionally an operator)
+//   rbac            data-plane roles for the identity and for the operator (principalId)
 //   functionapp     Flex Consumption plan + Linux Python Function App, identity-based settings
 //   eventgrid       system topic on the storage account (blob events)
-//   eventgrid-subscription  requests container -> submit_from_blob (second pass, after publish)
-//
-// Deploy:   az deployment group create -g <rg> -f infra/main.bicep -p infra/main.parameters.json
-// Publish the app, then run the same command with -p deployBlobEventSubscription=true.
-// See infra/README.md.
+// The Event Grid subscription requests container -> submit_from_blob
+// (modules/eventgrid-subscription.bicep) needs the app's code deployed first: azd's postdeploy
+// hook (infra/hooks/postdeploy.py) deploys it. See infra/README.md.
 
-targetScope = 'resourceGroup'
+targetScope = 'subscription'
 
-@description('Azure region for every resource; must offer Flex Consumption (az functionapp list-flexconsumption-locations).')
-param location string = resourceGroup().location
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment: names the resource group and seeds the unique names of the resources.')
+param environmentName string
+
+@minLength(1)
+@description('Azure region of every resource; must offer Flex Consumption (az functionapp list-flexconsumption-locations).')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Object id of the operator (the person or pipeline that runs azd and the parallelrun CLI): gets Blob/Queue/Table Data Contributor on the storage account. azd sets it to the signed-in principal. Empty = none.')
+param principalId string = ''
+
+@description('Kind of principal principalId is.')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param principalType string = 'User'
+
+@description('Resource group name. Default: rg-<environmentName>.')
+param resourceGroupName string = ''
 
 @description('Short lowercase prefix for resource names.')
 @minLength(2)
 @maxLength(12)
 param baseName string = 'parallelrun'
 
-@description('Function App name (globally unique). Default: derived from baseName and the resource group.')
+@description('Function App name (globally unique). Default: derived from baseName and a hash of subscription, environment and region.')
 param functionAppName string = ''
 
 @description('Storage account name (globally unique, 3-24 lowercase letters and digits). Default: derived.')
@@ -51,33 +75,22 @@ param pythonVersion string = '3.11'
 @description('Allow shared-key access to the storage account (off: Entra ID only).')
 param allowSharedKeyAccess bool = false
 
-@description('Create the Event Grid subscription requests container -> submit_from_blob. Needs the app\'s code published first (its blobs_extension key exists only then).')
-param deployBlobEventSubscription bool = false
-
-@description('Name of the Event Grid blob-triggered function that submits uploaded job requests.')
-param blobTriggerFunctionName string = 'submit_from_blob'
-
-@description('Optional object id of a user/group/service principal that submits jobs, uploads inputs and reads outputs from outside the app (gets Blob/Queue/Table Data Contributor). Empty = none.')
-param operatorPrincipalId string = ''
-
-@description('Kind of principal operatorPrincipalId is.')
-@allowed([
-  'User'
-  'Group'
-  'ServicePrincipal'
-])
-param operatorPrincipalType string = 'User'
-
-@description('Tags for every resource.')
+@description('Tags for the resource group and every resource (azd-env-name is added).')
 param tags object = {
   application: 'parallelrun-functions'
 }
 
-var token = toLower(uniqueString(subscription().id, resourceGroup().id, location))
+var token = toLower(uniqueString(subscription().id, environmentName, location))
 var prefix = toLower(baseName)
 var appName = empty(functionAppName) ? 'func-${prefix}-${token}' : functionAppName
 var accountName = empty(storageAccountName) ? 'st${take(replace(prefix, '-', ''), 9)}${token}' : storageAccountName
 var deploymentContainerName = 'app-package-${take(toLower(appName), 32)}-${take(token, 7)}'
+var allTags = union(tags, {
+  'azd-env-name': environmentName
+})
+
+// The service of azure.yaml that azd deploys to the Function App: azd finds the app by this tag.
+var serviceName = 'api'
 
 // Names the app reads from its PARALLELRUN_* settings (defaults of shared/settings.py).
 var resourceNames = {
@@ -92,27 +105,36 @@ var resourceNames = {
   modelsTable: 'parallelrunmodels'
 }
 
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: empty(resourceGroupName) ? 'rg-${environmentName}' : resourceGroupName
+  location: location
+  tags: allTags
+}
+
 module identity 'modules/identity.bicep' = {
   name: 'identity'
+  scope: rg
   params: {
     location: location
     name: 'id-${prefix}-${token}'
-    tags: tags
+    tags: allTags
   }
 }
 
 module monitoring 'modules/monitoring.bicep' = {
   name: 'monitoring'
+  scope: rg
   params: {
     location: location
     logAnalyticsName: 'log-${prefix}-${token}'
     applicationInsightsName: 'appi-${prefix}-${token}'
-    tags: tags
+    tags: allTags
   }
 }
 
 module storage 'modules/storage.bicep' = {
   name: 'storage'
+  scope: rg
   params: {
     location: location
     name: accountName
@@ -133,23 +155,25 @@ module storage 'modules/storage.bicep' = {
       resourceNames.indexTable
       resourceNames.modelsTable
     ]
-    tags: tags
+    tags: allTags
   }
 }
 
 module rbac 'modules/rbac.bicep' = {
   name: 'rbac'
+  scope: rg
   params: {
     storageAccountName: storage.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     appPrincipalId: identity.outputs.principalId
-    operatorPrincipalId: operatorPrincipalId
-    operatorPrincipalType: operatorPrincipalType
+    operatorPrincipalId: principalId
+    operatorPrincipalType: principalType
   }
 }
 
 module functionApp 'modules/functionapp.bicep' = {
   name: 'functionapp'
+  scope: rg
   params: {
     location: location
     name: appName
@@ -166,7 +190,9 @@ module functionApp 'modules/functionapp.bicep' = {
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     resourceNames: resourceNames
-    tags: tags
+    tags: union(allTags, {
+      'azd-service-name': serviceName
+    })
   }
   // The app reaches storage only through its identity: grant the roles before it starts.
   dependsOn: [
@@ -176,32 +202,26 @@ module functionApp 'modules/functionapp.bicep' = {
 
 module eventGrid 'modules/eventgrid.bicep' = {
   name: 'eventgrid'
+  scope: rg
   params: {
     location: location
     name: 'evgt-${prefix}-${token}'
     storageAccountId: storage.outputs.id
-    tags: tags
+    tags: allTags
   }
 }
 
-module eventGridSubscription 'modules/eventgrid-subscription.bicep' = if (deployBlobEventSubscription) {
-  name: 'eventgrid-subscription'
-  params: {
-    systemTopicName: eventGrid.outputs.name
-    functionAppName: functionApp.outputs.name
-    functionName: blobTriggerFunctionName
-    requestsContainerName: resourceNames.requestsContainer
-  }
-}
-
-output functionAppName string = functionApp.outputs.name
-output functionAppHostName string = functionApp.outputs.defaultHostName
-output storageAccountName string = storage.outputs.name
-output blobEndpoint string = storage.outputs.blobEndpoint
-output queueEndpoint string = storage.outputs.queueEndpoint
-output tableEndpoint string = storage.outputs.tableEndpoint
-output deploymentContainerName string = storage.outputs.deploymentContainerName
-output managedIdentityClientId string = identity.outputs.clientId
-output applicationInsightsName string = monitoring.outputs.applicationInsightsName
-output eventGridSystemTopicName string = eventGrid.outputs.name
-output blobEventSubscriptionDeployed bool = deployBlobEventSubscription
+// azd keeps these in .azure/<environment>/.env: its deploy step and the postdeploy hook read them,
+// and `azd env get-values` shows them.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output SERVICE_API_NAME string = functionApp.outputs.name
+output SERVICE_API_URI string = 'https://${functionApp.outputs.defaultHostName}'
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
+output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output EVENT_GRID_SYSTEM_TOPIC_NAME string = eventGrid.outputs.name
+output PARALLELRUN_REQUESTS_CONTAINER string = resourceNames.requestsContainer

@@ -1,15 +1,15 @@
 // Event Grid subscription: "blob created in the requests container" -> the blob extension
 // webhook of the Function App, which runs the blob-triggered function `submit_from_blob`:
 //
-//   https://<app host>/runtime/webhooks/blobs?functionName=Host.Functions.<function>&code=<key>
+//   https://<app default host name>/runtime/webhooks/blobs?functionName=Host.Functions.<function>&code=<key>
 //
 // <key> is the app's `blobs_extension` system key. The host creates it the first time it starts
-// with a blob trigger loaded, i.e. only after the code has been published; and Event Grid
+// with the Event Grid blob trigger loaded, i.e. only after the code is deployed; and Event Grid
 // validates the endpoint (a handshake the blob extension answers) when the subscription is
-// created. So this module is deployed in a second pass (deployBlobEventSubscription=true),
-// after publishing. The key is read here with listKeys on the app's host; the same value is
-// what `az functionapp keys list -g <rg> -n <app> --query systemKeys.blobs_extension -o tsv`
-// prints, for creating the subscription by hand instead.
+// created. So this module is not part of main.bicep: azd's postdeploy hook
+// (infra/hooks/postdeploy.py) deploys it after every `azd deploy` / `azd up`, once the key exists
+// (deploying it again is harmless: the same subscription is updated in place). The key is read
+// here with listKeys on the app's host, so it never passes through a command line or a log.
 
 @description('Name of the Event Grid system topic on the storage account.')
 param systemTopicName string

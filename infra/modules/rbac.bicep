@@ -1,9 +1,13 @@
-// Role assignments for the app's managed identity (and, optionally, for the person or pipeline
-// that deploys and submits jobs from outside the app):
-//   Storage Blob Data Owner        storage account   host storage, deployment package, data
-//   Storage Queue Data Contributor storage account   plan / batch / finalize / poison queues
-//   Storage Table Data Contributor storage account   ledger, job index, model registry
-//   Monitoring Metrics Publisher   App Insights      Entra-authenticated telemetry
+// Role assignments for the app's managed identity and for the operator (azd's principalId: the
+// person or pipeline that runs azd and the parallelrun CLI):
+//   app       Storage Blob Data Owner        storage account   host storage, deployment package,
+//                                                               data, user delegation key (read_sas)
+//   app       Storage Queue Data Contributor storage account   plan / batch / finalize / poison queues
+//   app       Storage Table Data Contributor storage account   ledger, job index, model registry
+//   app       Monitoring Metrics Publisher   App Insights      Entra-authenticated telemetry
+//   operator  Storage Blob/Queue/Table Data Contributor (account): uploads, submit, status, results
+// What each is for, in full: infra/README.md ("Roles"); tests/unit/infra_checks.py checks this file
+// against that list and each id against the built-in role of its name.
 
 @description('Name of the storage account (in this resource group).')
 param storageAccountName string

@@ -57,7 +57,10 @@ def load_settings() -> Settings:
             env = {**values, **env}
         elif values.get(LOCAL_KEY_SETTING):
             env.setdefault(LOCAL_KEY_SETTING, values[LOCAL_KEY_SETTING])
-    env.setdefault("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    if not any(k.startswith("AzureWebJobsStorage") for k in env):
+        # no storage named at all: the local Azurite (an identity-based account, e.g.
+        # AzureWebJobsStorage__accountName with your az/azd login, is used as it is)
+        env["AzureWebJobsStorage"] = "UseDevelopmentStorage=true"
     return Settings.from_env(env)
 
 
