@@ -7,6 +7,8 @@
     POST /api/jobs/{id}/cancel            stop a job
     POST /api/jobs/{id}/resubmit          same job, some fields replaced (body: the overrides)
     GET  /api/jobs/{id}/results?head=N    first rows of the output
+    GET  /api/jobs/{id}/logs              the job's log files (?node=&process=&kind=)
+    GET  /api/jobs/{id}/logs/{path}       one log file as text (?offset=&max_bytes= or ?tail=)
     POST /api/snapshots                   upload a zipped source_directory -> snapshot reference
 
 Errors: 422 names every invalid field; 404 for unknown jobs; 409 for an output another unfinished
@@ -24,7 +26,7 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from shared.errors import (
@@ -38,6 +40,7 @@ from shared.errors import (
 )
 from shared.limits import Limits, load_text
 from shared.service import runtime
+from shared.service.jobs import joblogs
 from shared.service.jobs import lifecycle as jobs
 from shared.service.jobs.status import output_of
 from shared.service.results import read_head
@@ -181,6 +184,25 @@ def results(job_id: str, head: int = Query(10, ge=0, le=10_000)) -> dict[str, An
     if out.blob is None or not jobs.output_exists(rt.storage, out.container, out.blob):
         raise NotFoundError(f"job {job_id} has no output rows yet (state {job.state})")
     return {"job_id": job_id, "url": out.url, "rows": read_head(rt.storage, out.container, out.blob, head)}
+
+
+@app.get("/api/jobs/{job_id}/logs")
+def list_logs(job_id: str, node: str = "", process: str = "", kind: str = "") -> dict[str, Any]:
+    rt = runtime.current()
+    job = rt.ledger.get_job(jobs.check_job_id(job_id))
+    return joblogs.list_files(rt.storage, job, node=node, process=process, kind=kind).to_dict()
+
+
+@app.get("/api/jobs/{job_id}/logs/{path:path}")
+def read_log(job_id: str, path: str, offset: int = Query(0, ge=0),
+             max_bytes: int = Query(joblogs.MAX_READ_BYTES, ge=0, le=joblogs.MAX_READ_BYTES),
+             tail: int | None = Query(None, ge=0, le=joblogs.MAX_READ_BYTES)) -> Response:
+    rt = runtime.current()
+    joblogs.check_path(path)
+    job = rt.ledger.get_job(jobs.check_job_id(job_id))
+    chunk = joblogs.read(rt.storage, job, path, offset=offset, max_bytes=max_bytes, tail=tail)
+    return Response(chunk.data, media_type="text/plain; charset=utf-8", headers={
+        "X-Log-Offset": str(chunk.offset), "X-Log-Size": str(chunk.size)})
 
 
 @app.post("/api/snapshots", status_code=201)
