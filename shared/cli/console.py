@@ -106,8 +106,8 @@ def status_table(st: dict[str, Any]) -> Table:
                       f"{env['last_line']}")
     for err in st.get("errors", [])[:5]:
         ex = err["example"]
-        table.add_row(f"error x{err['count']}", f"[{err['kind']}] {err['message']} "
-                      f"(e.g. mini-batch {ex['mini_batch']}, file {ex['file']})")
+        table.add_row(f"error x{err['count']}", Text(f"[{err['kind']}] {err['message']} "
+                      f"(e.g. mini-batch {ex['mini_batch']}, file {ex['file']})"))
     return table
 
 
@@ -164,6 +164,16 @@ def jobs_table(rows: list[dict[str, Any]]) -> Table:
         table.add_row(row["job_id"], row.get("name", ""),
                       Text(row.get("state", ""), style=_STATE_STYLES.get(row.get("state", ""), "")),
                       created)
+    return table
+
+
+def files_table(files: list[tuple[str, int]], title: str) -> Table:
+    """Paths relative to a folder (what `logs PATH` takes), never folded or cut."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("file", no_wrap=True, min_width=max((len(f) for f, _ in files), default=4))
+    table.add_column("bytes", justify="right")
+    for name, size in files:
+        table.add_row(name, f"{size:,}")
     return table
 
 

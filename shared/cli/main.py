@@ -23,7 +23,16 @@ from azure.core.exceptions import AzureError
 
 from shared import environment, v2job
 from shared.cli import logs as joblog_cli
-from shared.cli.console import console, err_console, jobs_table, models_table, rows_table, show_status, watch
+from shared.cli.console import (
+    console,
+    err_console,
+    files_table,
+    jobs_table,
+    models_table,
+    rows_table,
+    show_status,
+    watch,
+)
 from shared.cli.reach import probe
 from shared.errors import ParallelRunError, SpecError, SubmitterError
 from shared.limits import Limits, check_spec_bytes, load_text
@@ -454,9 +463,9 @@ def _list_script_files(storage: Storage, job_id: str, out: Any, head: int) -> No
         console.print(f"job {job_id} (summary_only) has no files from its script in {folder} yet",
                       soft_wrap=True, markup=False, highlight=False)
         return
-    table = rows_table([f"{name}  ({_size(size)})" for name, size in files],
-                       f"files the script wrote to {folder}" + (" (the first ones)" if more else ""))
-    console.print(table)
+    console.print(f"files the script wrote to {folder}" + (" (the first ones)" if more else ""),
+                  soft_wrap=True, markup=False, highlight=False)
+    console.print(files_table(files, ""))
     console.print(f"parallelrun results {job_id} --download DIR", soft_wrap=True, markup=False,
                   highlight=False)
 
@@ -518,8 +527,8 @@ def _list_logs(listing: joblogs.Listing, filters: joblog_cli.Filters, as_json: b
     if as_json:
         _print({**listing.to_dict(), "files": [f.__dict__ for f in files]}, True)
         return
-    table = rows_table([f"{f.path}  ({_size(f.size)})" for f in files], f"log files in {listing.location}")
-    console.print(table)
+    console.print(f"log files in {listing.location}", soft_wrap=True, markup=False, highlight=False)
+    console.print(files_table([(f.path, f.size) for f in files], ""))
     if listing.truncated:
         err_console.print(listing.note)
     console.print(f"parallelrun logs {listing.job_id} PATH", soft_wrap=True, markup=False, highlight=False)
