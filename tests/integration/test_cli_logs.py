@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from shared.cli import logs as cli_logs
 from shared.cli import main as cli
-from shared.cli.console import clock
 from shared.local.host import LocalHost
 from shared.service.jobs import joblogs
 from shared.service.jobs import lifecycle as jobs
@@ -218,6 +217,7 @@ def test_status_shows_stages_logs_and_the_first_traceback_whole_at_80_columns(
 
 
 def test_status_watch_counts_from_the_jobs_start(run: Cli, failing_job: str) -> None:
+    from shared.cli.console import clock
     st = json_out(run("status", failing_job, "--json"))
     watched = CliRunner().invoke(cli.app, ["status", failing_job, "--watch"])
     assert watched.exit_code == 0, watched.output
