@@ -55,7 +55,8 @@ def _check(response: httpx.Response) -> dict[str, Any]:
 
 def _run_job(http: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
     accepted = _check(http.post(path, json=body))
-    console.print(f"submitted [bold]{accepted['job_id']}[/bold] → {accepted['status_url']}")
+    console.print(f"submitted [bold]{accepted['job_id']}[/bold] → {accepted['status_url']}",
+                  soft_wrap=True)
     final = watch(lambda: _check(http.get(f"/api/jobs/{accepted['job_id']}")), timeout_s=900)
     if final["state"] != "succeeded":
         raise RuntimeError(f"job {final['job_id']} ended {final['state']}: {final.get('reason')}")
@@ -87,7 +88,7 @@ def run_demo(nodes: int = 2, port: int = 7071, out_dir: Path = Path("parallelrun
                           log_dir=Path(tmp) / "logs") as cluster, \
                 httpx.Client(base_url=cluster.http_url, timeout=60,
                              headers=keys.headers(settings.local_key)) as http:
-            console.print(f"local host: {nodes} node(s), API on {cluster.http_url}/api")
+            console.print(f"local host: {nodes} node(s), API on {cluster.http_url}/api", soft_wrap=True)
             first = _run_job(http, "/api/jobs", spec)
             single = f"digits/{Path(labelled[0][0]).name}"
             console.print(f"resubmitting with one image ({single}), mini_batch_size 1, one process")

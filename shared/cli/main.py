@@ -223,7 +223,7 @@ def up(nodes: Annotated[int, typer.Option(help="host processes (stand-ins for in
         with LocalCluster(settings, nodes=nodes, http_port=port, log_dir=log_dir,
                           supervise=True) as cluster:
             err_console.print(f"local host: {nodes} node(s), API on {cluster.http_url}/api, "
-                              f"logs in {cluster.log_dir} — Ctrl-C to stop")
+                              f"logs in {cluster.log_dir} — Ctrl-C to stop", soft_wrap=True)
             while True:
                 time.sleep(3600)
     except KeyboardInterrupt:
@@ -249,7 +249,8 @@ def env_build(file: Annotated[Path, typer.Argument(help="a conda YAML or pip req
     started = time.monotonic()
     built = environments.Environments(into.resolve()).ensure(resolved, lambda line: console.print(line))
     what = "built" if built.built_now else "already built"
-    console.print(f"environment {built.key} {what} in {time.monotonic() - started:.1f} s: {built.path}")
+    console.print(f"environment {built.key} {what} in {time.monotonic() - started:.1f} s: {built.path}",
+                  soft_wrap=True)
 
 
 @app.command()
