@@ -156,15 +156,24 @@ def jobs_table(rows: list[dict[str, Any]]) -> Table:
     """Job ids are never folded or cut: they are what every other command takes."""
     table = Table(title="recent jobs", title_justify="left")
     table.add_column("job", no_wrap=True, min_width=max((len(r["job_id"]) for r in rows), default=3))
-    for name in ("name", "state", "created (UTC)"):
+    for name in ("name", "state", "mini-batches", "created (UTC)"):
         table.add_column(name)
     for row in rows:
         created = (dt.datetime.fromtimestamp(row["created_at"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
                    if row.get("created_at") else "-")
-        table.add_row(row["job_id"], row.get("name", ""),
-                      Text(row.get("state", ""), style=_STATE_STYLES.get(row.get("state", ""), "")),
-                      created)
+        shown = "stopping" if row.get("stopping") else row.get("state", "")   # reason: `status`
+        state = Text(shown, style=_STATE_STYLES.get(row.get("state", ""), ""))
+        table.add_row(row["job_id"], row.get("name", ""), state, _progress(row.get("progress")), created)
     return table
+
+
+def _progress(progress: dict[str, Any] | None) -> str:
+    """Settled of planned mini-batches of an unfinished job ("" for a finished one)."""
+    if not progress:
+        return ""
+    planned = f"{progress['planned']}{'' if progress['planning_done'] else '+'}"
+    failed = f", {progress['failed']} failed" if progress["failed"] else ""
+    return f"{progress['settled']}/{planned}{failed}"
 
 
 def files_table(files: list[tuple[str, int]], title: str) -> Table:

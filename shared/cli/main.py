@@ -408,8 +408,8 @@ def status(job_id: str, watch_: Annotated[bool, typer.Option("--watch")] = False
 @app.command("jobs")
 def list_jobs(limit: int = 20, as_json: JsonOpt = False) -> None:
     """Recent jobs, newest first."""
-    storage, _ = _connect()
-    rows = jobs.list_jobs(storage, limit)
+    storage, ledger = _connect()
+    rows = jobs.list_jobs(storage, limit, ledger)
     _print(rows if as_json else jobs_table(rows), as_json)
 
 

@@ -145,7 +145,8 @@ async def submit_job(request: Request) -> JSONResponse:
 
 @app.get("/api/jobs")
 def list_jobs(limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
-    return {"jobs": jobs.list_jobs(runtime.current().storage, limit)}
+    rt = runtime.current()
+    return {"jobs": jobs.list_jobs(rt.storage, limit, rt.ledger)}
 
 
 @app.get("/api/jobs/{job_id}", name="get_job")

@@ -12,12 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from shared.cli import main as cli
 from shared.local.azurite import free_port
 from shared.local.host import LocalHost
+from shared.service.jobs import lifecycle as jobs
+from shared.service.ledger.store import Ledger
 from shared.settings import Settings, azurite_connection_string
 from shared.storage import Storage
 
+from .conftest import put_files
 from .test_cli import Cli, entry_point, env, json_out, run, submit, write_job  # noqa: F401 - fixtures
 from .test_cli_logs import upload
 
@@ -120,3 +125,22 @@ def test_cancel_returns_once_recorded_and_state_output_and_job_result_agree(
     assert "cancelled" in shown and "(partial)" in shown
     again = run("cancel", job_id).stdout
     assert "not cancelled: it had already stopped or finished" in " ".join(again.split())
+
+
+def test_the_job_list_shows_the_live_state_of_a_job_being_stopped(
+        env: None, idle_host: LocalHost, storage: Storage, code: str) -> None:
+    """The index moves only at planning, finalizing and the end; the list reads unfinished jobs'
+    own rows, so a cancel shows at once (nothing runs here: the job stays stopping)."""
+    ledger = Ledger(storage.ledger)
+    put_files(storage, "listedin", {"a.txt": b"a"})
+    job = jobs.submit(storage, ledger, {"name": "listed", "entry_script": "prs_style.py",
+                                        "source_directory": code, "inputs": ["listedin/"]})
+    jobs.cancel(storage, ledger, job.job_id)
+    listed = next(j for j in jobs.list_jobs(storage, 10, ledger) if j["job_id"] == job.job_id)
+    assert listed["stopping"] == "cancelled by user" and listed["progress"]["settled"] == 0, listed
+    assert next(j for j in jobs.list_jobs(storage, 10) if j["job_id"] == job.job_id)["state"] == "queued"
+    shown = CliRunner().invoke(cli.app, ["jobs"], env=storage.settings.to_env())
+    assert "stopping" in next(line for line in shown.stdout.splitlines() if job.job_id in line)
+    idle_host.drain()
+    listed = next(j for j in jobs.list_jobs(storage, 10, ledger) if j["job_id"] == job.job_id)
+    assert listed["state"] == "cancelled" and "stopping" not in listed
