@@ -44,12 +44,14 @@ from shared.service.jobs import joblogs
 from shared.service.jobs import lifecycle as jobs
 from shared.service.jobs.status import output_of
 from shared.service.results import read_head
+from shared.service.ui import router as web_view
 from shared.service.working import snapshots
 
 log = logging.getLogger("parallelrun.api")
 
 app = FastAPI(title="ParallelRun Functions", version="0.1.0", docs_url="/api/docs",
               openapi_url="/api/openapi.json")
+app.include_router(web_view)   # GET /api/ui (the web view of jobs) and /api/jobs/{id}/timeline
 
 
 @app.exception_handler(SpecError)
