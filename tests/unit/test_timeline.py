@@ -117,3 +117,12 @@ def test_the_timeline_counts_states_and_measures_time_from_the_jobs_start() -> N
     assert sum(b["items"] for b in built["throughput"]["buckets"]) == 12
     done = dataclasses.replace(JOB, state="succeeded", ended_at=T0 + 6)
     assert tl.build(done, rows, now=T0 + 100).now_s == 6, "a finished job's timeline ends with it"
+
+
+def test_tries_of_one_process_that_overlap_get_rows_of_their_own_in_its_lane() -> None:
+    # a worker holding three mini-batches for one process: their spans include the wait for it
+    rows = [row(0, 0, 3), row(1, 0.1, 2), row(2, 2.5, 4), row(3, 0.2, 5, node="node1")]
+    built = tl.build(JOB, rows, now=T0 + 5)
+    assert {b.index: b.slot for b in built.bars} == {0: 0, 1: 1, 2: 1, 3: 0}
+    assert [(lane.node, lane.slots) for lane in built.lanes] == [("node0", 2), ("node1", 1)]
+    assert tl.slotted([], 1.0) == []

@@ -10,8 +10,11 @@ answered: beyond that the running, failed, retried and slowest ones are kept fir
 evenly by index (``sampled`` says so).
 
 A mini-batch row holds its latest try only: a retried mini-batch shows that try, with ``tries``
-(failed tries so far). A running try's process is not known until it settles, so running bars sit
-on their node's lane of ``pid`` 0.
+(failed tries so far). A try's bar runs from when a worker took it (``started_at``) to when it
+settled (``ended_at``): its download and its wait for a free scoring process are in it, so the
+tries of one process overlap when a worker holds more mini-batches than it has processes; each
+bar gets a ``slot`` (a row of its lane) where it overlaps no other. A running try's process is not
+known until it settles, so running bars sit on their node's lane of ``pid`` 0.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class Bar:
     items: int | None          # None: not known yet (a table's rows before a try read them)
     rows: int
     straggler: bool = False
+    slot: int = 0              # row within its lane: tries of one process overlap (see the module)
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class Lane:
     mini_batches: int
     busy_s: float              # time covered by at least one of its tries
     idle_s: float              # gaps between its first start and its last end
+    slots: int = 1             # rows its bars need so that overlapping tries do not hide each other
 
 
 @dataclass(frozen=True)
@@ -178,6 +183,23 @@ def lanes_of(bars: Iterable[Bar], now_s: float) -> list[Lane]:
     return lanes
 
 
+def slotted(bars: list[Bar], now_s: float) -> list[Bar]:
+    """``bars`` with each one's ``slot``: the first row of its lane whose tries all ended before it
+    started (greedy by start, so a lane needs as many rows as it has tries at once at most)."""
+    ends: dict[tuple[str, int], list[float]] = {}
+    slots: dict[int, int] = {}
+    for b in sorted(bars, key=lambda b: (b.start_s, b.index)):
+        rows = ends.setdefault((b.node, b.pid), [])
+        slot = next((k for k, end in enumerate(rows) if end <= b.start_s), len(rows))
+        end = b.end_s if b.end_s is not None else now_s
+        if slot == len(rows):
+            rows.append(end)
+        rows[slot] = max(end, b.start_s)
+        slots[b.index] = slot
+    return [b if slots[b.index] == b.slot else Bar(**{**asdict(b), "slot": slots[b.index]})
+            for b in bars]
+
+
 def bucket_width(span_s: float, max_buckets: int = MAX_BUCKETS) -> int:
     """The smallest round width (1 s, 2 s, 5 s, ... a day) that cuts ``span_s`` into at most
     ``max_buckets`` buckets."""
@@ -239,13 +261,18 @@ def build(job: JobRow, rows: list[BatchRow], now: float, cut: str | None = None,
     now_s = round(max(end, max(ended, default=end)) - t0, 3)
     bars = bars_of(rows, t0, t0 + now_s)
     shown, sampled = sample(bars, now_s)
+    shown = slotted(shown, now_s)
+    rows_of = Counter[tuple[str, int]]()
+    for b in shown:
+        rows_of[(b.node, b.pid)] = max(rows_of[(b.node, b.pid)], b.slot + 1)
     width = bucket_width(now_s)
     buckets = buckets_of(rows, t0, now_s, width, scale)
     settled_items = sum(b.items for b in buckets)
     return Timeline(
         job_id=shown_as or job.job_id, state=str(job.state), t0=t0, now_s=now_s, planned=job.planned,
         read=len(rows), states=dict(Counter(state_of(r) for r in rows)), bars=shown,
-        lanes=lanes_of(bars, now_s), bucket_s=width,
+        lanes=[Lane(**{**asdict(lane), "slots": rows_of[(lane.node, lane.pid)] or 1})
+               for lane in lanes_of(bars, now_s)], bucket_s=width,
         throughput={"buckets": [asdict(b) for b in buckets], "estimated": scale != 1.0,
                     "items": settled_items,
                     "items_per_s": round(settled_items / now_s, 2) if now_s > 0 else 0.0},

@@ -92,7 +92,7 @@
       else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
       else node.setAttribute(k, v === true ? "" : String(v));
     }
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child !== null && child !== undefined && child !== false) {
         node.append(child instanceof Node ? child : String(child));
       }
@@ -105,7 +105,7 @@
   function svg(tag, attrs, ...children) {
     const node = document.createElementNS(SVG_NS, tag);
     for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
-    for (const child of children.flat()) if (child) node.append(child);
+    for (const child of children.flat(Infinity)) if (child) node.append(child);
     return node;
   }
 
@@ -121,7 +121,7 @@
   }
 
   function fill(id, ...children) {
-    document.querySelector(`#${id} > .body`).replaceChildren(...children.flat());
+    document.querySelector(`#${id} > .body`).replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
   }
 
   // -- formatting -----------------------------------------------------------------------------
@@ -433,24 +433,32 @@
       return;
     }
     const lanes = tl.lanes;
+    const W = 800, label = 150, row = 16, span = Math.max(tl.now_s, 0.001);
+    const top = [];   // each lane's first row: a lane has a row per overlapping try (its slots)
+    let rows = 0;
+    for (const l of lanes) {
+      top.push(rows);
+      rows += Math.max(1, l.slots || 1);
+    }
     const laneOf = new Map(lanes.map((l, i) => [`${l.node}\u0000${l.pid}`, i]));
-    const W = 800, label = 150, row = 18, span = Math.max(tl.now_s, 0.001);
-    const H = lanes.length * row + 20;
+    const H = rows * row + 24;
     const x = (t) => label + ((W - label - 4) * t) / span;
     const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart gantt", id: "gantt", role: "img" });
     lanes.forEach((l, i) => {
-      const t = svg("text", { x: 0, y: i * row + 13, class: "label" });
+      const t = svg("text", { x: 0, y: top[i] * row + 12, class: "label" });
       t.textContent = `${l.node || "?"} · ${l.pid ? `pid ${l.pid}` : "running"}`;
       chart.append(titled(t, `${l.mini_batches} tries, busy ${secs(l.busy_s)}, idle ${secs(l.idle_s)}`));
-      chart.append(svg("line", { x1: label, y1: (i + 1) * row, x2: W, y2: (i + 1) * row, class: "grid" }));
+      const bottom = (top[i] + Math.max(1, l.slots || 1)) * row + 2;
+      chart.append(svg("line", { x1: 0, y1: bottom, x2: W, y2: bottom, class: "grid" }));
     });
     for (const b of tl.bars) {
       const lane = laneOf.get(`${b.node}\u0000${b.pid}`) || 0;
       const end = b.end_s === null ? tl.now_s : b.end_s;
-      const cls = ["bar", `s-${b.state}`, b.straggler && "straggler", b.tries && "retried",
+      const retried = b.state === "failed" ? b.tries > 1 : b.tries > 0;   // failed: out of tries
+      const cls = ["bar", `s-${b.state}`, b.straggler && "straggler", retried && "retried",
         b.end_s === null && "open"].filter(Boolean).join(" ");
-      const rect = svg("rect", { x: x(b.start_s), y: lane * row + 3, width: Math.max(1.5, x(end) - x(b.start_s)),
-        height: row - 6, class: cls, "data-index": b.index });
+      const rect = svg("rect", { x: x(b.start_s), y: (top[lane] + (b.slot || 0)) * row + 3,
+        width: Math.max(1.5, x(end) - x(b.start_s)), height: row - 4, class: cls, "data-index": b.index });
       chart.append(titled(rect, [`mini-batch ${b.index}`, b.state, b.end_s === null ? `running for ${secs(end - b.start_s)}` : secs(end - b.start_s),
         b.items === null ? "items not known yet" : `${num(b.items)} items`,
         b.tries ? `${b.tries} failed tries` : "", b.reruns ? `${b.reruns} reruns` : "",
@@ -464,7 +472,8 @@
     const legend = el("p", { class: "legend small" },
       ["succeeded", "failed", "running", "retrying"].map((s) => [el("span", { class: `swatch s-${s}` }), s, " "]),
       el("span", { class: "swatch straggler-key" }), "straggler",
-      tl.straggler_after_s ? ` (over ${secs(tl.straggler_after_s)}: 3 × the median try)` : "");
+      tl.straggler_after_s ? ` (over ${secs(tl.straggler_after_s)}: 3 × the median try)` : "",
+      el("br"), "A bar runs from when a worker took the mini-batch to when it settled: its download and its wait for a free process are in it.");
     const table = el("table", { class: "compact" },
       el("thead", {}, el("tr", {}, ["node", "process", "tries", "busy", "idle"].map((h) => el("th", { text: h })))),
       el("tbody", {}, lanes.map((l) => el("tr", {},
