@@ -10,6 +10,7 @@
     GET  /api/jobs/{id}/logs              the job's log files (?node=&process=&kind=)
     GET  /api/jobs/{id}/logs/{path}       one log file as text (?offset=&max_bytes= or ?tail=)
     POST /api/snapshots                   upload a zipped source_directory -> snapshot reference
+    GET  /api/ui, /api/jobs/{id}/timeline the web view of jobs (its own router: shared.service.ui)
 
 Errors: 422 names every invalid field; 404 for unknown jobs; 409 for an output another unfinished
 job owns (``owner`` names it); 410 for results of an output a newer job replaced; 413 for a body

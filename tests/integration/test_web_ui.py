@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import pytest
@@ -270,16 +270,43 @@ def test_with_the_local_key_the_page_opened_with_code_works_and_calls_without_it
         carried = parse_qs(urlsplit(url).query).get("code") == [KEY] or headers.get("x-functions-key") == KEY
         assert carried, f"{url} was requested without the key"
     hrefs = page.locator("a[href]").evaluate_all("links => links.map(a => a.href)")
-    assert hrefs and all(parse_qs(urlsplit(h).query).get("code") == [KEY] for h in hrefs), hrefs
+    own = [h for h in hrefs if h.startswith(keyed.http_url)]
+    assert own and all(parse_qs(urlsplit(h).query).get("code") == [KEY] for h in own), own
+    assert all(KEY not in h for h in hrefs if h not in own), "the key is never sent elsewhere (storage)"
 
 
 # -- (6) nothing from another origin; headers --------------------------------------------------
+def logs_route(page: Page, job_id: str) -> dict[str, Any]:
+    """``GET /api/jobs/{id}/logs`` as the service answers it, or, where it answers 404 (a service
+    without that route), an answer of the route's documented shape given by the browser; returns
+    the answer the page got."""
+    answered: dict[str, Any] = {}
+    example = {"job_id": job_id, "location": f"parallelrun-outputs/{job_id}/logs/", "files": [
+        {"path": "user/stdout/node0/process001.txt", "kind": "stdout", "node": "node0",
+         "process": "process001", "size": 120},
+        {"path": "user/error/node0/process 1#?.txt", "kind": "error", "node": "node0",
+         "process": "process 1#?", "size": 2048}]}
+
+    def handle(route: Any) -> None:
+        real = route.fetch()
+        if real.status != 404:
+            answered.update(real.json())
+            route.fulfill(response=real)
+        else:
+            answered.update(example)
+            route.fulfill(json=example)
+
+    page.route(f"**/api/jobs/{job_id}/logs", handle)
+    return answered
+
+
 def test_the_page_loads_nothing_from_another_origin_and_sends_a_strict_policy(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str,
         browse: tuple[Page, Seen]) -> None:
     page, seen = browse
     put_files(storage, "webui-origin", {"a.txt": b"x", "bad.txt": b"x", "c.txt": b"x"})
     job_id = submit(api, failing_job(code, "webui-origin", error_threshold=-1))
+    logs = logs_route(page, job_id)
     answer = page.goto(f"{host.http_url}/api/ui?refresh=0.5")
     assert answer is not None and answer.status == 200
     policy = answer.headers["content-security-policy"]
@@ -291,7 +318,10 @@ def test_the_page_loads_nothing_from_another_origin_and_sends_a_strict_policy(
     page.wait_for_selector("#rows")
     assert page.locator("#rows").inner_text().splitlines() == ["a.txt", "c.txt"]
     assert page.locator("#errors details.error").count() == 1
-    page.wait_for_selector("#logs .body > *")
+    page.wait_for_selector("#log-files")
+    listed = page.locator("#log-files a").evaluate_all("links => links.map(a => a.getAttribute('href'))")
+    assert listed == [f"/api/jobs/{job_id}/logs/" + "/".join(quote(part, safe="") for part in f["path"].split("/"))
+                      for f in logs["files"]], listed
     screenshot(page, "job-with-errors")
     page.click("#resubmit")                          # a new job with the same spec, and its page
     page.wait_for_url(lambda url: job_id not in url and "/api/ui/jobs/" in url)

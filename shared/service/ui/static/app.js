@@ -533,14 +533,21 @@
   async function renderOutput(base, s) {
     const out = s.output;
     const where = out.blob ? `${out.container}/${out.blob}` : `${out.container}/${out.prefix} (summary only)`;
-    const parts = [facts([["output", where, "output-blob"], ["url", out.url || "–"], ["logs", out.logs || "–"]])];
+    const url = /^https?:\/\//.test(out.url || "") && out.blob
+      ? el("a", { href: out.url, rel: "noreferrer", class: "mono", text: out.url }) : "–";
+    const parts = [el("dl", { class: "facts" },
+      el("dt", { text: "output" }), el("dd", { id: "output-blob", text: where }),
+      el("dt", { text: "url" }), el("dd", {}, url),
+      el("dt", { text: "logs" }), el("dd", { text: out.logs || "–" }))];
     if (out.partial) parts.push(el("p", { class: "note", text: "partial: fewer mini-batches succeeded than were planned" }));
     if (out.note) parts.push(el("p", { class: "note", text: out.note }));
     if (out.blob) {
       const answer = await call("GET", `${base}/results?head=20`);
       if (answer.ok && answer.data) {
         const rows = (answer.data.rows || []).map((r) => (r.length > MAX_ROW_CHARS ? `${r.slice(0, MAX_ROW_CHARS)}…` : r));
-        parts.push(el("h3", { text: `First ${rows.length} rows` }), el("pre", { id: "rows", class: "rows", text: rows.join("\n") }));
+        parts.push(el("h3", {}, `First ${rows.length} rows · `,
+          el("a", { href: keyed(`${base}/results?head=10000`), text: "the first 10,000 as JSON" })),
+        el("pre", { id: "rows", class: "rows", text: rows.join("\n") }));
       } else {
         parts.push(el("p", { class: "muted", id: "no-rows",
           text: answer.status === 404 ? "No output rows yet." : problem(answer, "the output rows") }));
