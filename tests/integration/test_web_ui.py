@@ -150,6 +150,11 @@ def test_a_running_jobs_page_updates_without_reload_and_stops_when_the_job_is_do
     assert page.locator("#stages table tbody tr").count() == 5      # queue, download, wait, run, write
     page.wait_for_selector("#rows")
     assert page.locator("#rows").inner_text().splitlines() == [f"{i:02d}.txt" for i in range(6)]
+    timeline = api.get(f"/api/jobs/{job_id}/timeline").json()
+    assert timeline["read"] == 6 and timeline["states"] == {"succeeded": 6}
+    assert sorted(b["index"] for b in timeline["bars"]) == list(range(6))
+    assert timeline["throughput"]["items"] == 6 and timeline["sampled"] is None and timeline["cut"] is None
+    assert sum(lane["mini_batches"] for lane in timeline["lanes"]) == 6
     page.wait_for_selector("#live[data-refresh=off]")
     polls = seen.to(f"/api/jobs/{job_id}")
     page.wait_for_timeout(1_500)          # three refresh periods: a terminal job is not asked again
@@ -342,3 +347,5 @@ def test_the_page_loads_nothing_from_another_origin_and_sends_a_strict_policy(
     assert httpx.get(f"{host.http_url}/api/ui/static/app.css").headers["content-type"].startswith("text/css")
     for bad in ("..%2Fapi.py", "index.html", "nope.js", "%2e%2e%2f__init__.py"):
         assert httpx.get(f"{host.http_url}/api/ui/static/{bad}").status_code == 404, bad
+    missing = httpx.get(f"{host.http_url}/api/jobs/no-such-job-1/timeline")
+    assert missing.status_code == 404 and "no-such-job-1" in missing.text
