@@ -215,6 +215,7 @@ def test_cancel_from_the_page_asks_first_then_cancels_the_job(
     page.wait_for_selector("#state[data-state=cancelled]")
     assert page.locator("#cancel").is_hidden()
     assert "cancelled by user" in page.locator("#reason").inner_text()
+    page.wait_for_selector("#live[data-refresh=off]")
     screenshot(page, "cancelled-job")
 
 

@@ -345,7 +345,7 @@
     const rate = s.throughput && s.throughput.items_per_s;
     const estimated = s.items_counted && s.items_counted.total_estimated;
     let eta = "–";
-    if (terminal) eta = "done";
+    if (terminal) eta = `finished: ${s.state}`;
     else if (rate > 0 && mb.planning_done) eta = `about ${secs(left / rate)} left`;
     const states = tl ? tl.states : {};
     fill("progress",
@@ -362,7 +362,7 @@
           ["output rows", num(s.rows)]])),
         el("div", {}, el("h3", { text: "Mini-batches" }), facts([
           ["planned", `${num(mb.total)}${mb.planning_done ? "" : " (planning)"}`],
-          ["queued", num(mb.queued), "mb-queued"],
+          [terminal ? "not run" : "queued", num(mb.queued), "mb-queued"],
           ["running", num(mb.running), "mb-running"],
           ["retrying", num(states.retrying || 0)],
           ["succeeded", num(mb.succeeded), "mb-succeeded"],
