@@ -283,24 +283,14 @@ def test_with_the_local_key_the_page_opened_with_code_works_and_calls_without_it
 
 # -- (6) nothing from another origin; headers --------------------------------------------------
 def logs_route(page: Page, job_id: str) -> dict[str, Any]:
-    """``GET /api/jobs/{id}/logs`` as the service answers it, or, where it answers 404 (a service
-    without that route), an answer of the route's documented shape given by the browser; returns
-    the answer the page got."""
+    """What ``GET /api/jobs/{id}/logs`` answers the page (recorded as it passes, unchanged)."""
     answered: dict[str, Any] = {}
-    example = {"job_id": job_id, "location": f"parallelrun-outputs/{job_id}/logs/", "files": [
-        {"path": "user/stdout/node0/process001.txt", "kind": "stdout", "node": "node0",
-         "process": "process001", "size": 120},
-        {"path": "user/error/node0/process 1#?.txt", "kind": "error", "node": "node0",
-         "process": "process 1#?", "size": 2048}]}
 
     def handle(route: Any) -> None:
         real = route.fetch()
-        if real.status != 404:
+        if real.ok:
             answered.update(real.json())
-            route.fulfill(response=real)
-        else:
-            answered.update(example)
-            route.fulfill(json=example)
+        route.fulfill(response=real)
 
     page.route(f"**/api/jobs/{job_id}/logs", handle)
     return answered
@@ -325,9 +315,12 @@ def test_the_page_loads_nothing_from_another_origin_and_sends_a_strict_policy(
     assert page.locator("#rows").inner_text().splitlines() == ["a.txt", "c.txt"]
     assert page.locator("#errors details.error").count() == 1
     page.wait_for_selector("#log-files")
-    listed = page.locator("#log-files a").evaluate_all("links => links.map(a => a.getAttribute('href'))")
+    listed = page.locator("#log-files a.file").evaluate_all("links => links.map(a => a.getAttribute('href'))")
     assert listed == [f"/api/jobs/{job_id}/logs/" + "/".join(quote(part, safe="") for part in f["path"].split("/"))
                       for f in logs["files"]], listed
+    assert any(f["kind"] == "error" for f in logs["files"]), logs      # the failed try's traceback
+    shown = page.request.get(host.http_url + listed[0])
+    assert shown.status == 200 and shown.headers["content-type"].startswith("text/plain")
     screenshot(page, "job-with-errors")
     page.click("#resubmit")                          # a new job with the same spec, and its page
     page.wait_for_url(lambda url: job_id not in url and "/api/ui/jobs/" in url)

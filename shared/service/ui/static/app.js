@@ -17,6 +17,7 @@
   const LOGS_EVERY_MS = 5000;
   const MAX_LOG_FILES = 300;
   const MAX_ROW_CHARS = 2000;
+  const TAIL_BYTES = 65536;
   const main = document.getElementById("main");
   const banner = document.getElementById("banner");
   const live = document.getElementById("live");
@@ -501,14 +502,16 @@
     }));
   }
 
-  function logLink(base, path) {
-    return keyed(`${base}/logs/${String(path).split("/").map(encodeURIComponent).join("/")}`);
+  /** A log file of the job (its first MiB, as the route reads it), or its last ``tail`` bytes. */
+  function logLink(base, path, tail) {
+    const url = `${base}/logs/${String(path).split("/").map(encodeURIComponent).join("/")}`;
+    return keyed(tail ? `${url}?tail=${tail}` : url);
   }
 
   async function renderLogs(base) {
     const answer = await call("GET", `${base}/logs`);
     if (answer.status === 404) {
-      fill("logs", el("p", { class: "muted", id: "no-logs", text: "Logs not available here (this service does not list log files)." }));
+      fill("logs", el("p", { class: "muted", id: "no-logs", text: "Logs not available (this service does not list log files)." }));
       return;
     }
     if (!answer.ok || !answer.data) {
@@ -525,9 +528,11 @@
           el("tbody", {}, shown.map((f) => el("tr", {},
             el("td", { text: f.kind || "" }), el("td", { text: f.node || "" }), el("td", { text: f.process || "" }),
             el("td", { class: "num", text: typeof f.size === "number" ? `${num(f.size)} B` : "" }),
-            el("td", {}, el("a", { href: logLink(base, f.path), class: "mono", text: f.path }))))))
+            el("td", {}, el("a", { href: logLink(base, f.path), class: "mono file", text: f.path }), " ",
+              el("a", { href: logLink(base, f.path, TAIL_BYTES), class: "small tail", text: "(end)" }))))))
         : el("p", { class: "muted", text: "No log files yet." }),
-      files.length > shown.length ? el("p", { class: "small muted", text: `${shown.length} of ${files.length} files listed` }) : null);
+      files.length > shown.length ? el("p", { class: "small muted", text: `${shown.length} of ${files.length} files listed` }) : null,
+      answer.data.note ? el("p", { class: "small note", text: answer.data.note }) : null);
   }
 
   async function renderOutput(base, s) {
