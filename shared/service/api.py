@@ -10,6 +10,7 @@
     GET  /api/jobs/{id}/logs              the job's log files (?node=&process=&kind=)
     GET  /api/jobs/{id}/logs/{path}       one log file as text (?offset=&max_bytes= or ?tail=)
     POST /api/snapshots                   upload a zipped source_directory -> snapshot reference
+    GET  /api/ui, /api/jobs/{id}/timeline the web view of jobs (its own router: shared.service.ui)
 
 Errors: 422 names every invalid field; 404 for unknown jobs; 409 for an output another unfinished
 job owns (``owner`` names it); 410 for results of an output a newer job replaced; 413 for a body
@@ -44,12 +45,14 @@ from shared.service.jobs import joblogs
 from shared.service.jobs import lifecycle as jobs
 from shared.service.jobs.status import output_of
 from shared.service.results import read_head
+from shared.service.ui import router as web_view
 from shared.service.working import snapshots
 
 log = logging.getLogger("parallelrun.api")
 
 app = FastAPI(title="ParallelRun Functions", version="0.1.0", docs_url="/api/docs",
               openapi_url="/api/openapi.json")
+app.include_router(web_view)   # GET /api/ui (the web view of jobs) and /api/jobs/{id}/timeline
 
 
 @app.exception_handler(SpecError)
