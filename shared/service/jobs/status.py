@@ -70,6 +70,8 @@ class Output:
 
 @dataclass(frozen=True)
 class JobStatus:
+    """A job's status: state, counts, timings, throughput, where the time went, output, errors."""
+
     job_id: str
     name: str
     state: JobState
