@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import shutil
 import zipfile
 from collections.abc import Iterator
 from typing import Any
@@ -231,3 +232,39 @@ def test_the_success_answers_are_the_documented_ones(
         r = c.post(f"/api/jobs/{second['job_id']}/cancel")
         cancelled = conforms(described, "POST", "/api/jobs/{job_id}/cancel", r)
         assert r.status_code == 202 and cancelled["state"] == "succeeded"   # a finished job stays so
+
+
+# -- the docs page in a browser ----------------------------------------------------------------
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium)")
+@pytest.mark.scores_nothing
+def test_the_docs_page_renders_every_operation_from_this_origin_alone(served: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    requested: list[str] = []
+    complaints: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            tab = browser.new_page()
+            tab.on("request", lambda r: requested.append(r.url))
+            tab.on("console", lambda m: complaints.append(m.text) if m.type == "error" else None)
+            tab.on("pageerror", lambda e: complaints.append(str(e)))
+            tab.goto(f"{served}/api/docs?code={KEY}")
+            tab.wait_for_selector("#operations .operation")
+            shown = sorted((h.inner_text().split("\n")[0].upper(), h.inner_text().split("\n")[1])
+                           for h in tab.query_selector_all("#operations .operation h3"))
+            status = tab.inner_text("#op-get--api-jobs-job-id-")
+            schemas = tab.inner_text("#schemas")
+        finally:
+            browser.close()
+    assert shown == OPERATIONS
+    assert "404" in status and "JobStatus" in status and "key: header x-functions-key or query code" in status
+    assert "V2ParallelJob" in schemas and "owner" in schemas
+    assert complaints == []
+    assert requested and all(url.startswith(served + "/") for url in requested), requested
+    assert {url.split("?")[0].removeprefix(served) for url in requested} == {
+        "/api/docs", "/api/docs/static/docs.js", "/api/docs/static/docs.css", "/api/docs/static/favicon.svg",
+        "/api/openapi.json"}

@@ -24,7 +24,7 @@ class Health:
 
 @dataclass(frozen=True)
 class Submitted:
-    """A job accepted: ``status_url`` (also the ``Location`` header) is its status."""
+    """A job accepted: status_url (also the Location header) is its status."""
 
     job_id: str
     state: str
@@ -33,7 +33,7 @@ class Submitted:
 
 @dataclass(frozen=True)
 class Resubmitted(Submitted):
-    """A new job made from ``resubmitted_from`` with the overrides applied."""
+    """A new job, made from resubmitted_from with the overrides applied."""
 
     resubmitted_from: str
 
@@ -64,7 +64,7 @@ class JobList:
 
 @dataclass(frozen=True)
 class Results:
-    """The first ``head`` rows of the job's output, and where the whole output is."""
+    """The first rows of the job's output (head of them), and where the whole output is."""
 
     job_id: str
     url: str
@@ -73,7 +73,7 @@ class Results:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The stored snapshot, as the ``source_directory`` a job spec names it by."""
+    """The stored snapshot, as the source_directory a job spec names it by."""
 
     source_directory: str
 
@@ -101,15 +101,15 @@ class Invalid(Error):
 
 @dataclass(frozen=True)
 class Conflict(Error):
-    """The output folder belongs to ``owner``, an unfinished job."""
+    """The output folder belongs to owner, an unfinished job."""
 
     owner: str
 
 
 @dataclass(frozen=True)
 class TooLarge(Error):
-    """``limit`` is the app setting that bounds the body. A body the local host refuses before the
-    app reads it (over the largest limit of any route) carries no ``limit``."""
+    """limit is the app setting that bounds the body. A body the local host refuses before the app
+    reads it (over the largest limit of any route) carries no limit."""
 
     limit: str | None = None
 

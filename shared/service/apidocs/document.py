@@ -13,10 +13,10 @@ the answers' models, the hand-read request body). This adds, for every operation
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 
 from shared.service.apidocs import bodies
@@ -35,10 +35,9 @@ _FASTAPI_422 = ("HTTPValidationError", "ValidationError")
 
 
 def build(app: FastAPI) -> dict[str, Any]:
-    """The whole document for ``app``'s routes."""
-    doc = get_openapi(title=app.title, version=app.version, openapi_version=app.openapi_version,
-                      summary=app.summary, description=app.description, routes=app.routes,
-                      servers=app.servers)
+    """The whole document for ``app``'s routes: FastAPI's own (:meth:`FastAPI.openapi`, rebuilt
+    when routes change), completed."""
+    doc = copy.deepcopy(FastAPI.openapi(app))
     doc["security"] = KEYED
     components = doc.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
@@ -59,6 +58,7 @@ def operations(doc: dict[str, Any]) -> list[dict[str, Any]]:
 def add_shared_answers(operation: dict[str, Any]) -> None:
     """The answers an operation has by being a route of this app (see the module)."""
     responses = operation.setdefault("responses", {})
+    responses.pop("422", None)   # FastAPI's own: a path parameter alone cannot be invalid here
     if "requestBody" in operation or any(p.get("in") != "path" for p in operation.get("parameters", [])):
         responses["422"] = error_answer(422)
     if "requestBody" in operation:
@@ -79,9 +79,13 @@ def error_schemas() -> dict[str, Any]:
 
 
 def install(app: FastAPI) -> None:
-    """Serve :func:`build`'s document at the app's ``openapi_url`` (built once, on first use)."""
+    """Serve :func:`build`'s document at the app's ``openapi_url`` (built again only when FastAPI
+    builds its own again, i.e. when the routes changed)."""
+    built: list[tuple[dict[str, Any], dict[str, Any]]] = []
+
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = build(app)
-        return app.openapi_schema
+        base = FastAPI.openapi(app)
+        if not built or built[0][0] is not base:
+            built[:] = [(base, build(app))]
+        return built[0][1]
     app.openapi = openapi  # type: ignore[method-assign]

@@ -20,7 +20,8 @@ PATH = "/api/docs"
 STATIC = f"{PATH}/static"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+               ".svg": "image/svg+xml"}
 _FILES = resources.files("shared.service.apidocs") / "static"
 ASSETS = {p.name: p for p in _FILES.iterdir() if p.name.endswith(tuple(MEDIA_TYPES))}
 

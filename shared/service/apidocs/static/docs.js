@@ -174,27 +174,16 @@ function render(doc) {
 
 async function load(key) {
   const url = document.body.dataset.openapi;
-  const headers = key ? { "x-functions-key": key } : {};
-  const response = await fetch(url, { headers: headers, credentials: "same-origin" });
-  if (response.status === 401) {
-    document.getElementById("summary").textContent = "The document needs the function key.";
-    document.getElementById("key").hidden = false;
-    return;
-  }
+  const response = await fetch(url, { headers: key ? { "x-functions-key": key } : {}, credentials: "same-origin" });
+  if (response.status === 401) throw new Error("the document needs the function key: open this page as ?code=KEY");
   if (!response.ok) throw new Error(url + " answered " + response.status);
-  document.getElementById("key").hidden = true;
   render(await response.json());
 }
 
 function fail(error) {
-  const summary = document.getElementById("summary");
-  summary.replaceChildren(el("span", { class: "error" }, String(error)));
+  document.getElementById("summary").replaceChildren(el("span", { class: "error" }, String(error.message || error)));
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  document.getElementById("key").addEventListener("submit", (event) => {
-    event.preventDefault();
-    load(document.getElementById("key-value").value).catch(fail);
-  });
   load(new URLSearchParams(location.search).get("code")).catch(fail);
 });
