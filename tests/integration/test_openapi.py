@@ -180,6 +180,16 @@ def test_the_error_answers_are_the_documented_ones(described: Any, client: httpx
 
 
 @pytest.mark.scores_nothing
+def test_a_job_id_is_taken_whole_whatever_it_holds(described: Any, client: httpx.Client) -> None:
+    """Found by generated requests: the local host handed the ASGI adapter a decoded URL, which it
+    cut at ';' (GET /api/jobs/%3Bq answered the job list)."""
+    for sent, meant in (("%3Bq", ";q"), ("a%3Fb", "a?b"), ("a%23b", "a#b"), ("a%2520b", "a%20b")):
+        r = client.get(f"/api/jobs/{sent}")
+        assert r.status_code == 404, (sent, r.text)
+        assert repr(meant) in conforms(described, "GET", "/api/jobs/{job_id}", r)["error"], r.text
+
+
+@pytest.mark.scores_nothing
 def test_storage_that_refuses_the_app_is_a_documented_503(
         described: Any, settings: Settings, storage: Storage) -> None:
     wrong_key = "AccountKey=" + "A" * 86 + "=="

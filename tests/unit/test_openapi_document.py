@@ -15,13 +15,13 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jsonschema_rs
 import pytest
 import yaml
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.routing import APIRoute, iter_route_contexts
-from fastapi.testclient import TestClient
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 from starlette.routing import Mount, Route
 
@@ -253,26 +253,34 @@ def loads(html: str) -> list[str]:
     return parser.urls
 
 
+def get_page(query: str = "") -> Response:
+    """The docs page's answer, from its handler (the page needs no storage)."""
+    scope = {"type": "http", "method": "GET", "path": page.PATH, "query_string": query.encode(),
+             "headers": [], "app": api.app}
+    return page.docs(Request(scope))
+
+
 def test_the_docs_page_loads_only_its_own_assets() -> None:
-    client = TestClient(api.app)
-    r = client.get("/api/docs")
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    r = get_page()
+    assert r.status_code == 200 and r.media_type == "text/html"
     assert "default-src 'none'" in r.headers["content-security-policy"]
-    urls = loads(r.text)
+    text = bytes(r.body).decode()
+    urls = loads(text)
     assert sorted(urls) == [f"{page.STATIC}/{name}" for name in ("docs.css", "docs.js", "favicon.svg")]
+    assert f'data-openapi="{api.app.openapi_url}"' in text
     for url in urls:
-        asset = client.get(url)
-        assert asset.status_code == 200 and asset.headers["content-type"].startswith(
+        asset = page.asset(url.rsplit("/", 1)[1])
+        assert asset.status_code == 200 and str(asset.media_type).startswith(
             ("text/javascript", "text/css", "image/svg+xml"))
         # no URL of another origin (an SVG's namespace is a name, never fetched)
-        assert not re.search(r"(https?:)?//[a-z0-9]", asset.text.replace('xmlns="http://www.w3.org/2000/svg"', "")), url
-    assert client.get(f"{page.STATIC}/..%2F__init__.py").status_code == 404
-    assert client.get(f"{page.STATIC}/index.html").status_code == 404   # only the page's assets
+        body = bytes(asset.body).decode().replace('xmlns="http://www.w3.org/2000/svg"', "")
+        assert not re.search(r"(https?:)?//[a-z0-9]", body), url
+    assert page.asset("../__init__.py").status_code == 404
+    assert page.asset("index.html").status_code == 404   # only the page's assets
 
 
 def test_the_docs_page_passes_the_key_on_escaped() -> None:
-    client = TestClient(api.app)
-    r = client.get("/api/docs", params={"code": 'k"><script>alert(1)</script>'})
-    assert "<script>alert" not in r.text
-    assert set(loads(r.text)) == {f"{page.STATIC}/{name}?code=k%22%3E%3Cscript%3Ealert%281%29%3C%2Fscript%3E"
-                                  for name in ("docs.css", "docs.js", "favicon.svg")}
+    text = bytes(get_page("code=" + quote('k"><script>alert(1)</script>')).body).decode()
+    assert "<script>alert" not in text
+    assert set(loads(text)) == {f"{page.STATIC}/{name}?code=k%22%3E%3Cscript%3Ealert%281%29%3C%2Fscript%3E"
+                                for name in ("docs.css", "docs.js", "favicon.svg")}
