@@ -134,8 +134,10 @@ def test_the_error_answers_are_the_documented_ones(described: Any, client: httpx
                                                    inputs: None) -> None:
     unknown = "nosuch-20260101-000000-abcdef"
     for method, path in (("GET", "/api/jobs/{job_id}"), ("POST", "/api/jobs/{job_id}/cancel"),
-                         ("POST", "/api/jobs/{job_id}/resubmit"), ("GET", "/api/jobs/{job_id}/results")):
-        r = client.request(method, path.format(job_id=unknown), content=b"{}" if method == "POST" else None)
+                         ("POST", "/api/jobs/{job_id}/resubmit"), ("GET", "/api/jobs/{job_id}/results"),
+                         ("GET", "/api/jobs/{job_id}/logs"), ("GET", "/api/jobs/{job_id}/logs/{path}")):
+        r = client.request(method, path.format(job_id=unknown, path="job_result.txt"),
+                           content=b"{}" if method == "POST" else None)
         assert r.status_code == 404 and unknown in conforms(described, method, path, r)["error"]
 
     r = client.post("/api/jobs", json={"entry_script": 3, "inputs": []})
@@ -156,6 +158,8 @@ def test_the_error_answers_are_the_documented_ones(described: Any, client: httpx
 
     r = client.post("/api/snapshots", content=b"not a zip", headers={"content-type": "application/zip"})
     assert r.status_code == 400 and "zip" in conforms(described, "POST", "/api/snapshots", r)["error"]
+    r = client.get(f"/api/jobs/{unknown}/logs/user/%2E%2E/%2E%2E/secret.txt")
+    assert r.status_code == 400 and "'..'" in conforms(described, "GET", "/api/jobs/{job_id}/logs/{path}", r)["error"]
 
     # an output owned by an unfinished job (nothing runs here: the first stays queued)
     first = client.post("/api/jobs", json=valid_spec(code, output="openapiout/run"))
@@ -166,13 +170,15 @@ def test_the_error_answers_are_the_documented_ones(described: Any, client: httpx
     r = client.post(f"/api/jobs/{owner}/resubmit", json={})
     assert r.status_code == 409
     assert conforms(described, "POST", "/api/jobs/{job_id}/resubmit", r)["owner"] == owner
+    r = client.get(f"/api/jobs/{owner}/logs", params={"kind": "nope"})
+    assert r.status_code == 400 and "kind" in conforms(described, "GET", "/api/jobs/{job_id}/logs", r)["error"]
     r = client.get(f"/api/jobs/{owner}/results")
     assert r.status_code == 404 and "no output rows yet" in conforms(
         described, "GET", "/api/jobs/{job_id}/results", r)["error"]
 
     with httpx.Client(base_url=str(client.base_url), timeout=30) as anonymous:
         for method, path in OPERATIONS:
-            r = anonymous.request(method, path.format(job_id=unknown))
+            r = anonymous.request(method, path.format(job_id=unknown, path="job_result.txt"))
             if path == "/api/health":
                 assert r.status_code == 200, r.text
             else:
@@ -230,6 +236,12 @@ def test_the_success_answers_are_the_documented_ones(
         assert len(rows["rows"]) == 3
         listed = conforms(described, "GET", "/api/jobs", c.get("/api/jobs"))
         assert [j["job_id"] for j in listed["jobs"]] == [first]
+        files = conforms(described, "GET", "/api/jobs/{job_id}/logs", c.get(f"/api/jobs/{first}/logs"))["files"]
+        assert "job_result.txt" in [f["path"] for f in files], files
+        r = c.get(f"/api/jobs/{first}/logs/job_result.txt", params={"tail": 100})
+        described["/api/jobs/{job_id}/logs/{path}"]["GET"].validate_response(r)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        assert int(r.headers["x-log-offset"]) + len(r.content) == int(r.headers["x-log-size"])
 
         r = c.post(f"/api/jobs/{first}/resubmit", json={"mini_batch_size": "1"})
         second = conforms(described, "POST", "/api/jobs/{job_id}/resubmit", r)

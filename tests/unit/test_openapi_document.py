@@ -92,9 +92,12 @@ def operation_problems(doc: dict[str, Any], path: str, operation: dict[str, Any]
         found.append(f"the path is not under the route prefix /{route_prefix()}")
     ok = [code for code in responses if code.startswith("2")]
     for code in ok:
-        schema = responses[code].get("content", {}).get("application/json", {}).get("schema", {})
-        if component(doc, schema) is None:
-            found.append(f"its {code} answer has no named schema (documented(MODEL, ...))")
+        content = responses[code].get("content", {})
+        if "application/json" in content or not content:
+            if component(doc, content.get("application/json", {}).get("schema", {})) is None:
+                found.append(f"its {code} answer has no named schema (documented(MODEL, ...))")
+        elif any(c.get("schema") != {"type": "string"} for c in content.values()):
+            found.append(f"its {code} answer is text, but not a string schema (documented(None, media_type=))")
     if not ok:
         found.append("no success answer")
     security = operation.get("security", doc.get("security"))
@@ -134,20 +137,20 @@ def test_an_undocumented_route_is_caught() -> None:
     app.router.routes.extend(api.app.router.routes)
     api.document.install(app)
     assert problems(app) == []
-    logs = APIRouter()
+    added = APIRouter()
 
-    @logs.get("/api/jobs/{job_id}/logs")
-    def listing(job_id: str) -> dict[str, str]:
-        return {}
-
-    @logs.get("/api/jobs/{job_id}/logs/{path}", **documented(Health, anonymous=True))
-    def log_file(job_id: str, path: str) -> dict[str, str]:
-        return {}
-
-    app.include_router(logs)
-
-    @app.get("/api/jobs/{job_id}/timeline", include_in_schema=False)
+    @added.get("/api/jobs/{job_id}/timeline")
     def timeline(job_id: str) -> dict[str, str]:
+        return {}
+
+    @added.get("/api/jobs/{job_id}/events/{path}", **documented(Health, anonymous=True))
+    def event(job_id: str, path: str) -> dict[str, str]:
+        return {}
+
+    app.include_router(added)
+
+    @app.get("/api/jobs/{job_id}/graph", include_in_schema=False)
+    def graph(job_id: str) -> dict[str, str]:
         return {}
 
     @app.get("/api/ui/jobs", include_in_schema=False)
@@ -155,11 +158,11 @@ def test_an_undocumented_route_is_caught() -> None:
         return ""
 
     assert problems(app) == [
-        "GET /api/jobs/{job_id}/logs: its 200 answer has no named schema (documented(MODEL, ...))",
-        "GET /api/jobs/{job_id}/logs: no 404 answer",
-        "GET /api/jobs/{job_id}/logs/{path}: security [] but the function app serves it with a key",
-        "GET /api/jobs/{job_id}/logs/{path}: no 404 answer",
-        "/api/jobs/{job_id}/timeline: left out of the document, but not a page for browsers "
+        "GET /api/jobs/{job_id}/timeline: its 200 answer has no named schema (documented(MODEL, ...))",
+        "GET /api/jobs/{job_id}/timeline: no 404 answer",
+        "GET /api/jobs/{job_id}/events/{path}: security [] but the function app serves it with a key",
+        "GET /api/jobs/{job_id}/events/{path}: no 404 answer",
+        "/api/jobs/{job_id}/graph: left out of the document, but not a page for browsers "
         "('/api/docs', '/api/ui')",
     ]
 
