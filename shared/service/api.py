@@ -36,6 +36,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.errors import (
     ConflictError,
@@ -102,6 +103,14 @@ async def _bad_parameter(_: Request, exc: RequestValidationError) -> JSONRespons
     errors = [FieldError(".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]),
                          str(e["msg"]).replace("Input should be", "must be")) for e in exc.errors()]
     return _answer(Invalid("invalid request", errors), 422)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _no_route(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """No route of the app for the path (404) or the method (405): the error shape of the others."""
+    where = f"{request.method} {request.url.path[:200]!r}"
+    return JSONResponse(asdict(Error(f"{exc.detail}: {where}")), status_code=exc.status_code,
+                        headers=exc.headers)
 
 
 @app.exception_handler(NotFoundError)

@@ -135,7 +135,8 @@ def test_the_error_answers_are_the_documented_ones(described: Any, client: httpx
     unknown = "nosuch-20260101-000000-abcdef"
     for method, path in (("GET", "/api/jobs/{job_id}"), ("POST", "/api/jobs/{job_id}/cancel"),
                          ("POST", "/api/jobs/{job_id}/resubmit"), ("GET", "/api/jobs/{job_id}/results"),
-                         ("GET", "/api/jobs/{job_id}/logs"), ("GET", "/api/jobs/{job_id}/logs/{path}")):
+                         ("GET", "/api/jobs/{job_id}/logs"), ("GET", "/api/jobs/{job_id}/logs/{path}"),
+                         ("GET", "/api/jobs/{job_id}/timeline")):
         r = client.request(method, path.format(job_id=unknown, path="job_result.txt"),
                            content=b"{}" if method == "POST" else None)
         assert r.status_code == 404 and unknown in conforms(described, method, path, r)["error"]
@@ -158,6 +159,9 @@ def test_the_error_answers_are_the_documented_ones(described: Any, client: httpx
 
     r = client.post("/api/snapshots", content=b"not a zip", headers={"content-type": "application/zip"})
     assert r.status_code == 400 and "zip" in conforms(described, "POST", "/api/snapshots", r)["error"]
+    r = client.get(f"/api/jobs/{unknown}/logs/a%0Ab.txt")   # a path no route of the app matches
+    assert r.status_code == 404 and "Not Found" in conforms(
+        described, "GET", "/api/jobs/{job_id}/logs/{path}", r)["error"]
     r = client.get(f"/api/jobs/{unknown}/logs/user/%2E%2E/%2E%2E/secret.txt")
     assert r.status_code == 400 and "'..'" in conforms(described, "GET", "/api/jobs/{job_id}/logs/{path}", r)["error"]
 
@@ -170,6 +174,8 @@ def test_the_error_answers_are_the_documented_ones(described: Any, client: httpx
     r = client.post(f"/api/jobs/{owner}/resubmit", json={})
     assert r.status_code == 409
     assert conforms(described, "POST", "/api/jobs/{job_id}/resubmit", r)["owner"] == owner
+    listed = conforms(described, "GET", "/api/jobs", client.get("/api/jobs"))["jobs"]
+    assert [(j["job_id"], j["state"], j["progress"]["settled"]) for j in listed] == [(owner, "queued", 0)]
     r = client.get(f"/api/jobs/{owner}/logs", params={"kind": "nope"})
     assert r.status_code == 400 and "kind" in conforms(described, "GET", "/api/jobs/{job_id}/logs", r)["error"]
     r = client.get(f"/api/jobs/{owner}/results")
@@ -236,6 +242,8 @@ def test_the_success_answers_are_the_documented_ones(
         assert len(rows["rows"]) == 3
         listed = conforms(described, "GET", "/api/jobs", c.get("/api/jobs"))
         assert [j["job_id"] for j in listed["jobs"]] == [first]
+        timeline = conforms(described, "GET", "/api/jobs/{job_id}/timeline", c.get(f"/api/jobs/{first}/timeline"))
+        assert timeline["planned"] == 2 and len(timeline["bars"]) == 2, timeline
         files = conforms(described, "GET", "/api/jobs/{job_id}/logs", c.get(f"/api/jobs/{first}/logs"))["files"]
         assert "job_result.txt" in [f["path"] for f in files], files
         r = c.get(f"/api/jobs/{first}/logs/job_result.txt", params={"tail": 100})

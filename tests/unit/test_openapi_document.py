@@ -139,8 +139,8 @@ def test_an_undocumented_route_is_caught() -> None:
     assert problems(app) == []
     added = APIRouter()
 
-    @added.get("/api/jobs/{job_id}/timeline")
-    def timeline(job_id: str) -> dict[str, str]:
+    @added.get("/api/jobs/{job_id}/trace")
+    def trace(job_id: str) -> dict[str, str]:
         return {}
 
     @added.get("/api/jobs/{job_id}/events/{path}", **documented(Health, anonymous=True))
@@ -158,8 +158,8 @@ def test_an_undocumented_route_is_caught() -> None:
         return ""
 
     assert problems(app) == [
-        "GET /api/jobs/{job_id}/timeline: its 200 answer has no named schema (documented(MODEL, ...))",
-        "GET /api/jobs/{job_id}/timeline: no 404 answer",
+        "GET /api/jobs/{job_id}/trace: its 200 answer has no named schema (documented(MODEL, ...))",
+        "GET /api/jobs/{job_id}/trace: no 404 answer",
         "GET /api/jobs/{job_id}/events/{path}: security [] but the function app serves it with a key",
         "GET /api/jobs/{job_id}/events/{path}: no 404 answer",
         "/api/jobs/{job_id}/graph: left out of the document, but not a page for browsers "

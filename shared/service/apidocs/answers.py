@@ -48,11 +48,26 @@ class Cancelled:
 
 
 @dataclass(frozen=True)
+class JobProgress:
+    """Mini-batches planned and settled so far (of an unfinished job)."""
+
+    planned: int
+    planning_done: bool
+    settled: int
+    failed: int
+
+
+@dataclass(frozen=True)
 class JobSummary:
+    """A job of the list; an unfinished one read from its own row: its live state, a stop
+    recorded and not finished yet (stopping), and its progress."""
+
     job_id: str
     name: str
     state: str
     created_at: float
+    stopping: str | None = None
+    progress: JobProgress | None = None
 
 
 @dataclass(frozen=True)

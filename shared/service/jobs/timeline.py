@@ -84,6 +84,8 @@ class Bucket:
 
 @dataclass(frozen=True)
 class Timeline:
+    """A job's mini-batch tries per node and process, and its throughput over time."""
+
     job_id: str
     state: str
     t0: float                  # epoch seconds every *_s of the answer counts from

@@ -27,6 +27,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from shared.service import runtime
+from shared.service.apidocs.answers import documented
 from shared.service.jobs import lifecycle as jobs
 from shared.service.jobs import timeline
 
@@ -116,7 +117,7 @@ def static(name: str, request: Request) -> Response:
     return Response(item.body, media_type=item.media_type, headers=headers)
 
 
-@router.get("/api/jobs/{job_id}/timeline")
+@router.get("/api/jobs/{job_id}/timeline", **documented(timeline.Timeline, 404))
 def job_timeline(job_id: str) -> dict[str, Any]:
     """Mini-batch tries per node and process and throughput over time (bounded: see
     :mod:`shared.service.jobs.timeline`)."""
