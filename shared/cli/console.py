@@ -84,9 +84,11 @@ def watch(fetch: Callable[[], dict[str, Any]], interval_s: float = 0.5,
 def status_table(st: dict[str, Any]) -> Table:
     table = Table(title=f"job {st['job_id']}", show_header=False, title_justify="left")
     mb, items = st["mini_batches"], st["items"]
+    final = JobState(st["state"]).terminal
     table.add_row("state", _state_line(st))
-    table.add_row("mini-batches", f"{mb['total']} planned{'' if mb['planning_done'] else ' so far'}: "
-                  f"{mb['queued']} queued, {mb['running']} running, {mb['succeeded']} succeeded, "
+    table.add_row("mini-batches", f"{mb['total']} planned{'' if mb['planning_done'] or final else ' so far'}: "
+                  f"{mb['queued']} {'not run' if final else 'queued'}, "
+                  f"{mb['running']} running, {mb['succeeded']} succeeded, "
                   f"{mb['failed']} failed ({mb['failed_tries']} failed tries)")
     counted = st.get("items_counted") or {}
     estimated = counted.get("total_estimated")

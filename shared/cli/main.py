@@ -10,6 +10,7 @@ elsewhere is given with ``--source-dir``); the spec is validated before anything
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -193,7 +194,7 @@ def up(nodes: Annotated[int, typer.Option(help="host processes (stand-ins for in
     from shared.local.cluster import LocalCluster
     from shared.settings import azurite_connection_string
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
                         format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
     ports = parse_ports(azurite_ports or "10000,10001,10002")
@@ -547,6 +548,9 @@ def demo(nodes: Annotated[int, typer.Option(help="host processes")] = 2,
 
 
 def main() -> None:
+    # the service code the CLI calls logs what its operators need (e.g. "job stopped"); the CLI
+    # says it in its own words, so only errors of those logs are shown (`up` shows its own)
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr, format="%(levelname)s %(message)s")
     try:
         app()
     except SpecError as exc:

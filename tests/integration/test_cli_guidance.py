@@ -135,7 +135,12 @@ def test_the_job_list_shows_the_live_state_of_a_job_being_stopped(
     put_files(storage, "listedin", {"a.txt": b"a"})
     job = jobs.submit(storage, ledger, {"name": "listed", "entry_script": "prs_style.py",
                                         "source_directory": code, "inputs": ["listedin/"]})
-    jobs.cancel(storage, ledger, job.job_id)
+    # the installed command, as a user runs it: it says what happened once, in its own words
+    said = subprocess.run([sys.executable, "-c", "from shared.cli.main import main; main()",
+                           "cancel", job.job_id], env={**os.environ, **storage.settings.to_env()},
+                          capture_output=True, text=True, timeout=60)
+    assert said.returncode == 0 and "cancelled by user" in said.stdout, said
+    assert "job stopped" not in said.stderr and "WARNING" not in said.stderr, said.stderr
     listed = next(j for j in jobs.list_jobs(storage, 10, ledger) if j["job_id"] == job.job_id)
     assert listed["stopping"] == "cancelled by user" and listed["progress"]["settled"] == 0, listed
     assert next(j for j in jobs.list_jobs(storage, 10) if j["job_id"] == job.job_id)["state"] == "queued"
@@ -144,3 +149,6 @@ def test_the_job_list_shows_the_live_state_of_a_job_being_stopped(
     idle_host.drain()
     listed = next(j for j in jobs.list_jobs(storage, 10, ledger) if j["job_id"] == job.job_id)
     assert listed["state"] == "cancelled" and "stopping" not in listed
+    shown = " ".join(CliRunner().invoke(cli.app, ["status", job.job_id],
+                                        env=storage.settings.to_env()).stdout.split())
+    assert "0 not run" in shown and "queued" not in shown and "so far" not in shown, shown
