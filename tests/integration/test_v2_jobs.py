@@ -90,6 +90,7 @@ def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 def test_a_v2_pipeline_job_runs_as_it_is(cli_env: None, host: LocalHost, storage: Storage,
                                          tmp_path: Path) -> None:
     put_files(storage, "v2data", {f"in/f{i}.txt": str(i).encode() for i in range(5)})
+    storage.ensure_container("v2out")    # the output's datastore exists, as in Azure ML
     register_text_model(storage, tmp_path, "echo", "weights-1")
     folder = tmp_path / "job"
     shutil.copytree(SCRIPTS, folder / "code", ignore=shutil.ignore_patterns("__pycache__"))
