@@ -18,6 +18,11 @@ from .test_cli_safety import stored_snapshots
 Capture = pytest.CaptureFixture[str]
 
 
+def unwrapped(text: str) -> str:
+    """``text`` without whitespace: the console folds long lines, even inside a long path."""
+    return "".join(text.split())
+
+
 def named(err: str) -> set[str]:
     return {m.group(1) for m in re.finditer(r"^  (\S+): ", err, re.MULTILINE)}
 
@@ -35,11 +40,12 @@ def test_an_entry_script_missing_from_the_folder_names_the_folder_and_its_files(
     assert code == 2, (out, err)
     assert named(err) == {"entry_script"}, err
     folder = spec.parent / "code"
-    message = " ".join(err.split())           # the console wraps long lines
-    assert f"prs_styel.py is not in source_directory {folder} (did you mean 'prs_style.py'?)" in message
+    message = unwrapped(err)
+    assert unwrapped(f"prs_styel.py is not in source_directory {folder} (did you mean "
+                     "'prs_style.py'?)") in message
     count = sum(1 for p in SCRIPTS.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    assert f"it holds {count} file(s): env_dump.py, frames.py, " in message
-    assert f"(and {count - 10} more)" in message
+    assert unwrapped(f"it holds {count} file(s): env_dump.py, frames.py, ") in message
+    assert unwrapped(f"(and {count - 10} more)") in message
     assert "uploading" not in err and stored_snapshots(storage) == []
 
 
@@ -52,8 +58,9 @@ def test_a_refused_spec_is_refused_whole_before_anything_is_uploaded(
     code, out, err = entry_point(monkeypatch, capsys, "submit", str(spec))
     assert code == 2, (out, err)
     assert named(err) == {"name", "entry_script", "models.0", "inputs.1"}, err
-    message = " ".join(err.split())
-    assert "(did you mean 'echo'?)" in message and "no blob matches clichecks/nothing/" in message
+    message = unwrapped(err)
+    assert unwrapped("(did you mean 'echo'?)") in message
+    assert unwrapped("no blob matches clichecks/nothing/") in message
     assert "uploading" not in err and stored_snapshots(storage) == []
 
 
@@ -65,5 +72,5 @@ def test_an_entry_script_that_does_not_compile_is_refused_after_upload(
     code, out, err = entry_point(monkeypatch, capsys, "submit", str(spec))
     assert code == 2, (out, err)
     assert named(err) == {"entry_script"}, err
-    assert "broken.py does not compile: line 2: '(' was never closed" in " ".join(err.split())
+    assert unwrapped("broken.py does not compile: line 2: '(' was never closed") in unwrapped(err)
     assert list(storage.table(storage.settings.ledger_table).list_entities()) == []
