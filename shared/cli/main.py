@@ -37,7 +37,7 @@ from shared.cli.console import (
 from shared.cli.reach import probe
 from shared.errors import ParallelRunError, SpecError, SubmitterError
 from shared.limits import Limits, check_spec_bytes, load_text
-from shared.service.jobs import joblogs
+from shared.service.jobs import joblogs, references
 from shared.service.jobs import lifecycle as jobs
 from shared.service.jobs.status import output_of
 from shared.service.ledger import decisions
@@ -45,7 +45,7 @@ from shared.service.ledger.store import Ledger
 from shared.service.results import download_folder, download_to, folder_files, read_head
 from shared.service.working import environments, models, snapshots
 from shared.settings import LOCAL_KEY_SETTING, Settings
-from shared.spec import ContainerName, parse_spec
+from shared.spec import ContainerName, parse_submission
 from shared.states import JobState
 from shared.storage import Storage, blob_path
 
@@ -320,16 +320,22 @@ def spec_folder(spec_path: Path, value: str, field: str = "source_directory") ->
 
 
 def _upload_source(storage: Storage, data: dict[str, Any]) -> dict[str, Any]:
-    """Validate the spec, then upload its local source_directory (saying what and how big first)."""
+    """Validate the spec, then upload its local source_directory (saying what and how big first).
+    A spec that is refused is refused whole before anything is uploaded: its bad fields, an entry
+    script the folder does not hold (naming the folder and its files) and the references the
+    service checks that do not hold."""
     src = data.get("source_directory")
     if not src or str(src).startswith(snapshots.PREFIX):
         return data
     limits = storage.settings.limits
-    spec = parse_spec({**data, "source_directory": snapshots.PREFIX + "0" * 64}, limits)
+    parsed = parse_submission({**data, "source_directory": snapshots.PREFIX + "0" * 64}, limits)
     size = snapshots.scan(src, limits)
-    if not (Path(src) / spec.entry_script).is_file():
-        raise SpecError([{"field": "entry_script", "message": f"{spec.entry_script} is not in "
-                          f"source_directory {src}"}])
+    errors, entry = list(parsed.errors), parsed.parts.entry_script
+    if entry is not None and not (Path(src) / entry).is_file():
+        errors.append({"field": "entry_script", "message": references.missing_entry_script(
+            entry, src, snapshots.relative_files(src))})
+    if errors:
+        raise SpecError(jobs.merged(errors + references.check(storage, parsed.parts, code=False).errors))
     err_console.print(f"uploading source_directory {src}: {size.files} file(s), "
                       f"{_size(size.expanded_bytes)}", soft_wrap=True)
     return {**data, "source_directory": snapshots.upload(storage, src)}

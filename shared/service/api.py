@@ -162,14 +162,32 @@ async def read_body(request: Request, limit: int, setting: str) -> bytes:
 
 
 def parse_body(raw: bytes, limits: Limits) -> Any:
-    """A JSON or YAML body as data, within the limits (CPU-bound: call it off the event loop)."""
+    """A JSON or YAML body as data, within the limits (CPU-bound: call it off the event loop).
+
+    The content type is not consulted: ``curl --data-binary @job.yaml`` sends YAML as
+    ``application/x-www-form-urlencoded``, others send ``text/plain`` or nothing. A body that is
+    one line and no mapping is most likely YAML whose newlines ``curl -d`` dropped: the error
+    says so."""
     if not raw.strip():
         return {}
     try:
-        return load_text(raw, limits)
+        data = load_text(raw, limits)
     except SpecError as exc:
-        raise SpecError([{**e, "field": "(body)"} if e["field"] == "(spec)" else e
-                         for e in exc.errors]) from None
+        hint = _flattened(raw)
+        raise SpecError([{"field": "(body)", "message": e["message"] + hint} if e["field"] == "(spec)"
+                         else e for e in exc.errors]) from None
+    if not isinstance(data, (dict, list)) and _flattened(raw):
+        raise SpecError([{"field": "(body)", "message": "a job spec must be a mapping of field "
+                          f"names to values, not {type(data).__name__}" + _flattened(raw)}])
+    return data
+
+
+def _flattened(raw: bytes) -> str:
+    """A hint for a body that looks like YAML with its newlines removed (``curl -d @job.yaml``)."""
+    if b"\n" in raw or b"\r" in raw or raw.lstrip()[:1] in (b"{", b"[") or raw.count(b":") < 2:
+        return ""
+    return ("; the body is one line: YAML sent with curl -d loses its newlines, send the file "
+            "with --data-binary @job.yaml (and -H 'Content-Type: application/yaml')")
 
 
 async def _body(request: Request) -> Any:

@@ -174,15 +174,20 @@ class JobSpec(BaseModel):
         """The normalised spec as JSON-able data, None fields left out; it parses back to an equal spec."""
         return self.model_dump(mode="json", exclude_none=True)
 
-    def with_overrides(self, overrides: Mapping[str, Any], limits: Limits | None = None) -> JobSpec:
-        """A re-validated copy with top-level fields replaced; a None value restores the default."""
-        # imported here, not at the top: shared.spec.parsing imports this module (for JobSpec)
-        from shared.spec.parsing import parse_spec
-
+    def overridden(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """This spec's data with top-level fields replaced (a None value restores the default),
+        to be validated again."""
         data = self.to_dict()
         for key, value in overrides.items():
             if value is None:
                 data.pop(key, None)
             else:
                 data[key] = value
-        return parse_spec(data, limits)
+        return data
+
+    def with_overrides(self, overrides: Mapping[str, Any], limits: Limits | None = None) -> JobSpec:
+        """A re-validated copy with top-level fields replaced; a None value restores the default."""
+        # imported here, not at the top: shared.spec.parsing imports this module (for JobSpec)
+        from shared.spec.parsing import parse_spec
+
+        return parse_spec(self.overridden(overrides), limits)

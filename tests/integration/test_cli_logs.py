@@ -134,7 +134,7 @@ def test_logs_refuses_a_path_outside_logs_in_one_line(
 def test_following_prints_only_what_each_file_gains(
         idle_host: LocalHost, storage: Storage, code: str) -> None:  # noqa: F811 - the fixture
     """The follower reads the new byte range of each file once, whatever the polling finds."""
-    storage.ensure_container("clilogs-follow")
+    storage.ensure_container("clilogs-follow").upload_blob("a.txt", b"a", overwrite=True)  # an input
     ledger = Ledger(storage.ledger)
     job = jobs.submit(storage, ledger, {"name": "follow", "entry_script": "prs_style.py",
                                         "source_directory": code, "inputs": ["clilogs-follow/"]})

@@ -127,6 +127,8 @@ def valid_spec(code: str, **fields: Any) -> dict[str, Any]:
 @pytest.fixture
 def inputs(storage: Storage) -> None:
     put_files(storage, "openapiin", {f"f{i}.txt": b"x" for i in range(3)})
+    for output in ("openapiout", "openapidone"):    # the outputs' containers exist at submit
+        storage.ensure_container(output)
 
 
 @pytest.mark.scores_nothing
