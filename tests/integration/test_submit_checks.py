@@ -193,15 +193,11 @@ def test_a_side_input_model_that_is_not_registered_names_its_side_input(
 
 
 @pytest.mark.scores_nothing
-def test_an_output_container_that_does_not_exist_is_refused_with_a_did_you_mean(
+def test_an_output_container_that_does_not_exist_is_made_at_submission(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str, inputs: None) -> None:
-    storage.ensure_container("checkresults")
-    errors = refused(api.post("/api/jobs", json=spec(code, output="checkresluts/run1")))
-    assert list(errors) == ["output"], errors
-    assert "container 'checkresluts' does not exist (did you mean 'checkresults'?)" in errors["output"]
-    assert "create it first" in errors["output"]
-    assert not storage.container("checkresluts").exists()
-    assert_nothing_accepted(host, storage, api)
+    r = api.post("/api/jobs", json=spec(code, output="checkmade/run1"))
+    assert r.status_code == 202, r.text
+    assert storage.container("checkmade").exists()
 
 
 # -- bodies ----------------------------------------------------------------------------------------

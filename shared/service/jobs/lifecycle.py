@@ -83,6 +83,7 @@ def submit(storage: Storage, ledger: Ledger, data: Any) -> JobRow:
     if spec.output is not None:
         container, prefix = spec.output.container, spec.output.path.strip("/")
         claims.claim(storage, ledger, job_id, container, prefix)   # or ConflictError: one owner
+        storage.ensure_container(container)   # an output container is made, as Azure ML makes an output's folder
     else:
         container, prefix = settings.output_container, job_id
     window = decisions.window_size(spec.node_count, process_count(spec), settings.window_per_slot)

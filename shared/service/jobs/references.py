@@ -109,8 +109,6 @@ def check(storage: Storage, parts: SpecParts, *, code: bool = True) -> Checked:
     for where, item in (*parts.inputs, *parts.side_inputs):
         if f"{where}.container" not in refused:
             _check_input(storage, where, item, out, suggest)
-    if parts.output is not None and "output" not in refused:
-        _check_output(storage, parts.output.container, out, suggest)
     out.errors = [{**e, "field": parts.rename(e["field"])} for e in out.errors]
     return out
 
@@ -240,10 +238,3 @@ def _check_input(storage: Storage, where: str, item: InputSpec, out: Checked,
     if found is False:
         out.errors.append({"field": where, "message": f"no blob matches {item.describe()}: an "
                            "input must name at least one file at submission (upload them first)"})
-
-
-def _check_output(storage: Storage, container: str, out: Checked, suggest: _Suggestions) -> None:
-    if not storage.container(container).exists():
-        out.errors.append({"field": "output", "message": f"container {container!r} does not "
-                           f"exist{suggest.container(container)}: create it first (a job writes "
-                           "into an output container, it does not make one)"})
