@@ -343,24 +343,30 @@ def _upload_source(storage: Storage, data: dict[str, Any]) -> dict[str, Any]:
 
 def _wait_or_print(storage: Storage, ledger: Ledger, job_id: str, wait: bool, as_json: bool) -> None:
     """The job id and how to watch it first; then (``wait``) its progress until it ends."""
-    if as_json and not wait:
-        _print({"job_id": job_id}, as_json)
-    elif not wait:
-        console.print(f"submitted {job_id}", soft_wrap=True)
-    err_console.print(f"{'submitted ' + job_id + ': ' if wait else ''}watch it with "
-                      f"`parallelrun status {job_id} --watch`, its logs with `parallelrun logs "
-                      f"{job_id} --follow`", soft_wrap=True, markup=False, highlight=False)
     if not wait:
+        if as_json:
+            _print({"job_id": job_id}, as_json)
+        else:
+            console.print(f"submitted {job_id}", soft_wrap=True)
+        err_console.print(f"watch it with `parallelrun status {job_id} --watch`, its logs with "
+                          f"`parallelrun logs {job_id} --follow`", soft_wrap=True, markup=False,
+                          highlight=False)
         return
-    st = _watch_job(storage, ledger, job_id)
+    st = _watch_job(storage, ledger, job_id, announce=True)
     _show(st, as_json)
     if st["state"] != "succeeded":
         raise typer.Exit(1)
 
 
-def _watch_job(storage: Storage, ledger: Ledger, job_id: str) -> dict[str, Any]:
-    """The live progress until the job ends; Ctrl-C leaves it running and says how to go on."""
+def _watch_job(storage: Storage, ledger: Ledger, job_id: str, announce: bool = False) -> dict[str, Any]:
+    """The live progress until the job ends (``announce``: after the job id and how to watch it,
+    inside the same guard, so that a Ctrl-C right after the id is shown is answered too); Ctrl-C
+    leaves the job running and says how to go on."""
     try:
+        if announce:
+            err_console.print(f"submitted {job_id}: watch it with `parallelrun status {job_id} "
+                              f"--watch`, its logs with `parallelrun logs {job_id} --follow`",
+                              soft_wrap=True, markup=False, highlight=False)
         return watch(lambda: jobs.status(storage, ledger, job_id))
     except KeyboardInterrupt:
         err_console.print(f"\njob {job_id} keeps running: watch it with `parallelrun status "
