@@ -118,7 +118,7 @@ TRACEBACK_LINES = 25    # of the first error's traceback shown by `status` (its 
 
 def show_status(out: Console, st: dict[str, Any]) -> None:
     """The status table, then where the output and logs are and the first error's traceback.
-    Paths and URLs are printed whole on lines of their own, never folded or cut to the
+    Paths and commands are printed whole on lines of their own, never folded or cut to the
     terminal's width, so that they can be copied as printed."""
     out.print(status_table(st))
     job_id, output = st["job_id"], st["output"]
@@ -126,8 +126,7 @@ def show_status(out: Console, st: dict[str, Any]) -> None:
         f"{output['container']}/{output['prefix']}/".replace("//", "/")
     out.print(f"output: {where}{' (partial)' if output.get('partial') else ''}", soft_wrap=True,
               markup=False, highlight=False)
-    if output.get("blob"):
-        out.print(f"  {output['url']}", soft_wrap=True, markup=False, highlight=False)
+    # not the blob's URL: the container is private, so it would not open as printed (`--json` has it)
     out.print(f"  parallelrun results {job_id} --download DIR", soft_wrap=True, markup=False,
               highlight=False)
     out.print(f"logs: {output['logs']}", soft_wrap=True, markup=False, highlight=False)

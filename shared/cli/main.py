@@ -463,7 +463,9 @@ def results(job_id: str, head: int = 10,
         _list_script_files(storage, job_id, out, head)
     else:
         console.print(rows_table(read_head(storage, out.container, out.blob, head), f"first {head} rows"))
-        console.print(out.url, soft_wrap=True, markup=False, highlight=False)
+        # where the rows are, and the command that fetches them (the URL needs credentials)
+        console.print(f"output: {out.container}/{out.blob}; all of it: parallelrun results {job_id} "
+                      "--download DIR", soft_wrap=True, markup=False, highlight=False)
 
 
 SCRIPT_FILES_SHOWN = 50    # files `results` lists of a summary_only job

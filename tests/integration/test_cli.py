@@ -150,6 +150,8 @@ def test_submit_status_and_results(run: Cli, host: LocalHost, tmp_path: Path) ->
     rows = expected_rows()
     assert rows[0].strip() in head and rows[1].strip() in head
     assert rows[2].strip() not in head
+    # where the rows are and the command for all of them, not a URL that needs credentials
+    assert f"results {job_id} --download DIR" in " ".join(head.split()) and "http" not in head
 
     saved = run("results", job_id, "--download", str(tmp_path / "dl")).stdout
     path = tmp_path / "dl" / "parallel_run_step.txt"

@@ -204,11 +204,12 @@ def test_a_summary_only_job_lists_and_downloads_the_files_its_script_wrote(
 def test_status_shows_stages_logs_and_the_first_traceback_whole_at_80_columns(
         run: Cli, failing_job: str, settings: Settings) -> None:
     st = json_out(run("status", failing_job, "--json"))
-    url = st["output"]["url"]
-    assert len(url) > 80
+    where = f"{st['output']['container']}/{st['output']['blob']}"
     out = run("status", failing_job).stdout
-    assert max(len(line) for line in out.splitlines()) > 80   # the paths' lines, never folded
-    assert f"  {url}" in out.splitlines()
+    assert f"output: {where}" in out.splitlines()        # whole, on a line of its own
+    assert f"  parallelrun results {failing_job} --download DIR" in out.splitlines()
+    # not the blob's URL: its container is private, so it would not open as printed
+    assert st["output"]["url"] not in out
     assert f"logs: {settings.output_container}/{failing_job}/logs/" in out.splitlines()
     assert f"  parallelrun logs {failing_job}" in out.splitlines()
     assert "stages" in out and "ms/try" in out
