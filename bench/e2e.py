@@ -3,7 +3,7 @@
 Used by ``bench/run.py`` (the harness) and on its own for one configuration::
 
     .venv/bin/python -m bench.e2e --images 10000 --batch 50 --processes 2 --nodes 1 --runs 3
-    .venv/bin/python -m bench.e2e --images 5000 --batch 5 --runs 1 --profile-ms 5   # + a profile
+    .venv/bin/python -m bench.e2e --images 5000 --batch 5 --runs 1 --profile   # + a profile
 
 Each run submits the job to a running cluster (its host processes warm, as a Function App that is
 already up) and measures submit -> job succeeded (the finalizer has committed the last row), checks
@@ -172,11 +172,12 @@ class Env:
 
 
 def run_configuration(env: Env, spec_of, expect_rows: int, nodes: int, runs: int,
-                      check=None, profile_ms: float = 0.0,
+                      check=None, profile: bool = False,
                       profile_out: Path | None = None) -> dict[str, Any]:
     """``runs`` jobs on a fresh cluster of ``nodes``; medians, per-run figures, peak RSS and CPU
-    per item by process kind (:mod:`bench.hostcpu`). With ``profile_ms`` the host processes run
-    the sampling profiler and the last run's stacks go to ``profile_out`` (collapsed)."""
+    per item by process kind (:mod:`bench.hostcpu`). With ``profile`` the host processes profile
+    every thread and the last run's profile goes to ``profile_out`` (``.folded``: self CPU per
+    thread and function; ``.calls`` beside it: calls, self and total per function)."""
     from bench.limits.cpu import machine_busy_seconds
 
     settings, bench = env.namespace()
@@ -184,11 +185,11 @@ def run_configuration(env: Env, spec_of, expect_rows: int, nodes: int, runs: int
     folder = env.tmp / f"cpu-{settings.batch_queue}"
     azurite_pid = env.azurite.process.pid if env.azurite.process else None
     with LocalCluster(settings, nodes=nodes, log_dir=env.tmp / f"logs-{settings.batch_queue}",
-                      env=hostcpu.cluster_env(folder, profile_ms)) as c:
+                      env=hostcpu.cluster_env(folder, profile)) as c:
         hostcpu.settle(c, folder, azurite_pid)
         for _ in range(runs):
             before = hostcpu.snapshot(c, folder, azurite_pid)
-            stacks = _folded(folder, c)
+            stacks, calls = _folded(folder, c, "folded"), _folded(folder, c, "calls")
             machine = machine_busy_seconds()
             r = run_job(bench, spec_of(bench), expect_rows)
             machine = machine_busy_seconds() - machine
@@ -199,9 +200,13 @@ def run_configuration(env: Env, spec_of, expect_rows: int, nodes: int, runs: int
             r["cpu_ms_per_batch"] = {k: v["ms_per_batch"] for k, v in r["cpu"].items()}
             ours = sum(v["cpu_s"] for v in r["cpu"].values())
             r["other_cpu_share"] = round(max(0.0, machine - ours) / (r["seconds"] * (os.cpu_count() or 1)), 3)
-            if profile_ms and profile_out is not None:
+            if profile and profile_out is not None:
+                from bench import profile as tables
                 profile_out.parent.mkdir(parents=True, exist_ok=True)
-                profile_out.write_text(_subtract_folded(_folded(folder, c), stacks))
+                profile_out.write_text(tables.folded_text(tables.subtract(
+                    tables.parse(_folded(folder, c, "folded")), tables.parse(stacks))))
+                profile_out.with_suffix(".calls").write_text(tables.calls_text(tables.subtract_calls(
+                    tables.parse_calls(_folded(folder, c, "calls")), tables.parse_calls(calls))))
             lines = r.pop("output_lines")
             if check is not None:
                 r.update(check(lines))
@@ -221,16 +226,10 @@ def run_configuration(env: Env, spec_of, expect_rows: int, nodes: int, runs: int
             **({k: best[k] for k in ("accuracy",) if k in best})}
 
 
-def _folded(folder: Path, c: LocalCluster) -> str:
-    """The nodes' collapsed stacks as last written (empty without a profile)."""
-    return "".join((folder / f"{n.node_id}.folded").read_text() for n in c.nodes
-                   if (folder / f"{n.node_id}.folded").exists())
-
-
-def _subtract_folded(after: str, before: str) -> str:
-    from bench import profile
-    counts = profile.subtract(profile.parse(after), profile.parse(before))
-    return "".join(f"{';'.join(k)} {v}\n" for k, v in sorted(counts.items()))
+def _folded(folder: Path, c: LocalCluster, kind: str) -> str:
+    """The nodes' profiles (``folded`` or ``calls``) as last written (empty without a profile)."""
+    return "".join((folder / f"{n.node_id}.{kind}").read_text() for n in c.nodes
+                   if (folder / f"{n.node_id}.{kind}").exists())
 
 
 def cold_start(env: Env, runs: int, batch: int = 5, files: int = 100) -> dict[str, Any]:
@@ -408,11 +407,11 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--count", action="store_true", help="count storage requests instead")
-    parser.add_argument("--profile-ms", type=float, default=0.0,
-                        help="run the host's sampling profiler every this many ms and print where "
-                             "its CPU went in the last run (bench/profile.py)")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile every thread of the host processes and print where their CPU "
+                             "went in the last run (bench/profile.py)")
     parser.add_argument("--profile-out", type=Path, default=Path(".parallelrun") / "profile.folded",
-                        help="the last run's collapsed stacks (with --profile-ms)")
+                        help="the last run's profile (with --profile; .calls beside it)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for env in setup_env(Path(tmp), args.images, 0, 1):
@@ -423,14 +422,15 @@ def main() -> int:
                 env, lambda b: b.image_spec(args.batch, args.processes, args.nodes),
                 len(env.images.names), args.nodes, args.runs,
                 check=lambda lines: {"accuracy": image_accuracy(lines)},
-                profile_ms=args.profile_ms, profile_out=args.profile_out)
+                profile=args.profile, profile_out=args.profile_out)
             print(json.dumps(result, indent=1))
-            if args.profile_ms:
+            if args.profile:
                 from bench import profile
                 counts = profile.parse(args.profile_out.read_text())
+                calls = profile.parse_calls(args.profile_out.with_suffix(".calls").read_text())
                 print(f"\nprofile of the last run (mini_batch_size {args.batch}, {result['mini_batches']} "
-                      f"mini-batches; stacks in {args.profile_out}):\n")
-                print(profile.render(counts, per=result["mini_batches"]))
+                      f"mini-batches; in {args.profile_out} and .calls):\n")
+                print(profile.render(counts, per=result["mini_batches"], calls=calls))
     return 0
 
 

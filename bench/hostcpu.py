@@ -35,11 +35,11 @@ LABELS = {"worker": "host process: our code (worker, planner, finalizer)",
           "azurite": "Azurite (storage)"}
 
 
-def cluster_env(folder: Path, profile_ms: float = 0.0) -> dict[str, str]:
+def cluster_env(folder: Path, profile: bool = False) -> dict[str, str]:
     """The environment that makes a cluster's nodes keep their accounting (and a profile)."""
     env = {CPU_DIR_ENV: str(folder)}
-    if profile_ms > 0:
-        env[PROFILE_ENV] = str(profile_ms)
+    if profile:
+        env[PROFILE_ENV] = "1"
     return env
 
 

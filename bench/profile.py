@@ -1,13 +1,13 @@
-"""Tables from the host's sampling profile (:mod:`shared.local.sampler`): where its CPU goes.
+"""Tables from the host's profile (:mod:`shared.local.profiler`): where its CPU goes.
 
-    .venv/bin/python -m bench.profile AFTER.folded [--before BEFORE.folded] [--per N] [--top 15]
+    .venv/bin/python -m bench.profile PROFILE.folded [--calls PROFILE.calls] [--per N] [--top 15]
 
-Reads collapsed stacks (``thread;outer;...;leaf <ns>``), less those of ``--before`` (the same
-process earlier, so that only the job between is left), and prints Markdown tables: CPU by thread
-group, by category (the innermost frame of a stack that belongs to a known part: request signing,
-JSON, HTTP, the SDK's pipeline, our ledger code, the scoring pool's pipes, the local host's
-emulation...), by file (self time: the leaf frame) and by function (self and total). ``--per N``
-adds a column of milliseconds per N (mini-batches, say).
+Reads self CPU per (thread group, function) in the collapsed-stack format
+(``thread;frame;...;leaf <ns>``; the host's profile is one frame deep) and, optionally, calls and
+total CPU per function, and prints Markdown tables: CPU by thread group, by category (the
+innermost frame that belongs to a known part: request signing, JSON, XML, HTTP and sockets, the
+SDK's pipeline, our ledger code, the scoring pool's pipes, the local host's emulation...), by file
+and by function (self, total, calls). ``--per N`` adds columns per N (mini-batches, say).
 """
 
 from __future__ import annotations
@@ -25,23 +25,56 @@ Stack = tuple[str, ...]   # (thread group, outermost frame, ..., leaf frame)
 # frames that match nothing (typing, enum, re, functools...) are passed over.
 CATEGORIES: list[tuple[str, re.Pattern[str]]] = [(name, re.compile(pattern)) for name, pattern in (
     ("SDK: request signing (SharedKey HMAC)", r"_shared/authentication\.py:|tables/_authentication\.py:"
-                                              r"|^hmac\.py:|^hashlib\.py:"),
-    ("JSON", r"^json/"),
+                                              r"|^hmac\.py:|^hashlib\.py:|_hashlib|_hmac"),
+    ("JSON", r"^json/|_json\b"),
     ("SDK: (de)serialization (XML, models, dates)", r"^xml/|_serialization\.py:|_deserialize\.py:"
-                                                    r"|_serialize\.py:|_models\.py:|^isodate/|^dateutil/"),
+                                                    r"|_serialize\.py:|_models\.py:|^isodate/|^dateutil/"
+                                                    r"|pyexpat|_elementtree|strptime|_strptime"),
     ("HTTP client (requests, urllib3, http.client, sockets)",
-     r"^requests/|^urllib3/|^http/|^email/|^socket\.py:|^ssl\.py:|^selectors\.py:|^urllib/"),
+     r"^requests/|^urllib3/|^http/|^email/|^socket\.py:|^ssl\.py:|^selectors\.py:|^urllib/"
+     r"|_socket\.|_ssl\.|select\.|'poll'|epoll"),
+    ("system calls (files, pipes, processes)", r"posix\.|^subprocess\.py:|^os\.py:|io\.open|_io\."),
     ("SDK: azure-core pipeline (policies, retries, tracing)", r"^azure/core/"),
     ("SDK: storage clients (building requests, responses)", r"^azure/"),
     ("logging", r"^logging/"),
     ("local host: queue, blob and timer triggers", r"^shared/local/"),
     ("ours: ledger", r"^shared/service/ledger/"),
-    ("ours: scoring pool and pipes to children", r"^shared/service/working/pool\.py:|^shared/scoring/"
-                                                 r"|^subprocess\.py:"),
+    ("ours: scoring pool and pipes to children", r"^shared/service/working/pool\.py:|^shared/scoring/"),
     ("ours: outputs (staging rows)", r"^shared/service/working/outputs\.py:"),
     ("ours: worker and the rest of the service", r"^shared/|^functions/|^function_app\.py:"),
-    ("threads, locks, thread pools", r"^threading\.py:|^concurrent/|^queue\.py:"),
+    ("threads, locks, thread pools", r"^threading\.py:|^concurrent/|^queue\.py:|_thread\.|lock' objects"),
 )]
+
+
+Calls = dict[str, tuple[int, int, int]]   # function -> (calls, self ns, total ns)
+
+
+def parse_calls(text: str) -> Calls:
+    """``path:function calls self_ns total_ns`` lines -> a dict (summed over repeated names)."""
+    out: dict[str, tuple[int, int, int]] = {}
+    for line in text.splitlines():
+        parts = line.rsplit(" ", 3)
+        if len(parts) == 4 and all(p.isdigit() for p in parts[1:]):
+            have = out.get(parts[0], (0, 0, 0))
+            out[parts[0]] = (have[0] + int(parts[1]), have[1] + int(parts[2]), have[2] + int(parts[3]))
+    return out
+
+
+def subtract_calls(after: Calls, before: Calls) -> Calls:
+    out = {}
+    for name, (c, s, t) in after.items():
+        b = before.get(name, (0, 0, 0))
+        if c > b[0] or s > b[1]:
+            out[name] = (c - b[0], s - b[1], t - b[2])
+    return out
+
+
+def calls_text(calls: Calls) -> str:
+    return "".join(f"{k} {c} {s} {t}\n" for k, (c, s, t) in sorted(calls.items()))
+
+
+def folded_text(counts: Counter[Stack]) -> str:
+    return "".join(f"{';'.join(k)} {v}\n" for k, v in sorted(counts.items()))
 
 
 def parse(text: str) -> Counter[Stack]:
@@ -108,8 +141,9 @@ def _table(title: str, rows: Iterable[tuple[str, ...]], header: tuple[str, ...])
     return "\n".join(lines)
 
 
-def render(counts: Counter[Stack], top: int = 15, per: int | None = None, per_name: str = "mini-batch") -> str:
-    """The four tables in Markdown."""
+def render(counts: Counter[Stack], top: int = 15, per: int | None = None, per_name: str = "mini-batch",
+           calls: Calls | None = None) -> str:
+    """The tables in Markdown (with ``calls``: total CPU and calls per function)."""
     whole = sum(counts.values()) or 1
 
     def cells(ns: int) -> tuple[str, ...]:
@@ -127,10 +161,27 @@ def render(counts: Counter[Stack], top: int = 15, per: int | None = None, per_na
                     [(f"`{name}`", *cells(ns)) for name, ns in by_file(counts).most_common(top)],
                     ("file", "CPU s", "share", *extra))]
     own, total = by_function(counts)
+    if calls:
+        def more(name: str) -> tuple[str, ...]:
+            c, _, t = calls.get(name.split(";")[-1], (0, 0, 0))
+            return (f"{t / whole:.1%}", f"{c / per:,.1f}" if per else f"{c:,}")
+        more_header: tuple[str, ...] = ("total share", f"calls per {per_name}" if per else "calls")
+    else:
+        def more(name: str) -> tuple[str, ...]:
+            return (f"{total[name] / whole:.1%}",)
+        more_header = ("total share",)
     parts.append(_table(f"CPU by function (top {top} by self)",
-                        [(f"`{name}`", *cells(ns), f"{total[name] / whole:.1%}")
-                         for name, ns in own.most_common(top)],
-                        ("function", "self CPU s", "self share", *extra, "total share")))
+                        [(f"`{name}`", *cells(ns), *more(name)) for name, ns in own.most_common(top)],
+                        ("function", "self CPU s", "self share", *extra, *more_header)))
+    if calls:
+        ranked = sorted(calls.items(), key=lambda kv: -kv[1][2])
+        ours = [(n, v) for n, v in ranked if n.startswith(("shared/service/", "functions/"))][:top]
+        parts.append(_table(f"Our functions by total CPU (top {top}; total includes what they call)",
+                            [(f"`{n}`", f"{t / 1e9:.2f}", f"{t / whole:.1%}",
+                              *((f"{t / 1e6 / per:.2f}", f"{c / per:,.1f}") if per else (f"{c:,}",)))
+                             for n, (c, _, t) in ours],
+                            ("function", "total CPU s", "share", *((f"ms per {per_name}", f"calls per {per_name}")
+                                                                    if per else ("calls",)))))
     return "\n\n".join(parts)
 
 
@@ -138,6 +189,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("after", type=Path)
     parser.add_argument("--before", type=Path)
+    parser.add_argument("--calls", type=Path, help="the profile's .calls file")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--per", type=int, help="add a column of ms per this many (mini-batches)")
     parser.add_argument("--thread", help="only the threads of this group (e.g. fn-worker)")
@@ -147,7 +199,7 @@ def main() -> int:
         counts = subtract(counts, parse(args.before.read_text()))
     if args.thread:
         counts = Counter({k: v for k, v in counts.items() if k[0] == args.thread})
-    print(render(counts, args.top, args.per))
+    print(render(counts, args.top, args.per, calls=parse_calls(args.calls.read_text()) if args.calls else None))
     return 0
 
 

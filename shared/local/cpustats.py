@@ -12,8 +12,9 @@ scoring pool's warmer), the SDK calls they make, garbage collection.
 
 Opt-in (``PARALLELRUN_LOCAL_CPU_DIR``): :func:`install` makes ``kill -USR2 <node pid>`` write a
 :func:`snapshot` to ``<dir>/<node id>.json`` (written whole, then renamed into place), and, with
-``PARALLELRUN_LOCAL_PROFILE_MS``, runs :class:`shared.local.sampler.Sampler` and writes its
-collapsed stacks to ``<dir>/<node id>.folded`` at the same time. ``bench/hostcpu.py`` reads them.
+``PARALLELRUN_LOCAL_PROFILE=1``, profiles every thread (:mod:`shared.local.profiler`) and writes
+the profile to ``<dir>/<node id>.folded`` and ``.calls`` at the same time. ``bench/hostcpu.py``
+reads them.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from types import FrameType
 from typing import Any
 
 CPU_DIR_ENV = "PARALLELRUN_LOCAL_CPU_DIR"
-PROFILE_ENV = "PARALLELRUN_LOCAL_PROFILE_MS"
+PROFILE_ENV = "PARALLELRUN_LOCAL_PROFILE"
 REQUEST_SIGNAL = signal.SIGUSR2
 
 _book: dict[str, float] = {}
@@ -134,24 +135,24 @@ def _children() -> list[int]:
 
 
 def install(node_id: str) -> None:
-    """With ``PARALLELRUN_LOCAL_CPU_DIR`` set: write snapshots (and the sampler's stacks) on
-    SIGUSR2 (main thread only). Without it: nothing."""
+    """With ``PARALLELRUN_LOCAL_CPU_DIR`` set: write snapshots (and the profile) on SIGUSR2
+    (main thread only; before the host starts its threads, so that all are profiled). Without
+    it: nothing."""
     folder = os.environ.get(CPU_DIR_ENV)
     if not folder:
         return
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    sampler = None
-    interval_ms = float(os.environ.get(PROFILE_ENV) or 0)
-    if interval_ms > 0:
-        from shared.local.sampler import Sampler
-        sampler = Sampler(interval_ms / 1000).start()
+    profiles = None
+    if os.environ.get(PROFILE_ENV) == "1":
+        from shared.local.profiler import ThreadProfiles
+        profiles = ThreadProfiles().install()
 
     def on_request(signum: int, frame: FrameType | None) -> None:
         data = snapshot(node_id)
-        if sampler is not None:
-            data["profiler_s"] = sampler.own_cpu_s
-            _write(out / f"{node_id}.folded", sampler.collapsed())
+        if profiles is not None:
+            _write(out / f"{node_id}.folded", profiles.collapsed())
+            _write(out / f"{node_id}.calls", profiles.calls())
         _write(out / f"{node_id}.json", json.dumps(data))
 
     signal.signal(REQUEST_SIGNAL, on_request)

@@ -13,7 +13,7 @@ Once every listener runs it prints one line ``parallelrun-local node <ID> ready 
 stdout, which the cluster waits for. The lease is ``PARALLELRUN_LOCAL_LEASE_S`` (default 30 s).
 ``kill -USR1 <pid>`` writes every thread's stack to the node's log (for a stuck node). With
 ``PARALLELRUN_LOCAL_CPU_DIR`` set, ``kill -USR2 <pid>`` writes the node's CPU accounting there
-(:mod:`shared.local.cpustats`; ``PARALLELRUN_LOCAL_PROFILE_MS`` adds a sampling profile).
+(:mod:`shared.local.cpustats`; ``PARALLELRUN_LOCAL_PROFILE=1`` adds a profile of every thread).
 """
 
 from __future__ import annotations

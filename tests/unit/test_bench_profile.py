@@ -6,45 +6,38 @@ import threading
 import time
 
 from bench import profile
-from shared.local.sampler import Sampler
+from shared.local.profiler import ThreadProfiles
 
 
-def spin_in_a_named_function(seconds: float) -> None:
-    end = time.thread_time() + seconds
-    while time.thread_time() < end:
-        pass
+def spin_in_a_named_function(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
 
 
-def test_the_sampler_charges_cpu_to_the_thread_and_function_that_used_it() -> None:
-    stop = threading.Event()
-
-    def busy() -> None:
-        while not stop.is_set():
-            spin_in_a_named_function(0.01)
-
-    def idle() -> None:
-        stop.wait(30)
-
-    threads = [threading.Thread(target=busy, name="busy_0"), threading.Thread(target=idle, name="idle_0")]
-    for t in threads:
-        t.start()
-    sampler = Sampler(0.002).start()
+def test_every_thread_is_profiled_by_its_own_cpu_time() -> None:
+    original = threading.Thread.run
     try:
-        deadline = time.monotonic() + 20
-        while sum(sampler.counts.values()) < 0.3e9 and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        sampler.stop()
-        stop.set()
-        for t in threads:
+        profiles = ThreadProfiles().install()
+        busy = threading.Thread(target=spin_in_a_named_function, args=(3_000_000,), name="busy_0")
+        idle = threading.Thread(target=time.sleep, args=(0.3,), name="idle_0")
+        for t in (busy, idle):
+            t.start()
+        for t in (busy, idle):
             t.join()
-    counts = profile.parse(sampler.collapsed())
+    finally:
+        threading.Thread.run = original  # type: ignore[method-assign]
+    counts = profile.parse(profiles.collapsed())
     threads_ns = profile.by_thread(counts)
-    assert threads_ns["busy"] >= 0.8 * sum(counts.values())
-    assert threads_ns.get("idle", 0) < 0.02e9
-    own, total = profile.by_function(counts)
+    assert threads_ns["busy"] >= 0.05e9          # a few hundred ms of CPU, timed by its own clock
+    assert threads_ns["idle"] < 0.01e9           # 0.3 s asleep costs nothing
+    own, _ = profile.by_function(counts)
     assert own.most_common(1)[0][0] == "tests/unit/test_bench_profile.py:spin_in_a_named_function"
-    assert sampler.own_cpu_s > 0
+    calls = profile.parse_calls(profiles.calls())
+    assert calls["tests/unit/test_bench_profile.py:spin_in_a_named_function"][0] == 1
+    later = profile.subtract_calls(calls, {k: (v[0], v[1], v[2]) for k, v in calls.items()})
+    assert later == {}
 
 
 PROCESS = "fn-score_batch;shared/local/queues.py:_process"
