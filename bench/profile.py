@@ -33,6 +33,8 @@ CATEGORIES: list[tuple[str, re.Pattern[str]]] = [(name, re.compile(pattern)) for
     ("HTTP client (requests, urllib3, http.client, sockets)",
      r"^requests/|^urllib3/|^http/|^email/|^socket\.py:|^ssl\.py:|^selectors\.py:|^urllib/"
      r"|_socket\.|_ssl\.|select\.|'poll'|epoll"),
+    ("os.environ (reading the environment; urllib's proxy lookup per request)",
+     r"^<frozen os>:|^<frozen _collections_abc>:|^urllib/request\.py:getproxies|^urllib/request\.py:proxy_bypass"),
     ("system calls (files, pipes, processes)", r"posix\.|^subprocess\.py:|^os\.py:|io\.open|_io\."),
     ("SDK: azure-core pipeline (policies, retries, tracing)", r"^azure/core/"),
     ("SDK: storage clients (building requests, responses)", r"^azure/"),
@@ -192,13 +194,15 @@ def main() -> int:
     parser.add_argument("--calls", type=Path, help="the profile's .calls file")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--per", type=int, help="add a column of ms per this many (mini-batches)")
-    parser.add_argument("--thread", help="only the threads of this group (e.g. fn-worker)")
+    parser.add_argument("--threads", help="only these thread groups, comma-separated (e.g. "
+                        "fn-score_batch,download: the worker's)")
     args = parser.parse_args()
     counts = parse(args.after.read_text())
     if args.before:
         counts = subtract(counts, parse(args.before.read_text()))
-    if args.thread:
-        counts = Counter({k: v for k, v in counts.items() if k[0] == args.thread})
+    if args.threads:
+        keep = set(args.threads.split(","))
+        counts = Counter({k: v for k, v in counts.items() if k[0] in keep})
     print(render(counts, args.top, args.per, calls=parse_calls(args.calls.read_text()) if args.calls else None))
     return 0
 

@@ -94,4 +94,4 @@ class ThreadProfiles:
             row[0] += entry.callcount
             row[1] += int(entry.inlinetime * 1e9)
             row[2] += int(entry.totaltime * 1e9)
-        return "".join(f"{k.replace(' ', '_')} {c} {s} {t}\n" for k, (c, s, t) in sorted(totals.items()))
+        return "".join(f"{k} {c} {s} {t}\n" for k, (c, s, t) in sorted(totals.items()))
