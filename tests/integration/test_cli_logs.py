@@ -206,7 +206,7 @@ def test_status_shows_stages_logs_and_the_first_traceback_whole_at_80_columns(
     st = json_out(run("status", failing_job, "--json"))
     where = f"{st['output']['container']}/{st['output']['blob']}"
     out = run("status", failing_job).stdout
-    assert f"output: {where}" in out.splitlines()        # whole, on a line of its own
+    assert f"output: {where} (partial)" in out.splitlines()   # whole, on a line of its own
     assert f"  parallelrun results {failing_job} --download DIR" in out.splitlines()
     # not the blob's URL: its container is private, so it would not open as printed
     assert st["output"]["url"] not in out
