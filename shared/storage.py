@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any
 
 import requests
@@ -59,8 +60,25 @@ def _retry_table_posts(client: TableServiceClient) -> TableServiceClient:
     return client
 
 
-ENV_SETTINGS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy",
-                "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+PROXY_SETTINGS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+CA_SETTINGS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")   # requests' own order
+
+
+def session_from_environment(environ: Mapping[str, str]) -> requests.Session:
+    """The storage clients' HTTP session, with the environment read once, here.
+
+    With ``trust_env``, requests reads the environment on every request: ~/.netrc, and the proxy
+    variables, for which urllib walks all of ``os.environ`` twice (half of an SDK request's client
+    CPU on a worker when a CA bundle variable was set, as it is on many machines). So the
+    environment is read once: a CA bundle becomes the session's ``verify``; only a proxy
+    (``*_PROXY``) keeps ``trust_env``, because requests then applies ``NO_PROXY`` per URL."""
+    session = requests.Session()
+    session.trust_env = any(environ.get(v) for v in PROXY_SETTINGS)
+    if not session.trust_env:
+        bundle = next((environ[v] for v in CA_SETTINGS if environ.get(v)), None)
+        if bundle:
+            session.verify = bundle
+    return session
 
 
 class _CountingAdapter(requests.adapters.HTTPAdapter):
@@ -85,10 +103,7 @@ class Storage:
         self.settings = settings
         self._lock = threading.Lock()
         self._queues: dict[str, QueueClient] = {}
-        self._session = requests.Session()
-        # With trust_env, requests looks for ~/.netrc (and proxy/CA variables) on every request:
-        # ~5% of a worker's CPU on small mini-batches. Only proxies and CA bundles matter here.
-        self._session.trust_env = any(os.environ.get(v) for v in ENV_SETTINGS)
+        self._session = session_from_environment(os.environ)
         adapter = _CountingAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
