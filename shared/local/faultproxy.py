@@ -8,7 +8,9 @@ or forward it and answer only after ``stall_s`` (a storage timeout, when the cli
 A targeted rule (:meth:`FaultyProxy.hold`) holds every request it matches, unforwarded, until
 :meth:`FaultyProxy.release`, then drops it unanswered: "this node is stuck in exactly this call".
 Another (:meth:`FaultyProxy.lose_answers`) forwards the next requests it matches and drops their
-answers: "this write landed, and its writer cannot know".
+answers: "this write landed, and its writer cannot know". With ``corrupt_rate`` a forwarded
+request body has one byte changed on the way (a PUT's body damaged in transit: storage must
+refuse it by its ``Content-MD5``).
 """
 
 from __future__ import annotations
@@ -30,15 +32,16 @@ class FaultyProxy:
 
     def __init__(self, target_port: int, busy_rate: float = 0.0, drop_rate: float = 0.0,
                  stall_rate: float = 0.0, stall_s: float = 0.0, seed: int = 0,
-                 keep_bodies: bool = False) -> None:
+                 keep_bodies: bool = False, corrupt_rate: float = 0.0) -> None:
         self.target_port = target_port
+        self.corrupt_rate = corrupt_rate
         self.busy_rate = busy_rate
         self.drop_rate = drop_rate
         self.stall_rate = stall_rate
         self.stall_s = stall_s
         self.port = free_port()
         self.counts = {"forwarded": 0, "busy": 0, "dropped": 0, "stalled": 0, "held": 0,
-                       "answer lost": 0}
+                       "answer lost": 0, "corrupted": 0}
         self._hold: Callable[[str, str], bool] | None = None
         self._lose: tuple[Callable[[str, str], bool], int] | None = None
         self._released = threading.Event()
@@ -97,6 +100,15 @@ class FaultyProxy:
             self.counts[fate] += 1
             return fate
 
+    def _corrupted(self, body: bytes) -> bytes:
+        """``body``, or (at ``corrupt_rate``) ``body`` with one byte flipped."""
+        with self._lock:
+            if not body or self._random.random() >= self.corrupt_rate:
+                return body
+            self.counts["corrupted"] += 1
+            at = self._random.randrange(len(body))
+        return body[:at] + bytes([body[at] ^ 0xFF]) + body[at + 1:]
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
 
@@ -128,7 +140,7 @@ class FaultyProxy:
                     return
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.target_port, timeout=120)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
-                conn.request(self.command, self.path, body=body, headers=headers)
+                conn.request(self.command, self.path, body=proxy._corrupted(body), headers=headers)
                 response = conn.getresponse()
                 data = response.read()
                 conn.close()
