@@ -8,12 +8,14 @@ Writes ``--files`` files of ``--size`` random bytes into a temporary folder (100
 then uploads them with each method into its own fresh in-memory Azurite on free ports (Azurite
 3.35's Put Blob scans the account's blobs, so a second upload into the same Azurite would pay for
 the first one's blobs): ``sdk``, one ``upload_blob`` per file on 16 threads (what ``upload`` did
-before, :func:`shared.cli.uploads.upload_with_sdk`), and ``http``, Put Blob over kept-alive
-connections with a SAS (:func:`shared.cli.uploads.upload`). For each: files/s and bytes/s (wall
-time of the upload alone), this process's CPU per file, Azurite's CPU per file (from
-``/proc/<pid>/stat``), and a check that every blob arrived. ``--profile`` adds a cProfile of the
-plain-HTTP run's upload threads (top functions by own time, summed over threads). With ``--rounds N`` the methods run
-N times each, in alternating order, and the medians are reported too.
+before, :func:`shared.cli.uploads.upload_with_sdk`); ``http``, Put Blob over kept-alive
+connections signed with the account key (:func:`shared.cli.uploads.upload`); and, when asked for
+(``--methods sdk http http-sas``), ``http-sas``, the same with a create/write SAS instead. For
+each: files/s and bytes/s (wall time of the upload alone), this process's CPU per file,
+Azurite's CPU per file (from ``/proc/<pid>/stat``), and a check that every blob arrived.
+``--profile`` adds a cProfile of the plain-HTTP runs' upload threads (top functions by own time,
+summed over threads). With ``--rounds N`` the methods run N times each, in alternating order,
+and the medians are reported too.
 
 Other programs on the machine compete for the same cores, and on Azurite the server's CPU per Put
 Blob (~1.3-2 ms, a LokiJS scan of the account's blobs among it) bounds both methods: the client's
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import io
 import json
 import os
@@ -46,7 +49,8 @@ from shared.storage import Storage
 
 CONTAINER = "bench-uploads"
 METHODS: dict[str, Callable[..., uploads.UploadReport]] = {
-    "sdk": uploads.upload_with_sdk, "http": uploads.upload}
+    "sdk": uploads.upload_with_sdk, "http": uploads.upload,
+    "http-sas": functools.partial(uploads.upload, sign_with_key=False)}
 
 
 def write_files(root: Path, count: int, size: int) -> list[uploads.LocalFile]:
@@ -101,7 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=5000)
     parser.add_argument("--size", type=int, default=1000, help="bytes per file")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=["sdk", "http"], choices=list(METHODS))
     parser.add_argument("--rounds", type=int, default=1, help="runs of each method, alternating")
     parser.add_argument("--profile", action="store_true", help="cProfile the plain-HTTP run's threads")
     parser.add_argument("--json", action="store_true")
@@ -111,7 +115,7 @@ def main() -> None:
         files = write_files(Path(tmp), args.files, args.size)
         for round_ in range(args.rounds):
             order = args.methods if round_ % 2 == 0 else args.methods[::-1]
-            rows += [{"round": round_ + 1, **measure(m, files, args.profile and m == "http")}
+            rows += [{"round": round_ + 1, **measure(m, files, args.profile and m.startswith("http"))}
                      for m in order]
     medians = {m: {k: statistics.median(r[k] for r in rows if r["method"] == m)
                    for k in ("files_per_s", "bytes_per_s", "client_cpu_ms_per_file",
@@ -125,10 +129,10 @@ def main() -> None:
         return
     print(f"{args.files:,} files of {args.size:,} bytes; 1-minute load average {load:.1f} "
           f"on {os.cpu_count()} cores")
-    print(f"{'round':5} {'method':6} {'s':>7} {'files/s':>8} {'MB/s':>6} {'client CPU ms/file':>19} "
+    print(f"{'round':5} {'method':8} {'s':>7} {'files/s':>8} {'MB/s':>6} {'client CPU ms/file':>19} "
           f"{'Azurite CPU ms/file':>20} {'Azurite CPU/wall':>17} {'retries':>8}")
     for r in rows:
-        print(f"{r['round']:5} {r['method']:6} {r['seconds']:7.2f} {r['files_per_s']:8,.0f} "
+        print(f"{r['round']:5} {r['method']:8} {r['seconds']:7.2f} {r['files_per_s']:8,.0f} "
               f"{r['bytes_per_s'] / 1e6:6.2f} {r['client_cpu_ms_per_file']:19.3f} "
               f"{r['azurite_cpu_ms_per_file']:20.3f} {r['azurite_cpu_share']:17.2f} {r['retries']:8}")
     if speedup is not None:

@@ -78,7 +78,7 @@ def test_a_single_file_goes_under_the_prefix_by_its_name_and_is_overwritten(
     code, out, _ = entry_point(monkeypatch, capsys, "upload", str(path), "up-single/a/", "--json")
     assert code in (0, None)
     report = json.loads(out)
-    assert (report["files"], report["bytes"], report["via"]) == (1, 14, "http")
+    assert (report["files"], report["bytes"], report["via"], report["auth"]) == (1, 14, "http", "key")
     assert stored(storage, "up-single") == {"rows.csv.gz": b"first", "a/rows.csv.gz": b"second, longer"}
     assert entry_point(monkeypatch, capsys, "upload", str(path), "up-single")[0] in (0, None)
     assert stored(storage, "up-single")["rows.csv.gz"] == b"second, longer"
@@ -87,22 +87,25 @@ def test_a_single_file_goes_under_the_prefix_by_its_name_and_is_overwritten(
     assert not blob.content_settings.content_encoding
 
 
+@pytest.mark.parametrize("sign_with_key", [True, False], ids=["shared-key", "sas"])
 def test_throttling_lost_answers_stalls_and_damaged_bodies_lose_and_duplicate_nothing(
-        storage: Storage, azurite: Azurite, tmp_path: Path) -> None:
+        storage: Storage, azurite: Azurite, tmp_path: Path, sign_with_key: bool) -> None:
     files = make_folder(tmp_path / "data")
-    storage.ensure_container("up-faults")
+    container = f"up-faults-{'key' if sign_with_key else 'sas'}"
+    storage.ensure_container(container)
     with FaultyProxy(azurite.blob_port, busy_rate=0.1, drop_rate=0.1, stall_rate=0.03, stall_s=1.5,
                      corrupt_rate=0.1, seed=11) as proxy:
         conn = azurite_connection_string(proxy.port, azurite.queue_port, azurite.table_port)
         faulty = Storage(dataclasses.replace(storage.settings, connection_string=conn,
                                              storage_timeout_s=0.5))
-        report = uploads.upload(faulty, "up-faults", uploads.files_to_upload(tmp_path / "data", ""),
-                                retry=FAST)
+        report = uploads.upload(faulty, container, uploads.files_to_upload(tmp_path / "data", ""),
+                                retry=FAST, sign_with_key=sign_with_key)
     assert proxy.counts["busy"] and proxy.counts["dropped"] and proxy.counts["stalled"]
     assert proxy.counts["corrupted"]                    # refused by their Content-MD5, sent again
     assert report.retries >= proxy.counts["busy"] + proxy.counts["corrupted"]
     assert (report.files, report.bytes) == (len(files), sum(map(len, files.values())))
-    assert stored(storage, "up-faults") == files        # every name once, every byte right
+    assert report.auth == ("key" if sign_with_key else "sas")
+    assert stored(storage, container) == files          # every name once, every byte right
 
 
 def test_a_body_damaged_on_the_way_is_refused_by_storage(storage: Storage, azurite: Azurite,
@@ -153,7 +156,8 @@ def test_a_file_that_vanished_is_an_error_naming_it(storage: Storage, tmp_path: 
 
 def test_without_an_upload_sas_the_sdk_uploads_and_says_so(
         storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An identity that may not ask for a user delegation key: the SDK path, the same result."""
+    """An identity that may not ask for a user delegation key (no account key to sign with, and
+    no SAS): the SDK path, the same result."""
     files = {"a.txt": b"A", "sub/b.png": b"B" * 10, "empty.json": b""}
     for name, body in files.items():
         (tmp_path / "data" / name).parent.mkdir(parents=True, exist_ok=True)
@@ -165,7 +169,7 @@ def test_without_an_upload_sas_the_sdk_uploads_and_says_so(
     notes: list[str] = []
     storage.ensure_container("up-sdk")
     report = uploads.upload(storage, "up-sdk", uploads.files_to_upload(tmp_path / "data", "x"),
-                            notify=notes.append)
+                            notify=notes.append, sign_with_key=False)
     assert report.via == "sdk" and report.files == 3
     assert notes and "not authorized" in notes[0] and "through the storage SDK" in notes[0]
     assert stored(storage, "up-sdk") == {f"x/{name}": body for name, body in files.items()}

@@ -1,13 +1,17 @@
 """The pure parts of ``parallelrun upload`` (shared/cli/uploads.py): blob names, content types,
-block ids, what is retried, the backoff, stopping at the first failure, and the progress text."""
+block ids, Shared Key signatures, what is retried, the backoff, stopping at the first failure, and the progress text."""
 
 from __future__ import annotations
 
 import base64
 import threading
+import urllib.parse
 from pathlib import Path
 
 import pytest
+from azure.core.pipeline import PipelineContext, PipelineRequest
+from azure.core.rest import HttpRequest
+from azure.storage.blob._shared.authentication import SharedKeyCredentialPolicy
 from rich.progress import Progress
 
 from shared import backoff
@@ -55,6 +59,28 @@ def test_block_ids_have_one_length_and_the_list_commits_them_in_order() -> None:
     xml = uploads.block_list_xml(3).decode()
     assert xml.index(uploads.block_id(0)) < xml.index(uploads.block_id(1)) < xml.index(uploads.block_id(2))
     assert xml.count("<Latest>") == 3 and xml.endswith("</BlockList>")
+
+
+@pytest.mark.parametrize(("name", "params", "headers", "body"), [
+    ("in/ü ñ/é #1%.png", (), {"x-ms-blob-type": "BlockBlob", "Content-Type": "image/png"}, b"png"),
+    ("empty.txt", (), {"x-ms-blob-type": "BlockBlob", "Content-Type": "text/plain"}, b""),
+    ("big.bin", (("comp", "block"), ("blockid", uploads.block_id(7))), {}, b"x" * 100),
+    ("big.bin", (("comp", "blocklist"),), {"x-ms-blob-content-type": "application/octet-stream"},
+     uploads.block_list_xml(2))])
+def test_shared_key_signatures_are_the_sdks(name: str, params: tuple[tuple[str, str], ...],
+                                            headers: dict[str, str], body: bytes) -> None:
+    """The signature of every kind of request the uploads send, against the storage SDK's own
+    Shared Key policy on the same request."""
+    account, key = "devstoreaccount1", base64.b64encode(b"k" * 64).decode()
+    path = f"/{account}/box/{urllib.parse.quote(name, safe='/~')}"
+    sent = {"x-ms-version": "2025-11-05", "Content-MD5": uploads.content_md5(body), **headers}
+    target = uploads._KeyAuth(account, key).target(path, params, sent, len(body))
+    ours = sent.pop("Authorization")
+    request = PipelineRequest(HttpRequest("PUT", f"http://127.0.0.1:10000{target}",
+                                          headers={**sent, "Content-Length": str(len(body))}),
+                              PipelineContext(None))
+    SharedKeyCredentialPolicy(account, key).on_request(request)
+    assert ours == request.http_request.headers["Authorization"]
 
 
 @pytest.mark.parametrize(("status", "code", "body", "again"), [
