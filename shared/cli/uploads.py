@@ -3,7 +3,7 @@
 Through the storage SDK a small file costs ~1.5 ms of client CPU (pipeline policies, request
 signing, the requests library) under the GIL, so 16 threads uploaded ~140 small files/s. Here each
 of ``IN_FLIGHT`` threads keeps one connection to the blob endpoint and sends
-``PUT /<container>/<blob>?<SAS>`` (Put Blob, ``x-ms-blob-type: BlockBlob``) itself, ~0.2 ms each:
+``PUT /<container>/<blob>`` (Put Blob, ``x-ms-blob-type: BlockBlob``) itself, ~0.3 ms each:
 
 * authorised, with an account key (a connection string, Azurite), by signing each request with
   the key (Shared Key, as the SDK does: an HMAC of the request's canonical form, ~20 us); else by
@@ -12,8 +12,8 @@ of ``IN_FLIGHT`` threads keeps one connection to the blob endpoint and sends
   expires. Where no SAS can be made (an identity that may not ask for a delegation key), the SDK
   path (:func:`upload_with_sdk`) is used and the caller is told why. (A SAS made with the key
   would do too, but Azurite checks a SAS's create-or-write right with a scan of the account's
-  blobs on every Put Blob: at 5,000 blobs that was 2.3 ms of Azurite's CPU per file instead of
-  1.5, and a third of the rate);
+  blobs on every Put Blob: at 5,000 blobs that was 2.2 ms of Azurite's CPU per file instead of
+  1.5, and about half the rate: docs/performance.md "Uploads");
 * each body carries its ``Content-MD5``, so storage refuses a body changed on the way; the
   refusal is retried (the file is read again);
 * a file above ``LARGE_FILE_BYTES`` goes as ``BLOCK_BYTES`` blocks (Put Block, each with its
