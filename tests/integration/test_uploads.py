@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
 
-from shared.cli import uploads
+from shared.cli import blobwriter, uploads
 from shared.errors import OperatorError, SubmitterError
 from shared.local.azurite import Azurite, free_port
 from shared.local.faultproxy import FaultyProxy
@@ -23,7 +23,7 @@ from shared.storage import Storage
 
 from .test_cli import entry_point, env  # noqa: F401 - env is a fixture
 
-FAST = uploads.Retry(delay_s=lambda attempt: 0.01)   # the schedule's length is not under test here
+FAST = blobwriter.Retry(delay_s=lambda attempt: 0.01)   # the schedule's length is not under test here
 
 
 def make_folder(root: Path) -> dict[str, bytes]:
@@ -119,7 +119,7 @@ def test_a_body_damaged_on_the_way_is_refused_by_storage(storage: Storage, azuri
         faulty = Storage(dataclasses.replace(storage.settings, connection_string=conn))
         with pytest.raises(OperatorError, match=r"a\.bin to up-damaged/a\.bin: HTTP 400"):
             uploads.upload(faulty, "up-damaged", uploads.files_to_upload(tmp_path / "a.bin", ""),
-                           retry=uploads.Retry(attempts=2, delay_s=lambda attempt: 0.01))
+                           retry=blobwriter.Retry(attempts=2, delay_s=lambda attempt: 0.01))
     assert proxy.counts["corrupted"] == 3
     assert stored(storage, "up-damaged") == {}
 
@@ -135,7 +135,7 @@ def test_unreachable_storage_is_an_error_naming_the_endpoint_and_the_file(
     gone = Storage(dataclasses.replace(storage.settings, connection_string=conn))
     with pytest.raises(OperatorError) as raised:
         uploads.upload(gone, "up-gone", uploads.files_to_upload(folder, "p"),
-                       retry=uploads.Retry(attempts=2, delay_s=lambda attempt: 0.01))
+                       retry=blobwriter.Retry(attempts=2, delay_s=lambda attempt: 0.01))
     message = str(raised.value)
     assert f"no answer from storage at http://127.0.0.1:{port} after 3 tries" in message
     assert f"{folder}/" in message and "to up-gone/p/" in message
@@ -187,4 +187,4 @@ def test_a_sas_in_the_connection_string_is_used_for_uploads(storage: Storage, tm
     assert report.via == "http"
     assert stored(storage, "up-sas") == {"f.txt": b"via sas"}
     md5 = storage.container("up-sas").get_blob_client("f.txt").get_blob_properties().content_settings
-    assert base64.b64encode(bytes(md5.content_md5)).decode() == uploads.content_md5(b"via sas")
+    assert base64.b64encode(bytes(md5.content_md5)).decode() == blobwriter.content_md5(b"via sas")

@@ -1,5 +1,6 @@
-"""The pure parts of ``parallelrun upload`` (shared/cli/uploads.py): blob names, content types,
-block ids, Shared Key signatures, what is retried, the backoff, stopping at the first failure, and the progress text."""
+"""The pure parts of ``parallelrun upload`` (shared/cli/uploads.py, blobwriter.py): blob names,
+content types, block ids, Shared Key signatures, what is retried, the backoff, stopping at the
+first failure, and the progress text."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from azure.storage.blob._shared.authentication import SharedKeyCredentialPolicy
 from rich.progress import Progress
 
 from shared import backoff
-from shared.cli import console, uploads
+from shared.cli import blobwriter, console, uploads
 from shared.errors import OperatorError
 
 
@@ -49,32 +50,32 @@ def test_the_content_type_comes_from_the_name(name: str, expected: str) -> None:
 
 
 def test_content_md5_is_the_base64_digest() -> None:
-    assert uploads.content_md5(b"") == "1B2M2Y8AsgTpgAmY7PhCfg=="
+    assert blobwriter.content_md5(b"") == "1B2M2Y8AsgTpgAmY7PhCfg=="
 
 
 def test_block_ids_have_one_length_and_the_list_commits_them_in_order() -> None:
-    ids = [uploads.block_id(i) for i in (0, 1, 999, 12345678)]
+    ids = [blobwriter.block_id(i) for i in (0, 1, 999, 12345678)]
     assert len({len(i) for i in ids}) == 1 and len(set(ids)) == 4
     assert base64.b64decode(ids[2]) == b"00000999"
-    xml = uploads.block_list_xml(3).decode()
-    assert xml.index(uploads.block_id(0)) < xml.index(uploads.block_id(1)) < xml.index(uploads.block_id(2))
+    xml = blobwriter.block_list_xml(3).decode()
+    assert xml.index(blobwriter.block_id(0)) < xml.index(blobwriter.block_id(1)) < xml.index(blobwriter.block_id(2))
     assert xml.count("<Latest>") == 3 and xml.endswith("</BlockList>")
 
 
 @pytest.mark.parametrize(("name", "params", "headers", "body"), [
     ("in/ü ñ/é #1%.png", (), {"x-ms-blob-type": "BlockBlob", "Content-Type": "image/png"}, b"png"),
     ("empty.txt", (), {"x-ms-blob-type": "BlockBlob", "Content-Type": "text/plain"}, b""),
-    ("big.bin", (("comp", "block"), ("blockid", uploads.block_id(7))), {}, b"x" * 100),
+    ("big.bin", (("comp", "block"), ("blockid", blobwriter.block_id(7))), {}, b"x" * 100),
     ("big.bin", (("comp", "blocklist"),), {"x-ms-blob-content-type": "application/octet-stream"},
-     uploads.block_list_xml(2))])
+     blobwriter.block_list_xml(2))])
 def test_shared_key_signatures_are_the_sdks(name: str, params: tuple[tuple[str, str], ...],
                                             headers: dict[str, str], body: bytes) -> None:
     """The signature of every kind of request the uploads send, against the storage SDK's own
     Shared Key policy on the same request."""
     account, key = "devstoreaccount1", base64.b64encode(b"k" * 64).decode()
     path = f"/{account}/box/{urllib.parse.quote(name, safe='/~')}"
-    sent = {"x-ms-version": "2025-11-05", "Content-MD5": uploads.content_md5(body), **headers}
-    target = uploads._KeyAuth(account, key).target(path, params, sent, len(body))
+    sent = {"x-ms-version": "2025-11-05", "Content-MD5": blobwriter.content_md5(body), **headers}
+    target = blobwriter.KeyAuth(account, key).target(path, params, sent, len(body))
     ours = sent.pop("Authorization")
     request = PipelineRequest(HttpRequest("PUT", f"http://127.0.0.1:10000{target}",
                                           headers={**sent, "Content-Length": str(len(body))}),
@@ -90,11 +91,11 @@ def test_shared_key_signatures_are_the_sdks(name: str, params: tuple[tuple[str, 
     (400, "InvalidHeaderValue", b"", False), (403, "AuthorizationFailure", b"", False),
     (404, "ContainerNotFound", b"", False), (409, "LeaseIdMissing", b"", False)])
 def test_what_is_tried_again(status: int, code: str, body: bytes, again: bool) -> None:
-    assert uploads.retryable(status, code, body) is again
+    assert blobwriter.retryable(status, code, body) is again
 
 
 def test_the_backoff_is_the_sdk_clients_schedule() -> None:
-    assert uploads.Retry().attempts == backoff.BACKOFF["retry_total"]
+    assert blobwriter.Retry().attempts == backoff.BACKOFF["retry_total"]
     for attempt, centre in ((0, 0.5), (1, 2.5), (3, 8.5)):
         waits = [backoff.delay_s(attempt) for _ in range(200)]
         assert all(max(0.0, centre - 1) <= w <= centre + 1 for w in waits), attempt
