@@ -32,7 +32,12 @@ OnRetry = Callable[[], None]
 
 
 class BlobWriteError(OSError):
-    """A write that failed for good: a status that is not transient, or retries used up."""
+    """A write that failed for good: a status that is not transient, or retries used up.
+    ``status`` is 0 when no answer came; ``tries`` counts the requests sent."""
+
+    def __init__(self, message: str, status: int = 0, code: str = "", tries: int = 1) -> None:
+        super().__init__(message)
+        self.status, self.code, self.tries = status, code, tries
 
 
 class Stopped(Exception):
@@ -72,11 +77,13 @@ def string_to_sign(method: str, account: str, path: str, params: Sequence[tuple[
 
 def retryable(status: int, error_code: str, body: bytes) -> bool:
     """Whether an answer (status 0: none came) is worth another try: a transient status, no
-    answer at all, or a body storage refused as corrupted (its MD5 did not match: Azure says
-    ``Md5Mismatch``, Azurite an ``InvalidOperation`` naming the content MD5)."""
+    answer at all, or a body storage refused as damaged: its MD5 did not match (Azure says
+    ``Md5Mismatch``, Azurite an ``InvalidOperation`` naming the content MD5), or Azurite could
+    not parse it (a damaged block list: a 400 without an error code, which Azure never sends)."""
     if status == 0 or status in TRANSIENT:
         return True
-    return status == 400 and (error_code in CORRUPTED_CODES or b"contentmd5" in body.lower())
+    return status == 400 and (error_code in CORRUPTED_CODES or not error_code
+                              or b"contentmd5" in body.lower())
 
 
 @dataclass(frozen=True)
@@ -184,6 +191,33 @@ class BlobWriter:
         self._put(name, (("comp", "blocklist"),), block_list_xml(count),
                   {"x-ms-blob-content-type": content_type}, on_retry)
 
+    def put_in_blocks(self, name: str, read: Callable[[int, int], bytes], block_bytes: int,
+                      content_type: str, on_retry: OnRetry) -> int:
+        """``name`` holds what ``read(offset, length)`` gives, block by block until a short one
+        (one block in memory at a time); returns the size.
+
+        A commit that storage refuses as naming blocks it does not hold (``InvalidBlockList``) is
+        staged and committed once more. On Azurite that is the retry of a commit that was
+        applied but whose answer was lost (its blocks are committed, no longer staged; Azure
+        finds them there) and a block list damaged on the way (Azurite does not check its MD5).
+        """
+        for again in (False, True):
+            index = size = 0
+            while True:
+                data = read(size, block_bytes)
+                if data or not index:
+                    self.put_block(name, index, data, on_retry)
+                    index, size = index + 1, size + len(data)
+                if len(data) < block_bytes:
+                    break
+            try:
+                self.put_block_list(name, index, content_type, on_retry)
+                return size
+            except BlobWriteError as exc:
+                if again or exc.code != "InvalidBlockList":
+                    raise
+        raise AssertionError("unreachable")
+
     def close(self) -> None:
         with self._opened_lock:
             for conn in self._opened:
@@ -207,7 +241,8 @@ class BlobWriter:
                 renewed = True
                 continue
             if not retryable(status, code, answer) or attempt >= self._retry.attempts:
-                raise BlobWriteError(self._describe(status, code, answer, attempt + 1))
+                raise BlobWriteError(self._describe(status, code, answer, attempt + 1), status, code,
+                                     attempt + 1)
             on_retry()
             if self._stop.wait(self._retry.delay_s(attempt)):
                 raise Stopped

@@ -250,15 +250,8 @@ def _upload_one(writer: blobwriter.BlobWriter, container: str, f: LocalFile, tal
     retried = functools.partial(tally.add, retries=1)
     try:
         if f.size > LARGE_FILE_BYTES:     # in blocks: one block in memory at a time
-            index = size = 0
-            while True:
-                data = _read(f, size, BLOCK_BYTES)
-                if data or not index:
-                    writer.put_block(f.name, index, data, retried)
-                    index, size = index + 1, size + len(data)
-                if len(data) < BLOCK_BYTES:
-                    break
-            writer.put_block_list(f.name, index, kind, retried)
+            size = writer.put_in_blocks(f.name, lambda offset, length: _read(f, offset, length),
+                                        BLOCK_BYTES, kind, retried)
         else:
             data = _read(f)
             writer.put_blob(f.name, data, kind, retried)

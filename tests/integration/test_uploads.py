@@ -93,11 +93,11 @@ def test_throttling_lost_answers_stalls_and_damaged_bodies_lose_and_duplicate_no
     files = make_folder(tmp_path / "data")
     container = f"up-faults-{'key' if sign_with_key else 'sas'}"
     storage.ensure_container(container)
-    with FaultyProxy(azurite.blob_port, busy_rate=0.1, drop_rate=0.1, stall_rate=0.03, stall_s=1.5,
+    with FaultyProxy(azurite.blob_port, busy_rate=0.1, drop_rate=0.1, stall_rate=0.03, stall_s=3.0,
                      corrupt_rate=0.1, seed=11) as proxy:
         conn = azurite_connection_string(proxy.port, azurite.queue_port, azurite.table_port)
         faulty = Storage(dataclasses.replace(storage.settings, connection_string=conn,
-                                             storage_timeout_s=0.5))
+                                             storage_timeout_s=2.0))   # a loaded machine is slow
         report = uploads.upload(faulty, container, uploads.files_to_upload(tmp_path / "data", ""),
                                 retry=FAST, sign_with_key=sign_with_key)
     assert proxy.counts["busy"] and proxy.counts["dropped"] and proxy.counts["stalled"]
@@ -106,6 +106,25 @@ def test_throttling_lost_answers_stalls_and_damaged_bodies_lose_and_duplicate_no
     assert (report.files, report.bytes) == (len(files), sum(map(len, files.values())))
     assert report.auth == ("key" if sign_with_key else "sas")
     assert stored(storage, container) == files          # every name once, every byte right
+
+
+def test_a_large_file_whose_commit_was_answered_but_lost_is_stored_once(
+        storage: Storage, azurite: Azurite, tmp_path: Path) -> None:
+    """Put Block List applied, its answer lost: the retry finds no staged blocks (Azurite says
+    InvalidBlockList), so they are staged and committed again; the blob holds the file once."""
+    body = os.urandom(uploads.BLOCK_BYTES + 5)
+    (tmp_path / "big.bin").write_bytes(body)
+    storage.ensure_container("up-commit")
+    with FaultyProxy(azurite.blob_port) as proxy:
+        proxy.lose_answers(lambda method, path: "comp=blocklist" in path)
+        conn = azurite_connection_string(proxy.port, azurite.queue_port, azurite.table_port)
+        faulty = Storage(dataclasses.replace(storage.settings, connection_string=conn))
+        report = uploads.upload(faulty, "up-commit", uploads.files_to_upload(tmp_path / "big.bin", ""),
+                                retry=FAST)
+    assert proxy.counts["answer lost"] == 1 and report.retries >= 1
+    assert stored(storage, "up-commit") == {"big.bin": body}
+    blocks = storage.container("up-commit").get_blob_client("big.bin").get_block_list("all")
+    assert [b.size for b in blocks[0]] == [uploads.BLOCK_BYTES, 5] and not blocks[1]
 
 
 def test_a_body_damaged_on_the_way_is_refused_by_storage(storage: Storage, azurite: Azurite,

@@ -88,6 +88,7 @@ def test_shared_key_signatures_are_the_sdks(name: str, params: tuple[tuple[str, 
     (0, "", b"Connection refused", True), (503, "ServerBusy", b"", True), (500, "", b"", True),
     (408, "", b"", True), (429, "", b"", True),
     (400, "Md5Mismatch", b"", True), (400, "InvalidOperation", b"Provided contentMD5 doesn't match.", True),
+    (400, "", b"", True), (400, "InvalidOperation", b"other", False),
     (400, "InvalidHeaderValue", b"", False), (403, "AuthorizationFailure", b"", False),
     (404, "ContainerNotFound", b"", False), (409, "LeaseIdMissing", b"", False)])
 def test_what_is_tried_again(status: int, code: str, body: bytes, again: bool) -> None:
