@@ -197,9 +197,9 @@ class BlobWriter:
         (one block in memory at a time); returns the size.
 
         A commit that storage refuses as naming blocks it does not hold (``InvalidBlockList``) is
-        staged and committed once more. On Azurite that is the retry of a commit that was
-        applied but whose answer was lost (its blocks are committed, no longer staged; Azure
-        finds them there) and a block list damaged on the way (Azurite does not check its MD5).
+        staged and committed once more: Azurite does not check a block list's MD5, so a list
+        damaged on the way names blocks that do not exist (Azure refuses it as ``Md5Mismatch``,
+        which is tried again like any damaged body).
         """
         for again in (False, True):
             index = size = 0

@@ -10,7 +10,8 @@ A targeted rule (:meth:`FaultyProxy.hold`) holds every request it matches, unfor
 Another (:meth:`FaultyProxy.lose_answers`) forwards the next requests it matches and drops their
 answers: "this write landed, and its writer cannot know". With ``corrupt_rate`` a forwarded
 request body has one byte changed on the way (a PUT's body damaged in transit: storage must
-refuse it by its ``Content-MD5``).
+refuse it by its ``Content-MD5``); :meth:`FaultyProxy.damage_bodies` does that to the next
+requests it matches, at the body's middle byte.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class FaultyProxy:
                        "answer lost": 0, "corrupted": 0}
         self._hold: Callable[[str, str], bool] | None = None
         self._lose: tuple[Callable[[str, str], bool], int] | None = None
+        self._damage: tuple[Callable[[str, str], bool], int] | None = None
         self._released = threading.Event()
         self.seen: list[tuple[str, str]] = []   # (method, path with its query) of every request
         self.keep_bodies = keep_bodies
@@ -72,6 +74,22 @@ class FaultyProxy:
         close and retries)."""
         with self._lock:
             self._lose = (match, count)
+
+    def damage_bodies(self, match: Callable[[str, str], bool], count: int = 1) -> None:
+        """Change the middle byte of the bodies of the next ``count`` requests for which
+        ``match(method, path with query)`` is true, and forward them."""
+        with self._lock:
+            self._damage = (match, count)
+
+    def _damaged(self, method: str, path: str, body: bytes) -> bytes:
+        with self._lock:
+            if not body or self._damage is None or not self._damage[0](method, path):
+                return body
+            match, count = self._damage
+            self._damage = (match, count - 1) if count > 1 else None
+            self.counts["corrupted"] += 1
+        at = len(body) // 2
+        return body[:at] + bytes([body[at] ^ 0xFF]) + body[at + 1:]
 
     def _answer_lost(self, method: str, path: str) -> bool:
         with self._lock:
@@ -140,7 +158,8 @@ class FaultyProxy:
                     return
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.target_port, timeout=120)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
-                conn.request(self.command, self.path, body=proxy._corrupted(body), headers=headers)
+                body = proxy._corrupted(proxy._damaged(self.command, self.path, body))
+                conn.request(self.command, self.path, body=body, headers=headers)
                 response = conn.getresponse()
                 data = response.read()
                 conn.close()

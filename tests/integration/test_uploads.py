@@ -110,8 +110,8 @@ def test_throttling_lost_answers_stalls_and_damaged_bodies_lose_and_duplicate_no
 
 def test_a_large_file_whose_commit_was_answered_but_lost_is_stored_once(
         storage: Storage, azurite: Azurite, tmp_path: Path) -> None:
-    """Put Block List applied, its answer lost: the retry finds no staged blocks (Azurite says
-    InvalidBlockList), so they are staged and committed again; the blob holds the file once."""
+    """Put Block List applied, its answer lost: its retry commits the same blocks again; the blob
+    holds the file once, in two blocks."""
     body = os.urandom(uploads.BLOCK_BYTES + 5)
     (tmp_path / "big.bin").write_bytes(body)
     storage.ensure_container("up-commit")
@@ -125,6 +125,24 @@ def test_a_large_file_whose_commit_was_answered_but_lost_is_stored_once(
     assert stored(storage, "up-commit") == {"big.bin": body}
     blocks = storage.container("up-commit").get_blob_client("big.bin").get_block_list("all")
     assert [b.size for b in blocks[0]] == [uploads.BLOCK_BYTES, 5] and not blocks[1]
+
+
+def test_a_damaged_block_list_is_staged_and_committed_again(storage: Storage, azurite: Azurite,
+                                                           tmp_path: Path) -> None:
+    """Azurite does not check a block list's MD5: one damaged in a block id names a block it does
+    not hold (InvalidBlockList); the blocks are staged again and the file arrives whole."""
+    body = os.urandom(uploads.BLOCK_BYTES + 5)
+    (tmp_path / "big.bin").write_bytes(body)
+    storage.ensure_container("up-blocklist")
+    with FaultyProxy(azurite.blob_port) as proxy:
+        proxy.damage_bodies(lambda method, path: "comp=blocklist" in path)
+        conn = azurite_connection_string(proxy.port, azurite.queue_port, azurite.table_port)
+        faulty = Storage(dataclasses.replace(storage.settings, connection_string=conn))
+        uploads.upload(faulty, "up-blocklist", uploads.files_to_upload(tmp_path / "big.bin", ""),
+                       retry=FAST)
+    assert proxy.counts["corrupted"] == 1
+    assert sum("comp=block&" in path for _, path in proxy.seen) == 4     # two blocks, twice
+    assert stored(storage, "up-blocklist") == {"big.bin": body}
 
 
 def test_a_body_damaged_on_the_way_is_refused_by_storage(storage: Storage, azurite: Azurite,
