@@ -192,6 +192,9 @@ def _run(files: Sequence[LocalFile], one: Callable[[LocalFile, Tally], None], th
             except ParallelRunError as exc:
                 errors.append(exc)
                 stop.set()
+            except BaseException:       # a bug: stop the others too, and show it
+                stop.set()
+                raise
 
     started = time.monotonic()
     workers = max(1, min(threads, len(files)))
@@ -249,11 +252,11 @@ def _upload_one(writer: blobwriter.BlobWriter, container: str, f: LocalFile, tal
     kind = content_type(f.name)
     retried = functools.partial(tally.add, retries=1)
     try:
-        if f.size > LARGE_FILE_BYTES:     # in blocks: one block in memory at a time
+        data = b"" if f.size > LARGE_FILE_BYTES else _read(f, 0, LARGE_FILE_BYTES + 1)
+        if f.size > LARGE_FILE_BYTES or len(data) > LARGE_FILE_BYTES:   # (or it grew since)
             size = writer.put_in_blocks(f.name, lambda offset, length: _read(f, offset, length),
-                                        BLOCK_BYTES, kind, retried)
+                                        BLOCK_BYTES, kind, retried)     # one block in memory
         else:
-            data = _read(f)
             writer.put_blob(f.name, data, kind, retried)
             size = len(data)
     except blobwriter.BlobWriteError as exc:
