@@ -3,20 +3,25 @@
 Used by ``bench/run.py`` (the harness) and on its own for one configuration::
 
     .venv/bin/python -m bench.e2e --images 10000 --batch 50 --processes 2 --nodes 1 --runs 3
+    .venv/bin/python -m bench.e2e --images 5000 --batch 5 --runs 1 --profile   # + a profile
 
 Each run submits the job to a running cluster (its host processes warm, as a Function App that is
 already up) and measures submit -> job succeeded (the finalizer has committed the last row), checks
 every output row against the inputs, and reads the job's own metrics: per-stage times, storage
 calls per try (counted at the transport), the first mini-batch's completion (cold start when the
-cluster is fresh), and the host and scoring processes' peak RSS.
+cluster is fresh), the host and scoring processes' peak RSS, and CPU per item and per mini-batch by
+process kind (our code in the host process, the host's emulation of the Functions host, the
+scoring processes, Azurite: :mod:`bench.hostcpu`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import sys
@@ -28,7 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from bench import workloads
+from bench import hostcpu, workloads
 from examples.mnist import digits
 from shared.local.azurite import Azurite
 from shared.local.chaos import scoring_processes
@@ -138,23 +143,6 @@ def cluster_peaks(c: LocalCluster) -> dict[str, float]:
             "scoring_mb": max((peak_rss_mb(p) for p in scorers), default=float("nan"))}
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` so far (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def cpu_snapshot(c: LocalCluster, azurite: Azurite) -> dict[str, float]:
-    """CPU seconds so far of the host processes, their scoring processes and Azurite."""
-    hosts = [n.process.pid for n in c.nodes if n.process and n.process.poll() is None]
-    return {"host": sum(cpu_seconds(p) for p in hosts),
-            "scoring": sum(cpu_seconds(p) for p in scoring_processes(hosts)),
-            "azurite": cpu_seconds(azurite.process.pid) if azurite.process else 0.0}
-
-
 def image_accuracy(lines: list[str]) -> float:
     ok = sum(int(line.rsplit(":", 1)[1]) == digits.label_from_filename(line.split(":")[0])
              for line in lines)
@@ -184,18 +172,41 @@ class Env:
 
 
 def run_configuration(env: Env, spec_of, expect_rows: int, nodes: int, runs: int,
-                      check=None) -> dict[str, Any]:
-    """``runs`` jobs on a fresh cluster of ``nodes``; medians, per-run figures and peak RSS."""
+                      check=None, profile: bool = False,
+                      profile_out: Path | None = None) -> dict[str, Any]:
+    """``runs`` jobs on a fresh cluster of ``nodes``; medians, per-run figures, peak RSS and CPU
+    per item by process kind (:mod:`bench.hostcpu`). With ``profile`` the host processes profile
+    every thread and the last run's profile goes to ``profile_out`` (``.folded``: self CPU per
+    thread and function; ``.calls`` beside it: calls, self and total per function)."""
+    from bench.limits.cpu import machine_busy_seconds
+
     settings, bench = env.namespace()
     results = []
-    with LocalCluster(settings, nodes=nodes, log_dir=env.tmp / f"logs-{settings.batch_queue}") as c:
+    folder = env.tmp / f"cpu-{settings.batch_queue}"
+    azurite_pid = env.azurite.process.pid if env.azurite.process else None
+    with LocalCluster(settings, nodes=nodes, log_dir=env.tmp / f"logs-{settings.batch_queue}",
+                      env=hostcpu.cluster_env(folder, profile)) as c:
+        hostcpu.settle(c, folder, azurite_pid)
         for _ in range(runs):
-            before = cpu_snapshot(c, env.azurite)
+            before = hostcpu.snapshot(c, folder, azurite_pid)
+            stacks, calls = _folded(folder, c, "folded"), _folded(folder, c, "calls")
+            machine = machine_busy_seconds()
             r = run_job(bench, spec_of(bench), expect_rows)
-            after = cpu_snapshot(c, env.azurite)
-            # CPU per mini-batch by process kind: what bounds a run on a shared machine
-            r["cpu_ms_per_batch"] = {k: round((after[k] - before[k]) * 1000 / max(1, r["mini_batches"]), 2)
-                                     for k in after}
+            machine = machine_busy_seconds() - machine
+            after = hostcpu.snapshot(c, folder, azurite_pid)
+            # CPU per item and per mini-batch by process kind: what bounds an instance on Azure
+            r["cpu"] = hostcpu.per_item(before, after, r["items"], r["mini_batches"])
+            r["cpu_breakdown"] = hostcpu.breakdown(before, after)
+            r["cpu_ms_per_batch"] = {k: v["ms_per_batch"] for k, v in r["cpu"].items()}
+            ours = sum(v["cpu_s"] for v in r["cpu"].values())
+            r["other_cpu_share"] = round(max(0.0, machine - ours) / (r["seconds"] * (os.cpu_count() or 1)), 3)
+            if profile and profile_out is not None:
+                from bench import profile as tables
+                profile_out.parent.mkdir(parents=True, exist_ok=True)
+                profile_out.write_text(tables.folded_text(tables.subtract(
+                    tables.parse(_folded(folder, c, "folded")), tables.parse(stacks))))
+                profile_out.with_suffix(".calls").write_text(tables.calls_text(tables.subtract_calls(
+                    tables.parse_calls(_folded(folder, c, "calls")), tables.parse_calls(calls))))
             lines = r.pop("output_lines")
             if check is not None:
                 r.update(check(lines))
@@ -203,12 +214,22 @@ def run_configuration(env: Env, spec_of, expect_rows: int, nodes: int, runs: int
             results.append(r)
         peaks = cluster_peaks(c)
     best = min(results, key=lambda r: abs(r["seconds"] - median_of(results, "seconds")))
+    cpu = {kind: {k: round(statistics.median(r["cpu"][kind][k] for r in results), 4)
+                  for k in ("cpu_s", "ms_per_item", "ms_per_batch")} for kind in hostcpu.KINDS}
     return {"items_per_s": median_of(results, "items_per_s"), "seconds": median_of(results, "seconds"),
             "runs": [round(r["seconds"], 2) for r in results], "rows_ok": all(r["rows_ok"] for r in results),
             "state": ",".join(sorted({r["state"] for r in results})), "stages": best["stages"],
             "mini_batches": best["mini_batches"], "cpu_ms_per_batch": best["cpu_ms_per_batch"], **peaks,
+            "cpu": cpu, "cpu_breakdown": best["cpu_breakdown"],
+            "other_cpu_share": statistics.median(r["other_cpu_share"] for r in results),
             "timeline": best["timeline"],
             **({k: best[k] for k in ("accuracy",) if k in best})}
+
+
+def _folded(folder: Path, c: LocalCluster, kind: str) -> str:
+    """The nodes' profiles (``folded`` or ``calls``) as last written (empty without a profile)."""
+    return "".join((folder / f"{n.node_id}.{kind}").read_text() for n in c.nodes
+                   if (folder / f"{n.node_id}.{kind}").exists())
 
 
 def cold_start(env: Env, runs: int, batch: int = 5, files: int = 100) -> dict[str, Any]:
@@ -330,6 +351,52 @@ def setup_env(tmp: Path, images: int, rows: int, parts: int) -> Iterator[Env]:
         yield env
 
 
+@dataclass
+class Seeded:
+    """The workloads, uploaded once into an Azurite persisted to ``folder`` (then stopped)."""
+
+    folder: Path
+    tmp: Path
+    images: workloads.Images | None
+    tables: workloads.Tables | None
+
+
+def seed_workloads(tmp: Path, images: int, rows: int, parts: int) -> Seeded:
+    """Upload the workloads once, into an Azurite whose folder :func:`fresh_env` copies: a fresh
+    Azurite with the data costs a folder copy and a start (~4 s) instead of the upload (10,000
+    images: 50-110 s on this machine; both measured in docs/performance.md). The folder is on
+    ``/dev/shm`` where there is one, so the copies are in memory as well."""
+    shm = Path("/dev/shm")
+    root = Path(tempfile.mkdtemp(prefix="parallelrun-bench-", dir=shm if shm.is_dir() else tmp))
+    folder = root / "seed"
+    with Azurite(location=folder) as az:
+        storage = Storage(Settings(connection_string=az.connection_string,
+                                   scratch_dir=str(tmp / "scratch-seed")))
+        found = Seeded(folder, tmp, workloads.upload_images(storage, images) if images else None,
+                       workloads.upload_tables(storage, tmp / "tables", rows, parts) if rows else None)
+    return found
+
+
+@contextlib.contextmanager
+def fresh_env(seeded: Seeded, part: str) -> Iterator[Env]:
+    """A fresh Azurite holding the seeded workloads (on a copy of the folder) for one part of the
+    harness, so that no part's figures depend on what ran before it in the same Azurite."""
+    copy = seeded.folder.parent / f"azurite-{part}"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(seeded.folder, copy)
+    try:
+        with Azurite(location=copy) as az:
+            base = Settings(connection_string=az.connection_string,
+                            scratch_dir=str(seeded.tmp / f"scratch-{part}"))
+            yield Env(az, base, seeded.tmp, seeded.images, seeded.tables)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def remove_seed(seeded: Seeded) -> None:
+    shutil.rmtree(seeded.folder.parent, ignore_errors=True)
+
+
 def main() -> int:
     # a SIGTERM unwinds like Ctrl-C, so Azurite and the host processes are stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -340,6 +407,11 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--count", action="store_true", help="count storage requests instead")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile every thread of the host processes and print where their CPU "
+                             "went in the last run (bench/profile.py)")
+    parser.add_argument("--profile-out", type=Path, default=Path(".parallelrun") / "profile.folded",
+                        help="the last run's profile (with --profile; .calls beside it)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for env in setup_env(Path(tmp), args.images, 0, 1):
@@ -349,8 +421,16 @@ def main() -> int:
             result = run_configuration(
                 env, lambda b: b.image_spec(args.batch, args.processes, args.nodes),
                 len(env.images.names), args.nodes, args.runs,
-                check=lambda lines: {"accuracy": image_accuracy(lines)})
+                check=lambda lines: {"accuracy": image_accuracy(lines)},
+                profile=args.profile, profile_out=args.profile_out)
             print(json.dumps(result, indent=1))
+            if args.profile:
+                from bench import profile
+                counts = profile.parse(args.profile_out.read_text())
+                calls = profile.parse_calls(args.profile_out.with_suffix(".calls").read_text())
+                print(f"\nprofile of the last run (mini_batch_size {args.batch}, {result['mini_batches']} "
+                      f"mini-batches; in {args.profile_out} and .calls):\n")
+                print(profile.render(counts, per=result["mini_batches"], calls=calls))
     return 0
 
 

@@ -206,9 +206,87 @@ def targets_section(res: dict[str, Any], img: dict[str, Any], tab: dict[str, Any
     add("<= 6 storage round trips per mini-batch of overhead", trips, 6.0, "{:.2f}", better="low")
     big = next((p for p in res.get("planner", []) if p.get("blobs") == 100_000), None)
     add("planner: 100,000 blobs in < 60 s", big["seconds"] if big else None, 60.0, "{:.0f} s", better="low")
+    client = reference_client(res)
+    cells = {r["batch"]: r for r in cpu_cells(res)}
+    if 200 in cells and client:
+        add("our CPU per image, mini_batch_size 200: <= 1.5x the minimal client's", ours_ms(cells[200]) / client,
+            1.5, "{:.1f}x", better="low")
+    if 5 in cells:
+        add("our CPU per image, mini_batch_size 5: <= 3 ms", ours_ms(cells[5]), 3.0, "{:.2f} ms", better="low")
     cold = res.get("cold", {}).get("first_batch_s")
     add("cold start (submit to first mini-batch done) < 3 s", cold, 3.0, "{:.2f} s", better="low")
     return _table(["target", "measured", ""], rows)
+
+
+CPU_ROWS = (("worker", "host process: our code (worker, planner, finalizer)"),
+            ("emulation", "host process: the Functions host's job (local emulation; the .NET host's on Azure)"),
+            ("scoring", "scoring processes (decode + score, pipes; exited ones included)"),
+            ("azurite", "Azurite (storage; elsewhere on Azure)"))
+
+
+def cpu_cells(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """One grid cell per mini_batch_size with CPU figures: 2 processes x 1 node where measured."""
+    grid = [r for r in res.get("grid", []) if r.get("cpu")]
+    cells = []
+    for b in sorted({r["batch"] for r in grid}):
+        same = [r for r in grid if r["batch"] == b]
+        cells.append(next((r for r in same if (r["processes"], r["nodes"]) == (2, 1)), same[0]))
+    return cells
+
+
+def reference_client(res: dict[str, Any]) -> float | None:
+    """The minimal client the targets compare with (``streams``: one GET at a time per
+    connection, as an ordinary async client), ms of its CPU per image."""
+    clients = res.get("client") or []
+    found = next((c for c in clients if c.get("client") == "streams"), clients[0] if clients else None)
+    return found["cpu_ms_per_item"] if found else None
+
+
+def ours_ms(r: dict[str, Any]) -> float:
+    """What an instance on Azure spends of its own CPU per item: our code in the host process and
+    the scoring processes (the Functions host's job and storage run elsewhere there)."""
+    return r["cpu"]["worker"]["ms_per_item"] + r["cpu"]["scoring"]["ms_per_item"]
+
+
+def cpu_section(res: dict[str, Any]) -> str:
+    """Our CPU per item and per mini-batch by process kind, with the minimal client beside."""
+    cells = cpu_cells(res)
+    if not cells:
+        return ""
+    clients = res.get("client") or []
+    header = ["process kind", *[f"size {r['batch']}: ms/image, ms/mini-batch" for r in cells]]
+    rows = []
+    for kind, label in CPU_ROWS:
+        rows.append([label, *[f"{r['cpu'][kind]['ms_per_item']:.2f}, {r['cpu'][kind]['ms_per_batch']:.1f}"
+                              for r in cells]])
+    rows.append(["**ours: host's our code + scoring** (what bounds an instance on Azure)",
+                 *[f"**{ours_ms(r):.2f}**, {ours_ms(r) * r['batch']:.1f}" for r in cells]])
+    for client in clients:
+        rows.append([f"{client['name']}: {client['notes']}",
+                     *[f"{client['cpu_ms_per_item']:.3f} (ours: {ours_ms(r) / client['cpu_ms_per_item']:.1f}x)"
+                       if client["cpu_ms_per_item"] else "n/a" for r in cells]])
+        if client.get("azurite_ms_per_item") is not None:
+            rows.append([f"Azurite, serving the {client['name']}",
+                         *[f"{client['azurite_ms_per_item']:.2f}" for _ in cells]])
+    rows.append(["other processes on the machine meanwhile (share of all its cores)",
+                 *[f"{r.get('other_cpu_share', 0):.0%}" for r in cells]])
+    where = ", ".join(f"size {r['batch']}: {r['processes']} x {r['nodes']}, {r['mini_batches']} mini-batches"
+                      for r in cells)
+    text = (f"CPU seconds of each process kind per image and per mini-batch, over the jobs of the grid "
+            f"({where}; bench/hostcpu.py says how each is counted). CPU per item is far less sensitive "
+            f"to other load on the machine than wall time, but not immune (caches, frequency, the "
+            f"contention inside a process):\n\n" + _table(header, rows))
+    stage_rows = []
+    for r in cells:
+        emulation = (r.get("cpu_breakdown") or {}).get("emulation", {})
+        if emulation:
+            stage_rows.append([f"size {r['batch']}", ", ".join(
+                f"{k} {1000 * v / max(1, r['mini_batches']):.2f}" for k, v in
+                sorted(emulation.items(), key=lambda kv: -kv[1]))])
+    if stage_rows:
+        text += ("\n\nThe emulation's stages, ms per mini-batch (its own `time.thread_time()` counters):\n\n"
+                 + _table(["job", "stages"], stage_rows))
+    return text
 
 
 def render(res: dict[str, Any], prices: dict[str, float], instance_gb: float) -> str:
@@ -221,7 +299,11 @@ def render(res: dict[str, Any], prices: dict[str, float], instance_gb: float) ->
              f"each{grid_note}; the whole harness took {res.get('seconds', 0) / 60:.0f} min).\n\n"
              f"Machine: {res['machine']}.",
              "### Targets\n\n" + targets_section(res, img, tab),
-             "### Images\n\n" + images, "### Tables\n\n" + tables]
+             "### Images\n\n" + images]
+    cpu = cpu_section(res)
+    if cpu:
+        parts.append("### Our CPU per item\n\n" + cpu)
+    parts.append("### Tables\n\n" + tables)
     if res.get("trips"):
         parts.append("### Storage round trips per mini-batch (counted on the wire)\n\n" + trips_section(res))
     if res.get("cold"):

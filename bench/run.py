@@ -3,20 +3,27 @@
     ./dev bench                 # the full run (about an hour on 2 cores); writes docs/performance.md
     ./dev bench --quick         # a smaller grid and one run each, to try the harness (not written)
 
-One Azurite (in memory) holds the workloads (bench/workloads.py): 10,000 PNG digits and 1,000,000
-table rows as CSV and as Parquet. On the same data it measures the compute limit, the I/O limit,
-a naive baseline, Ray Data, and ParallelRun end to end over mini_batch_size x
-process_count_per_node x nodes; then storage round trips per mini-batch (counted on the wire),
-cold start, peak memory, the planner, and a cost estimate from the measured counts. Every figure is
-the median of --runs runs; ratios are taken within the same run of the harness. The table goes to
-stdout, the raw figures to --json, and (unless --no-write) the table, the machine and the command
-into docs/performance.md between the harness's markers.
+The workloads (bench/workloads.py: 10,000 PNG digits and 1,000,000 table rows as CSV and as
+Parquet) are uploaded once into an Azurite persisted to a folder; every part of the harness (each
+grid cell, each table job, the limits, ...) then runs on a fresh Azurite started on a copy of that
+folder, so no figure depends on the parts before it. On the same data it measures the compute
+limit, the I/O limit, a naive baseline, Ray Data, a minimal client's CPU per image, and
+ParallelRun end to end over mini_batch_size x process_count_per_node x nodes, with the CPU per
+item and per mini-batch of each process kind (our code in the host process, the local emulation
+of the Functions host, the scoring processes, Azurite: bench/hostcpu.py); then storage round trips
+per mini-batch (counted on the wire), cold start, peak memory, the planner, and a cost estimate
+from the measured counts. Every figure is the median of --runs runs; ratios are taken within the
+same run of the harness. The table goes to stdout, the raw figures to --json, and (unless
+--no-write) the table, the machine and the command into docs/performance.md between the
+harness's markers.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -27,12 +34,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from bench import e2e
+from bench import e2e, minimal
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "performance.md"
@@ -84,7 +92,8 @@ def machine() -> str:
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
     return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {platform.system()} {platform.release()}, "
             f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}, "
-            f"Azurite {azurite} on Node {node} (in memory, same machine)")
+            f"Azurite {azurite} on Node {node} (same machine; a fresh one per part, "
+            f"persisted to /dev/shm)")
 
 
 def images_job(env: e2e.Env, batch: int, processes: int, nodes: int, runs: int) -> dict[str, Any]:
@@ -112,7 +121,7 @@ def main() -> int:
     parser.add_argument("--processes", default="1,2,4")
     parser.add_argument("--nodes", default="1,2")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: "
-                        "limits,naive,ray,grid,tables,trips,cold,planner")
+                        "limits,naive,ray,grid,client,tables,trips,cold,planner")
     parser.add_argument("--json", type=Path, default=ROOT / ".parallelrun" / "bench.json")
     parser.add_argument("--no-write", action="store_true", help="do not update docs/performance.md")
     parser.add_argument("--report-only", type=Path, metavar="JSON",
@@ -135,93 +144,136 @@ def main() -> int:
                            "grid_runs": args.grid_runs,
                            "date": dt.date.today().isoformat(), "runs": args.runs}
     with tempfile.TemporaryDirectory(prefix="parallelrun-bench-") as tmp:
-        for env in e2e.setup_env(Path(tmp), args.images, args.rows, 8):
-            cs = env.base.connection_string
-            console.log(f"workloads: {len(env.images.names)} images ({env.images.total_bytes:,} bytes), "
-                        f"{env.tables.rows:,} rows as CSV ({env.tables.bytes['csv']:,} bytes) and "
-                        f"Parquet ({env.tables.bytes['parquet']:,} bytes)")
-            # ParallelRun first, the limits after: if anything else loads the machine early on, it
-            # lowers our figures, not the limits they are compared with
-            common = ["--connection-string", cs, "--runs", runs, "--azurite-pid", str(env.azurite.process.pid)]
-            def save() -> None:   # after every part: a cut-short run still has its figures
-                res["seconds"] = time.monotonic() - started
-                args.json.parent.mkdir(parents=True, exist_ok=True)
-                args.json.write_text(json.dumps(res, indent=1))
+        t0 = time.monotonic()
+        seeded = e2e.seed_workloads(Path(tmp), args.images, args.rows, 8)
+        res["seed_s"] = round(time.monotonic() - t0, 1)
+        res["fresh_azurite_s"] = []
+        assert seeded.images is not None and seeded.tables is not None
+        console.log(f"workloads: {len(seeded.images.names)} images ({seeded.images.total_bytes:,} bytes), "
+                    f"{seeded.tables.rows:,} rows as CSV ({seeded.tables.bytes['csv']:,} bytes) and "
+                    f"Parquet ({seeded.tables.bytes['parquet']:,} bytes), uploaded in {res['seed_s']:.0f} s")
+        parts = itertools.count()
 
-            def cell(b: int, p: int, n: int) -> None:
-                if any((c["batch"], c["processes"], c["nodes"]) == (b, p, n) for c in res["grid"]):
-                    return
-                console.log(f"ParallelRun images: mini_batch_size {b}, process_count_per_node {p}, nodes {n}")
-                r = images_job(env, b, p, n, args.grid_runs)  # noqa: B023 - called within the loop
-                res["grid"].append({"batch": b, "processes": p, "nodes": n, **r})
-                console.log(f"  {r['items_per_s']:.0f} images/s (runs {r['runs']} s)")
-                save()
+        @contextlib.contextmanager
+        def fresh(part: str) -> Iterator[tuple[e2e.Env, list[str]]]:
+            """Each part of the harness on a fresh Azurite with the workloads (a copy of the
+            seeded folder), so its figures do not depend on the parts before it."""
+            t = time.monotonic()
+            with e2e.fresh_env(seeded, f"{next(parts):02d}-{part}") as env:
+                res["fresh_azurite_s"].append(round(time.monotonic() - t, 2))
+                assert env.azurite.process is not None
+                yield env, ["--connection-string", env.base.connection_string, "--runs", runs,
+                            "--azurite-pid", str(env.azurite.process.pid)]
 
-            # mini_batch_size 1 (10,000 mini-batches) is the slowest cell by far: it comes last
-            slow = [b for b in batches if b == 1]
-            quick_batches = [b for b in batches if b != 1]
-            if "grid" not in skip:
-                res["grid"] = []
-                if args.grid == "full":
+        def save() -> None:   # after every part: a cut-short run still has its figures
+            res["seconds"] = time.monotonic() - started
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(res, indent=1))
+
+        def cell(b: int, p: int, n: int, repeat: int = args.grid_runs) -> None:
+            found = next((c for c in res["grid"] if (c["batch"], c["processes"], c["nodes"]) == (b, p, n)), None)
+            if found is not None and found["runs_count"] >= repeat:
+                return
+            console.log(f"ParallelRun images: mini_batch_size {b}, process_count_per_node {p}, nodes {n}"
+                        + (f", {repeat} runs" if repeat > 1 else ""))
+            with fresh(f"grid-b{b}-p{p}-n{n}") as (env, _):
+                r = images_job(env, b, p, n, repeat)
+            if found is not None:
+                found.update(r, runs_count=repeat)
+            else:
+                res["grid"].append({"batch": b, "processes": p, "nodes": n, "runs_count": repeat, **r})
+            cpu = r["cpu"]
+            console.log(f"  {r['items_per_s']:.0f} images/s (runs {r['runs']} s); CPU ms per image: "
+                        + ", ".join(f"{k} {cpu[k]['ms_per_item']:.2f}" for k in cpu))
+            save()
+
+        # ParallelRun first, the limits after (each part on its own fresh Azurite)
+        # mini_batch_size 1 (10,000 mini-batches) is the slowest cell by far: it comes last
+        slow = [b for b in batches if b == 1]
+        quick_batches = [b for b in batches if b != 1]
+        if "grid" not in skip:
+            res["grid"] = []
+            if args.grid == "full":
+                for n in nodes:
+                    for p in processes:
+                        for b in quick_batches:
+                            cell(b, p, n)
+            else:
+                p0 = 2 if 2 in processes else processes[0]
+                for b in quick_batches:
+                    cell(b, p0, nodes[0])
+                best_b = max(res["grid"], key=lambda r: r["items_per_s"])["batch"]
+                for b in dict.fromkeys([best_b, 5] if 5 in batches else [best_b]):
                     for n in nodes:
                         for p in processes:
-                            for b in quick_batches:
-                                cell(b, p, n)
-                else:
-                    p0 = 2 if 2 in processes else processes[0]
-                    for b in quick_batches:
-                        cell(b, p0, nodes[0])
-                    best_b = max(res["grid"], key=lambda r: r["items_per_s"])["batch"]
-                    for b in dict.fromkeys([best_b, 5] if 5 in batches else [best_b]):
-                        for n in nodes:
-                            for p in processes:
-                                cell(b, p, n)
-                if args.runs > args.grid_runs:   # the headline cells: medians of --runs runs
-                    best = max(res["grid"], key=lambda r: r["items_per_s"])
-                    five = max((r for r in res["grid"] if r["batch"] == 5),
-                               key=lambda r: r["items_per_s"], default=None)
-                    for c in {id(c): c for c in (best, five) if c}.values():
-                        console.log(f"again, {args.runs} runs: mini_batch_size {c['batch']}, "
-                                    f"{c['processes']} x {c['nodes']}")
-                        c.update(images_job(env, c["batch"], c["processes"], c["nodes"], args.runs))
-                        save()
-            if "tables" not in skip:
-                res["tables"] = []
-                for fmt in ("csv", "parquet"):
-                    for size, p, n in (("1MB", 2, 1), ("10MB", 2, 1), ("10MB", 2, 2)):
+                            cell(b, p, n)
+            if args.runs > args.grid_runs:   # the headline cells: medians of --runs runs
+                best = max(res["grid"], key=lambda r: r["items_per_s"])
+                five = max((r for r in res["grid"] if r["batch"] == 5),
+                           key=lambda r: r["items_per_s"], default=None)
+                for c in {id(c): c for c in (best, five) if c}.values():
+                    cell(c["batch"], c["processes"], c["nodes"], args.runs)
+        if "client" not in skip:
+            # the minimal client's CPU per image, on the same images, beside ParallelRun's
+            with fresh("client") as (env, _):
+                res["client"] = []
+                for kind in ("streams", "pipelined"):
+                    console.log(f"minimal client ({kind}): the same images read by a bare HTTP client")
+                    found = minimal.measure(env.base.connection_string,
+                                            env.azurite.process.pid if env.azurite.process else None,
+                                            args.runs, kind)
+                    res["client"].append(found)
+                    console.log(f"  {found['cpu_ms_per_item']:.3f} ms of its CPU per image")
+            save()
+        if "tables" not in skip:
+            res["tables"] = []
+            for fmt in ("csv", "parquet"):
+                for size, p, n in (("1MB", 2, 1), ("10MB", 2, 1), ("10MB", 2, 2)):
+                    with fresh(f"tables-{fmt}-{size}-p{p}-n{n}") as (env, _):
                         r = e2e.run_configuration(
                             env, lambda bench, fmt=fmt, size=size, p=p, n=n: bench.table_spec(fmt, size, p, n),
                             env.tables.rows, n, args.runs)
-                        res["tables"].append({"format": fmt, "batch": size, "processes": p, "nodes": n, **r})
-                        console.log(f"ParallelRun {fmt}, {size}, {p}x{n}: {r['items_per_s']:,.0f} rows/s")
-                        save()
-            if "trips" not in skip:
-                res["trips"] = [e2e.count_round_trips(env, b) for b in (5, 50)]
-                save()
-            if "cold" not in skip:
+                    res["tables"].append({"format": fmt, "batch": size, "processes": p, "nodes": n, **r})
+                    console.log(f"ParallelRun {fmt}, {size}, {p}x{n}: {r['items_per_s']:,.0f} rows/s")
+                    save()
+        if "trips" not in skip:
+            res["trips"] = []
+            for b in (5, 50):
+                with fresh(f"trips-b{b}") as (env, _):
+                    res["trips"].append(e2e.count_round_trips(env, b))
+            save()
+        if "cold" not in skip:
+            with fresh("cold") as (env, _):
                 res["cold"] = e2e.cold_start(env, args.runs)
-                save()
-            if "limits" not in skip:
-                # the sweeps screen each configuration once, then run the best --runs times
-                # (bench.limits sweeps wider by default; these are the configurations that won
-                # its sweeps on this machine, see docs/performance.md)
+            save()
+        if "limits" not in skip:
+            # the sweeps screen each configuration once, then run the best --runs times
+            # (bench.limits sweeps wider by default; these are the configurations that won
+            # its sweeps on this machine, see docs/performance.md)
+            with fresh("io-sdk") as (env, common):
                 res["io_sdk"] = sub("limits", "io-sdk", *common, "--sdk-concurrency", "32",
                                     "--processes", "1", "--table-concurrency", "4")
+            with fresh("io-http") as (env, common):
                 res["io_http"] = sub("limits", "io-http", *common, "--http-connections", "16",
                                      "--http-depths", "8", "--processes", "1", "--table-concurrency", "4")
+            with fresh("compute") as (env, common):
                 res["compute_images"] = sub("limits", "compute-images", *common)
                 res["compute_tables"] = sub("limits", "compute-tables", *common)
-                save()
-            if "naive" not in skip:
+            save()
+        if "naive" not in skip:
+            with fresh("naive") as (env, common):
                 res["naive"] = sub("limits", "naive", *common)
-                save()
-            if "ray" not in skip:
-                res["ray"] = [r for w in ("images", "csv", "parquet")
-                              for r in sub("raydata", w, *common)]
-                save()
-            if "grid" not in skip:
-                for b in slow:
-                    cell(b, 2 if 2 in processes else processes[0], nodes[0])
+            save()
+        if "ray" not in skip:
+            res["ray"] = []
+            for w in ("images", "csv", "parquet"):
+                with fresh(f"ray-{w}") as (env, common):
+                    res["ray"] += sub("raydata", w, *common)
+            save()
+        if "grid" not in skip:
+            for b in slow:
+                cell(b, 2 if 2 in processes else processes[0], nodes[0])
+        e2e.remove_seed(seeded)
     if "planner" not in skip:
         res["planner"] = sub("planner", "--json", "--blobs",
                              *(("2000",) if args.quick else ("10000", "100000")))

@@ -138,6 +138,7 @@ class Soak:
         for name in self.file_names:
             files.upload_blob(name, b"x", overwrite=True)
         tables = self.storage.ensure_container("soak-tables")
+        self.storage.ensure_container("soak-out")     # every job's output (jobs do not create it)
         per_file = self.args.rows // 4
         for k in range(4):
             frame = pd.DataFrame({"id": range(k * per_file, (k + 1) * per_file),

@@ -46,12 +46,16 @@ NO_EFFECT_ARGUMENTS = frozenset({
     "--copy_logs_to_parent", "--metrics_name_prefix", "--push_metrics_to_parent",
     "--resource_monitor_interval"})
 
-_KNOWN = {"$schema", "type", "name", "display_name", "description", "tags", "properties",
+# the fields of a parallel job, its task and a pipeline job around one that are taken (the API's
+# document describes these: shared.service.apidocs.bodies)
+PARALLEL_JOB_FIELDS = {"$schema", "type", "name", "display_name", "description", "tags", "properties",
           "experiment_name", "compute", "inputs", "outputs", "input_data", "mini_batch_size",
           "partition_keys", "resources", "max_concurrency_per_instance", "error_threshold",
           "mini_batch_error_threshold", "logging_level", "retry_settings", "environment_variables",
           "task", "identity"}
-_TASK_KNOWN = {"type", "code", "entry_script", "program_arguments", "append_row_to", "environment"}
+TASK_FIELDS = {"type", "code", "entry_script", "program_arguments", "append_row_to", "environment"}
+PIPELINE_JOB_FIELDS = {"$schema", "type", "display_name", "description", "experiment_name", "tags",
+                       "properties", "settings", "inputs", "outputs", "jobs", "compute", "name"}
 _NO_EFFECT = {"$schema", "display_name", "tags", "properties", "experiment_name", "compute", "identity"}
 _DATASTORE = re.compile(r"^azureml://datastores/([^/]+)/paths/(.*)$")
 _MODEL_ASSET = re.compile(r"^azureml:([A-Za-z0-9][A-Za-z0-9._-]*)(?::([1-9]\d*)|@latest)?$")
@@ -104,8 +108,7 @@ def _the_parallel_job(data: Mapping[str, Any], problems: _Problems
                      f"(found {len(nodes)} node(s), {len(parallel)} parallel)")
         return None, {}, ""
     for key in data:
-        if key not in {"$schema", "type", "display_name", "description", "experiment_name", "tags",
-                       "properties", "settings", "inputs", "outputs", "jobs", "compute", "name"}:
+        if key not in PIPELINE_JOB_FIELDS:
             problems.add(key, "unknown field of a pipeline job")
     name, node = parallel[0]
     given = data.get("inputs")
@@ -118,7 +121,7 @@ def _the_parallel_job(data: Mapping[str, Any], problems: _Problems
 def _translate_job(job: Mapping[str, Any], parent_inputs: Mapping[str, Any], where: str,
                    problems: _Problems) -> dict[str, Any]:
     for key in job:
-        if key not in _KNOWN:
+        if key not in PARALLEL_JOB_FIELDS:
             problems.add(f"{where}{key}", "unknown field of a parallel job (or one with no "
                                           "equivalent here yet)")
     task = job.get("task")
@@ -126,7 +129,7 @@ def _translate_job(job: Mapping[str, Any], parent_inputs: Mapping[str, Any], whe
         problems.add(f"{where}task", "required: {type: run_function, code, entry_script, ...}")
         return {}
     for key in task:
-        if key not in _TASK_KNOWN:
+        if key not in TASK_FIELDS:
             problems.add(f"{where}task.{key}", "unknown field of a run_function task")
     if task.get("type", "run_function") != "run_function":
         problems.add(f"{where}task.type", f"must be run_function (got {task.get('type')!r})")

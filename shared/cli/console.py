@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,25 +32,60 @@ err_console = Console(stderr=True)
 TERMINAL = {s.value for s in JobState if s.terminal}
 
 
+def progress_counts(st: dict[str, Any]) -> tuple[int, int | None]:
+    """(done, total) of what the bar counts: items, or mini-batches while a table's rows are
+    unknown; total is None until planning is done (pure)."""
+    items, mb = st["items"], st["mini_batches"]
+    if items["total"]:
+        done, total = items["succeeded"] + items["failed"], items["total"]
+    else:   # a table's rows are known only once read: count mini-batches
+        done, total = mb["succeeded"] + mb["failed"], mb["total"]
+    return done, total if mb["planning_done"] else None
+
+
+def eta_s(done: int, total: int | None, elapsed_s: float) -> float | None:
+    """Seconds left at the rate so far (done per second since the job started); None while
+    nothing is done or the total is unknown (pure)."""
+    if total is None or done <= 0 or elapsed_s <= 0:
+        return None
+    return max(0, total - done) * elapsed_s / done
+
+
+def clock(seconds: float) -> str:
+    """``m:ss`` or ``h:mm:ss`` (pure)."""
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def timing_text(st: dict[str, Any]) -> str:
+    """"1:05 elapsed, ETA 0:40": counted from the job's start, not from when the watch began."""
+    elapsed = float(st["timings"]["elapsed_s"])
+    if st["state"] in TERMINAL:
+        return f"{clock(elapsed)} elapsed"
+    if not st["timings"]["started_at"]:
+        return "not started"
+    done, total = progress_counts(st)
+    left = eta_s(done, total, elapsed)
+    return f"{clock(elapsed)} elapsed, ETA {'?' if left is None else clock(left)}"
+
+
 def watch(fetch: Callable[[], dict[str, Any]], interval_s: float = 0.5,
           timeout_s: float | None = None) -> dict[str, Any]:
     """Show a live progress bar of a job's items until it finishes; returns its last status."""
     columns = (BarColumn(bar_width=30), MofNCompleteColumn(), TaskProgressColumn(),
-               TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
+               TextColumn("{task.fields[detail]}"), TextColumn("{task.fields[timing]}"))
     deadline = time.monotonic() + timeout_s if timeout_s else None
     with Progress(*columns, console=err_console, transient=False) as progress:
-        task = progress.add_task("job", total=None, detail="")
+        task = progress.add_task("job", total=None, detail="", timing="")
         while True:
             st = fetch()
             items, mb = st["items"], st["mini_batches"]
-            if items["total"]:
-                done, total = items["succeeded"] + items["failed"], items["total"]
-            else:   # a table's rows are known only once read: count mini-batches
-                done, total = mb["succeeded"] + mb["failed"], mb["total"]
-            total = total if mb["planning_done"] else None
+            done, total = progress_counts(st)
             detail = (f"{st['state']} · batches {mb['succeeded'] + mb['failed']}/{mb['total']}"
                       f" · failed items {items['failed']}{_building(st)}")
-            progress.update(task, completed=done, total=total, detail=detail)
+            progress.update(task, completed=done, total=total, detail=detail, timing=timing_text(st))
             if st["state"] in TERMINAL:
                 return st
             if deadline and time.monotonic() > deadline:
@@ -60,9 +96,11 @@ def watch(fetch: Callable[[], dict[str, Any]], interval_s: float = 0.5,
 def status_table(st: dict[str, Any]) -> Table:
     table = Table(title=f"job {st['job_id']}", show_header=False, title_justify="left")
     mb, items = st["mini_batches"], st["items"]
+    final = JobState(st["state"]).terminal
     table.add_row("state", _state_line(st))
-    table.add_row("mini-batches", f"{mb['total']} planned{'' if mb['planning_done'] else ' so far'}: "
-                  f"{mb['queued']} queued, {mb['running']} running, {mb['succeeded']} succeeded, "
+    table.add_row("mini-batches", f"{mb['total']} planned{'' if mb['planning_done'] or final else ' so far'}: "
+                  f"{mb['queued']} {'not run' if final else 'queued'}, "
+                  f"{mb['running']} running, {mb['succeeded']} succeeded, "
                   f"{mb['failed']} failed ({mb['failed_tries']} failed tries)")
     counted = st.get("items_counted") or {}
     estimated = counted.get("total_estimated")
@@ -73,7 +111,8 @@ def status_table(st: dict[str, Any]) -> Table:
     table.add_row("rows", str(st["rows"]))
     table.add_row("elapsed", f"{st['timings']['elapsed_s']:.1f} s "
                   f"({st['throughput']['items_per_s']:.1f} items/s)")
-    table.add_row("output", st["output"]["url"])
+    if st.get("stages", {}).get("tries"):
+        table.add_row("stages", stages_text(st["stages"]))
     if (st.get("reuse") or {}).get("note"):
         table.add_row("reuse", st["reuse"]["note"])
     for env in st.get("environment", []):
@@ -81,9 +120,96 @@ def status_table(st: dict[str, Any]) -> Table:
                       f"{env['last_line']}")
     for err in st.get("errors", [])[:5]:
         ex = err["example"]
-        table.add_row(f"error x{err['count']}", f"[{err['kind']}] {err['message']} "
-                      f"(e.g. mini-batch {ex['mini_batch']}, file {ex['file']})")
+        table.add_row(f"error x{err['count']}", Text(f"[{err['kind']}] {err['message']} "
+                      f"(e.g. mini-batch {ex['mini_batch']}, file {ex['file']})"))
     return table
+
+
+TRACEBACK_LINES = 25    # of the first error's traceback shown by `status` (its end)
+
+
+def show_status(out: Console, st: dict[str, Any]) -> None:
+    """The status table, then where the output and logs are and the first error's traceback.
+    Paths and commands are printed whole on lines of their own, never folded or cut to the
+    terminal's width, so that they can be copied as printed."""
+    out.print(status_table(st))
+    job_id, output = st["job_id"], st["output"]
+    where = f"{output['container']}/{output['blob']}" if output.get("blob") else \
+        f"{output['container']}/{output['prefix']}/".replace("//", "/")
+    out.print(f"output: {where}{' (partial)' if output.get('partial') else ''}", soft_wrap=True,
+              markup=False, highlight=False)
+    # not the blob's URL: the container is private, so it would not open as printed (`--json` has it)
+    out.print(f"  parallelrun results {job_id} --download DIR", soft_wrap=True, markup=False,
+              highlight=False)
+    out.print(f"logs: {output['logs']}", soft_wrap=True, markup=False, highlight=False)
+    out.print(f"  parallelrun logs {job_id}", soft_wrap=True, markup=False, highlight=False)
+    errors = st.get("errors") or []
+    if errors and errors[0].get("traceback"):
+        first = errors[0]
+        ex = first["example"]
+        lines = str(first["traceback"]).rstrip().splitlines()
+        out.print(f"first error's traceback (mini-batch {ex['mini_batch']} try {ex['attempt']}, "
+                  f"{ex['node']} {ex['process']}):", soft_wrap=True, markup=False, highlight=False)
+        if len(lines) > TRACEBACK_LINES:
+            out.print(f"  ... {len(lines) - TRACEBACK_LINES} line(s) above: parallelrun logs "
+                      f"{job_id} --kind error", soft_wrap=True, markup=False, highlight=False)
+        for line in lines[-TRACEBACK_LINES:]:
+            out.print(f"  {line}", soft_wrap=True, markup=False, highlight=False)
+
+
+def stages_text(stages: dict[str, Any]) -> str:
+    """"queue 1.2 s (40.0 ms/try), download ... over 30 tries": where the tries' time went (pure)."""
+    per_try = stages.get("per_try_ms", {})
+    parts = [f"{name} {seconds:.1f} s ({per_try.get(name, 0.0):.1f} ms/try)"
+             for name, seconds in stages.get("total_s", {}).items()]
+    return f"{', '.join(parts)} over {stages['tries']} tries"
+
+
+def jobs_table(rows: list[dict[str, Any]]) -> Table:
+    """Job ids are never folded or cut: they are what every other command takes."""
+    table = Table(title="recent jobs", title_justify="left")
+    table.add_column("job", no_wrap=True, min_width=max((len(r["job_id"]) for r in rows), default=3))
+    for name in ("name", "state", "mini-batches", "created (UTC)"):
+        table.add_column(name)
+    for row in rows:
+        created = (dt.datetime.fromtimestamp(row["created_at"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+                   if row.get("created_at") else "-")
+        shown = "stopping" if row.get("stopping") else row.get("state", "")   # reason: `status`
+        state = Text(shown, style=_STATE_STYLES.get(row.get("state", ""), ""))
+        table.add_row(row["job_id"], row.get("name", ""), state, _progress(row.get("progress")), created)
+    return table
+
+
+def _progress(progress: dict[str, Any] | None) -> str:
+    """Settled of planned mini-batches of an unfinished job ("" for a finished one)."""
+    if not progress:
+        return ""
+    planned = f"{progress['planned']}{'' if progress['planning_done'] else '+'}"
+    failed = f", {progress['failed']} failed" if progress["failed"] else ""
+    return f"{progress['settled']}/{planned}{failed}"
+
+
+def files_table(files: list[tuple[str, int]], title: str) -> Table:
+    """Paths relative to a folder (what `logs PATH` takes), never folded or cut."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("file", no_wrap=True, min_width=max((len(f) for f, _ in files), default=4))
+    table.add_column("bytes", justify="right")
+    for name, size in files:
+        table.add_row(name, f"{size:,}")
+    return table
+
+
+def models_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table("model", "version", "files", title="registered models", title_justify="left")
+    for row in rows:
+        files = row["files"]
+        shown = ", ".join(files[:3]) + (f" (+{len(files) - 3} more)" if len(files) > 3 else "")
+        table.add_row(row["name"], str(row["version"]), Text(shown, overflow="fold"))
+    return table
+
+
+_STATE_STYLES = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "running": "cyan",
+                 "finalizing": "cyan"}
 
 
 def _building(st: dict[str, Any]) -> str:

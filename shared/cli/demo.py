@@ -6,7 +6,9 @@
 3. submit ``examples/mnist/job.yaml`` through ``POST /api/jobs`` and show a live progress bar;
 4. resubmit it with new data and parameters (one image, mini_batch_size 1, one process) through
    ``POST /api/jobs/{id}/resubmit``, without redefining the job;
-5. print the first rows and the accuracy against the true labels, and one closing line.
+5. print the first rows and the accuracy against the true labels; download the output file and
+   the first job's logs into a local folder (``--out``, default ``./parallelrun-demo``), since the
+   private Azurite stops with the demo, and end with one line naming that local file.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from shared.cli.main import upload_path
 from shared.local import keys
 from shared.local.azurite import Azurite, free_port, port_open
 from shared.local.cluster import LocalCluster
+from shared.service.results import download_folder, download_to
 from shared.service.working import models, snapshots
 from shared.settings import Settings
-from shared.storage import Storage
+from shared.storage import Storage, blob_path
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "mnist"
@@ -52,14 +55,15 @@ def _check(response: httpx.Response) -> dict[str, Any]:
 
 def _run_job(http: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
     accepted = _check(http.post(path, json=body))
-    console.print(f"submitted [bold]{accepted['job_id']}[/bold] → {accepted['status_url']}")
+    console.print(f"submitted [bold]{accepted['job_id']}[/bold] → {accepted['status_url']}",
+                  soft_wrap=True)
     final = watch(lambda: _check(http.get(f"/api/jobs/{accepted['job_id']}")), timeout_s=900)
     if final["state"] != "succeeded":
         raise RuntimeError(f"job {final['job_id']} ended {final['state']}: {final.get('reason')}")
     return final
 
 
-def run_demo(nodes: int = 2, port: int = 7071) -> dict[str, Any]:
+def run_demo(nodes: int = 2, port: int = 7071, out_dir: Path = Path("parallelrun-demo")) -> dict[str, Any]:
     digits = _digits_module()
     http_port = port if not port_open(port) else free_port()
     with tempfile.TemporaryDirectory(prefix="parallelrun-demo-") as tmp, Azurite() as azurite:
@@ -84,7 +88,7 @@ def run_demo(nodes: int = 2, port: int = 7071) -> dict[str, Any]:
                           log_dir=Path(tmp) / "logs") as cluster, \
                 httpx.Client(base_url=cluster.http_url, timeout=60,
                              headers=keys.headers(settings.local_key)) as http:
-            console.print(f"local host: {nodes} node(s), API on {cluster.http_url}/api")
+            console.print(f"local host: {nodes} node(s), API on {cluster.http_url}/api", soft_wrap=True)
             first = _run_job(http, "/api/jobs", spec)
             single = f"digits/{Path(labelled[0][0]).name}"
             console.print(f"resubmitting with one image ({single}), mini_batch_size 1, one process")
@@ -96,15 +100,21 @@ def run_demo(nodes: int = 2, port: int = 7071) -> dict[str, Any]:
             head = _check(http.get(f"/api/jobs/{first['job_id']}/results", params={"head": 10}))
 
         out = first["output"]
-        text = storage.container(out["container"]).download_blob(out["blob"]).readall().decode()
-        rows = text.splitlines()
+        saved = download_to(storage, out["container"], out["blob"],
+                            out_dir.resolve() / Path(out["blob"]).name)
+        download_folder(storage, out["container"], blob_path(out["prefix"], "logs"),
+                        out_dir.resolve() / "logs")
+        rows = saved.read_text().splitlines()
         correct = 0
         for row in rows:
             name, _, digit = row.rpartition(": ")
             correct += int(digit) == digits.label_from_filename(name)
         accuracy = correct / len(rows) if rows else 0.0
         console.print(rows_table(head["rows"], "first 10 rows"))
-        summary = {"images": len(labelled), "rows": len(rows), "accuracy": accuracy, "url": out["url"]}
+        summary = {"images": len(labelled), "rows": len(rows), "accuracy": accuracy,
+                   "output": str(saved), "logs": str(saved.parent / "logs")}
+        # the private Azurite stops now: name the local copies, which outlive it
         print(f"demo: {summary['images']} images, {summary['rows']} rows, "
-              f"accuracy {summary['accuracy']:.3f}, output {summary['url']}", flush=True)
+              f"accuracy {summary['accuracy']:.3f}, output {summary['output']} "
+              f"(logs in {summary['logs']})", flush=True)
         return summary

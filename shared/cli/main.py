@@ -10,8 +10,10 @@ elsewhere is given with ``--source-dir``); the spec is validated before anything
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,18 +22,34 @@ import typer
 from azure.core.exceptions import AzureError
 
 from shared import environment, v2job
+from shared.cli import logs as joblog_cli
 from shared.cli import uploads
-from shared.cli.console import console, err_console, rows_table, status_table, upload_line, upload_progress, watch
+from shared.cli.console import (
+    console,
+    err_console,
+    files_table,
+    jobs_table,
+    models_table,
+    rows_table,
+    show_status,
+    upload_line,
+    upload_progress,
+    watch,
+)
+from shared.cli.reach import probe
 from shared.errors import ParallelRunError, SpecError, SubmitterError
 from shared.limits import Limits, check_spec_bytes, load_text
+from shared.service.jobs import joblogs, references
 from shared.service.jobs import lifecycle as jobs
 from shared.service.jobs.status import output_of
+from shared.service.ledger import decisions
 from shared.service.ledger.store import Ledger
-from shared.service.results import download_to, read_head
+from shared.service.results import download_folder, download_to, folder_files, read_head
 from shared.service.working import environments, models, snapshots
 from shared.settings import LOCAL_KEY_SETTING, Settings
-from shared.spec import ContainerName, parse_spec
-from shared.storage import Storage
+from shared.spec import ContainerName, parse_submission
+from shared.states import JobState
+from shared.storage import Storage, blob_path
 
 app = typer.Typer(help="ParallelRunStep-style batch inference on Azure Functions and Azure Storage.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -66,6 +84,7 @@ def load_settings() -> Settings:
 
 def _connect() -> tuple[Storage, Ledger]:
     storage = Storage(load_settings())
+    probe(storage)     # an answer in seconds, not after the SDK's minutes of retries
     storage.ensure()
     return storage, Ledger(storage.ledger)
 
@@ -83,7 +102,11 @@ def _overrides(sets: list[str] | None) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep:
             raise typer.BadParameter(f"--set takes FIELD=VALUE, got {item!r}")
-        out[key.strip()] = load_text(value, Limits()) if value else ""
+        try:
+            out[key.strip()] = load_text(value, Limits()) if value else ""
+        except SpecError as exc:
+            raise SpecError([{"field": key.strip(), "message": f"--set {item[:80]!r}: {e['message']}"}
+                             for e in exc.errors]) from None
     return out
 
 
@@ -169,7 +192,7 @@ def up(nodes: Annotated[int, typer.Option(help="host processes (stand-ins for in
     from shared.local.cluster import LocalCluster
     from shared.settings import azurite_connection_string
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
                         format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
     ports = parse_ports(azurite_ports or "10000,10001,10002")
@@ -199,7 +222,7 @@ def up(nodes: Annotated[int, typer.Option(help="host processes (stand-ins for in
         with LocalCluster(settings, nodes=nodes, http_port=port, log_dir=log_dir,
                           supervise=True) as cluster:
             err_console.print(f"local host: {nodes} node(s), API on {cluster.http_url}/api, "
-                              f"logs in {cluster.log_dir} — Ctrl-C to stop")
+                              f"logs in {cluster.log_dir} — Ctrl-C to stop", soft_wrap=True)
             while True:
                 time.sleep(3600)
     except KeyboardInterrupt:
@@ -225,7 +248,8 @@ def env_build(file: Annotated[Path, typer.Argument(help="a conda YAML or pip req
     started = time.monotonic()
     built = environments.Environments(into.resolve()).ensure(resolved, lambda line: console.print(line))
     what = "built" if built.built_now else "already built"
-    console.print(f"environment {built.key} {what} in {time.monotonic() - started:.1f} s: {built.path}")
+    console.print(f"environment {built.key} {what} in {time.monotonic() - started:.1f} s: {built.path}",
+                  soft_wrap=True)
 
 
 @app.command()
@@ -252,7 +276,7 @@ def model_register(name: str, path: Path) -> None:
 def model_list(as_json: JsonOpt = False) -> None:
     storage, _ = _connect()
     rows = [{"name": m.name, "version": m.version, "files": list(m.files)} for m in models.list_models(storage)]
-    _print(rows, as_json)
+    _print(rows if as_json else models_table(rows), as_json)
 
 
 def load_spec_file(path: Path, source_dir: Path | None, limits: Limits | None = None) -> dict[str, Any]:
@@ -298,29 +322,66 @@ def spec_folder(spec_path: Path, value: str, field: str = "source_directory") ->
 
 
 def _upload_source(storage: Storage, data: dict[str, Any]) -> dict[str, Any]:
-    """Validate the spec, then upload its local source_directory (saying what and how big first)."""
+    """Validate the spec, then upload its local source_directory (saying what and how big first).
+    A spec that is refused is refused whole before anything is uploaded: its bad fields, an entry
+    script the folder does not hold (naming the folder and its files) and the references the
+    service checks that do not hold."""
     src = data.get("source_directory")
     if not src or str(src).startswith(snapshots.PREFIX):
         return data
     limits = storage.settings.limits
-    spec = parse_spec({**data, "source_directory": snapshots.PREFIX + "0" * 64}, limits)
+    parsed = parse_submission({**data, "source_directory": snapshots.PREFIX + "0" * 64}, limits)
     size = snapshots.scan(src, limits)
-    if not (Path(src) / spec.entry_script).is_file():
-        raise SpecError([{"field": "entry_script", "message": f"{spec.entry_script} is not in "
-                          f"source_directory {src}"}])
+    errors, entry = list(parsed.errors), parsed.parts.entry_script
+    if entry is not None and not (Path(src) / entry).is_file():
+        errors.append({"field": "entry_script", "message": references.missing_entry_script(
+            entry, src, snapshots.relative_files(src))})
+    if errors:
+        raise SpecError(jobs.merged(errors + references.check(storage, parsed.parts, code=False).errors))
     err_console.print(f"uploading source_directory {src}: {size.files} file(s), "
                       f"{_size(size.expanded_bytes)}", soft_wrap=True)
     return {**data, "source_directory": snapshots.upload(storage, src)}
 
 
 def _wait_or_print(storage: Storage, ledger: Ledger, job_id: str, wait: bool, as_json: bool) -> None:
+    """The job id and how to watch it first; then (``wait``) its progress until it ends."""
     if not wait:
-        _print({"job_id": job_id} if as_json else f"submitted {job_id}", as_json)
+        if as_json:
+            _print({"job_id": job_id}, as_json)
+        else:
+            console.print(f"submitted {job_id}", soft_wrap=True)
+        err_console.print(f"watch it with `parallelrun status {job_id} --watch`, its logs with "
+                          f"`parallelrun logs {job_id} --follow`", soft_wrap=True, markup=False,
+                          highlight=False)
         return
-    st = watch(lambda: jobs.status(storage, ledger, job_id))
-    _print(st if as_json else status_table(st), as_json)
+    st = _watch_job(storage, ledger, job_id, announce=True)
+    _show(st, as_json)
     if st["state"] != "succeeded":
         raise typer.Exit(1)
+
+
+def _watch_job(storage: Storage, ledger: Ledger, job_id: str, announce: bool = False) -> dict[str, Any]:
+    """The live progress until the job ends (``announce``: after the job id and how to watch it,
+    inside the same guard, so that a Ctrl-C right after the id is shown is answered too); Ctrl-C
+    leaves the job running and says how to go on."""
+    try:
+        if announce:
+            err_console.print(f"submitted {job_id}: watch it with `parallelrun status {job_id} "
+                              f"--watch`, its logs with `parallelrun logs {job_id} --follow`",
+                              soft_wrap=True, markup=False, highlight=False)
+        return watch(lambda: jobs.status(storage, ledger, job_id))
+    except KeyboardInterrupt:
+        err_console.print(f"\njob {job_id} keeps running: watch it with `parallelrun status "
+                          f"{job_id} --watch`, or cancel it with `parallelrun cancel {job_id}`",
+                          soft_wrap=True, markup=False, highlight=False)
+        raise typer.Exit(130) from None
+
+
+def _show(st: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _print(st, as_json)
+    else:
+        show_status(console, st)
 
 
 @app.command()
@@ -355,15 +416,16 @@ def status(job_id: str, watch_: Annotated[bool, typer.Option("--watch")] = False
            as_json: JsonOpt = False) -> None:
     """State, counts, timings, throughput, output and first errors of a job."""
     storage, ledger = _connect()
-    st = watch(lambda: jobs.status(storage, ledger, job_id)) if watch_ else jobs.status(storage, ledger, job_id)
-    _print(st if as_json else status_table(st), as_json)
+    st = _watch_job(storage, ledger, job_id) if watch_ else jobs.status(storage, ledger, job_id)
+    _show(st, as_json)
 
 
 @app.command("jobs")
 def list_jobs(limit: int = 20, as_json: JsonOpt = False) -> None:
     """Recent jobs, newest first."""
-    storage, _ = _connect()
-    _print(jobs.list_jobs(storage, limit), as_json)
+    storage, ledger = _connect()
+    rows = jobs.list_jobs(storage, limit, ledger)
+    _print(rows if as_json else jobs_table(rows), as_json)
 
 
 @app.command()
@@ -371,36 +433,140 @@ def cancel(job_id: str) -> None:
     """Stop a job: unrun mini-batches are dropped, finished output is kept."""
     storage, ledger = _connect()
     job = jobs.cancel(storage, ledger, job_id)
-    console.print(f"{job.job_id}: {job.state} {job.error}")
+    if job.stop_reason == decisions.CANCELLED and not JobState(job.state).terminal:
+        console.print(f"{job.job_id}: {job.stop_reason}; running mini-batches finish, then what "
+                      f"finished is written. Follow it with `parallelrun status {job.job_id} --watch`",
+                      soft_wrap=True, markup=False, highlight=False)
+    else:
+        console.print(f"{job.job_id}: {job.state}{' — ' + job.error if job.error else ''} "
+                      "(not cancelled: it had already stopped or finished)", soft_wrap=True,
+                      markup=False, highlight=False)
 
 
 @app.command()
 def results(job_id: str, head: int = 10,
-            download: Annotated[Path | None, typer.Option(help="save the output file here")] = None) -> None:
-    """Show the first rows of a job's output, or download it."""
+            download: Annotated[Path | None, typer.Option(
+                help="save the output here (a summary_only job: the files its script wrote)")] = None,
+            with_logs: Annotated[bool, typer.Option("--logs", help="with --download: the logs/ "
+                                                                    "folder too, into DIR/logs/")] = False
+            ) -> None:
+    """Show the first rows of a job's output (a summary_only job: the files its script wrote),
+    or download it."""
     storage, ledger = _connect()
-    out = output_of(storage, ledger.get_job(jobs.check_job_id(job_id)))
+    job = ledger.get_job(jobs.check_job_id(job_id))
+    out = output_of(storage, job)
     if out.replaced_by:
         raise ParallelRunError(f"job {job_id}: output replaced by job {out.replaced_by}")
-    if out.blob is None:
-        raise ParallelRunError(f"job {job_id} writes no rows (output_action summary_only)")
+    if with_logs and not download:
+        raise typer.BadParameter("--logs needs --download DIR")
     if download:
-        path = download_to(storage, out.container, out.blob, download / Path(out.blob).name)
-        console.print(f"saved {path}")
+        _download_results(storage, job_id, out, download, with_logs)
+    elif out.blob is None:
+        _list_script_files(storage, job_id, out, head)
     else:
         console.print(rows_table(read_head(storage, out.container, out.blob, head), f"first {head} rows"))
-        console.print(out.url, soft_wrap=True)
+        # where the rows are, and the command that fetches them (the URL needs credentials)
+        console.print(f"output: {out.container}/{out.blob}; all of it: parallelrun results {job_id} "
+                      "--download DIR", soft_wrap=True, markup=False, highlight=False)
+
+
+SCRIPT_FILES_SHOWN = 50    # files `results` lists of a summary_only job
+
+
+def _list_script_files(storage: Storage, job_id: str, out: Any, head: int) -> None:
+    files, more = folder_files(storage, out.container, out.prefix, exclude="logs/",
+                               limit=max(head, SCRIPT_FILES_SHOWN))
+    folder = f"{out.container}/{blob_path(out.prefix, '')}"
+    if not files:
+        console.print(f"job {job_id} (summary_only) has no files from its script in {folder} yet",
+                      soft_wrap=True, markup=False, highlight=False)
+        return
+    console.print(f"files the script wrote to {folder}" + (" (the first ones)" if more else ""),
+                  soft_wrap=True, markup=False, highlight=False)
+    console.print(files_table(files, ""))
+    console.print(f"parallelrun results {job_id} --download DIR", soft_wrap=True, markup=False,
+                  highlight=False)
+
+
+def _download_results(storage: Storage, job_id: str, out: Any, dest: Path, with_logs: bool) -> None:
+    if out.blob is None:
+        saved = download_folder(storage, out.container, out.prefix, dest, exclude="logs/")
+        console.print(f"saved {len(saved)} file(s) the script wrote to {dest.resolve()}",
+                      soft_wrap=True, markup=False, highlight=False)
+    else:
+        path = download_to(storage, out.container, out.blob, dest / Path(out.blob).name)
+        console.print(f"saved {path.resolve()}", soft_wrap=True, markup=False, highlight=False)
+    if with_logs:
+        logs = download_folder(storage, out.container, blob_path(out.prefix, "logs"), dest / "logs")
+        console.print(f"saved {len(logs)} log file(s) to {(dest / 'logs').resolve()}",
+                      soft_wrap=True, markup=False, highlight=False)
+
+
+LogKind = Annotated[str | None, typer.Option(
+    "--kind", help="stdout|stderr|entry|error|sys|job (entry: EntryScript().logger)")]
+
+
+@app.command()
+def logs(job_id: str,
+         path: Annotated[str | None, typer.Argument(help="one file, relative to logs/ "
+                                                          "(as --list prints it)")] = None,
+         follow: Annotated[bool, typer.Option("--follow", "-f",
+                                              help="print what is appended until the job ends")] = False,
+         node: Annotated[str | None, typer.Option(help="only this node's files")] = None,
+         process: Annotated[str | None, typer.Option(help="only this process's files")] = None,
+         kind: LogKind = None,
+         list_: Annotated[bool, typer.Option("--list", help="list the files, not their contents")] = False,
+         as_json: JsonOpt = False) -> None:
+    """A job's log files (what the script printed and logged, its tracebacks, the job's result),
+    each under a header; --follow keeps printing what is appended until the job has ended."""
+    storage, ledger = _connect()
+    job = ledger.get_job(jobs.check_job_id(job_id))
+    filters = joblog_cli.Filters(node or "", process or "", kind or "", path or "")
+    if list_:
+        listing = joblogs.list_files(storage, job, node=filters.node, process=filters.process,
+                                     kind=filters.kind)
+        _list_logs(listing, filters, as_json)
+        return
+    try:
+        if follow:
+            joblog_cli.follow(storage, ledger, job.job_id, filters, sys.stdout)
+        elif not joblog_cli.print_files(storage, job, filters, sys.stdout):
+            err_console.print(f"job {job_id} has no log files{' matching' if node or process or kind or path else ''} "
+                              f"in {joblogs.location(job)} yet", soft_wrap=True, markup=False,
+                              highlight=False)
+            if path:
+                raise typer.Exit(1)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _list_logs(listing: joblogs.Listing, filters: joblog_cli.Filters, as_json: bool) -> None:
+    files = filters.select(listing.files)
+    if as_json:
+        _print({**listing.to_dict(), "files": [f.__dict__ for f in files]}, True)
+        return
+    console.print(f"log files in {listing.location}", soft_wrap=True, markup=False, highlight=False)
+    console.print(files_table([(f.path, f.size) for f in files], ""))
+    if listing.truncated:
+        err_console.print(listing.note)
+    console.print(f"parallelrun logs {listing.job_id} PATH", soft_wrap=True, markup=False, highlight=False)
 
 
 @app.command()
 def demo(nodes: Annotated[int, typer.Option(help="host processes")] = 2,
-         port: Annotated[int, typer.Option(help="HTTP port (a free one if taken)")] = 7071) -> None:
-    """Replay the PRS MNIST tutorial end to end on a private Azurite."""
+         port: Annotated[int, typer.Option(help="HTTP port (a free one if taken)")] = 7071,
+         out: Annotated[Path, typer.Option(help="where the output and logs are saved")] = Path("parallelrun-demo"),
+         ) -> None:
+    """Replay the PRS MNIST tutorial end to end on a private Azurite; saves its output and logs
+    in a local folder (the private Azurite stops with the demo)."""
     from shared.cli.demo import run_demo
-    run_demo(nodes=nodes, port=port)
+    run_demo(nodes=nodes, port=port, out_dir=out)
 
 
 def main() -> None:
+    # the service code the CLI calls logs what its operators need (e.g. "job stopped"); the CLI
+    # says it in its own words, so only errors of those logs are shown (`up` shows its own)
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr, format="%(levelname)s %(message)s")
     try:
         app()
     except SpecError as exc:

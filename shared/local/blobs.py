@@ -26,6 +26,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
+from shared.local.cpustats import stage
 from shared.local.invocation import FunctionSpec, StatsBook, resolve_expression
 from shared.local.receipts import MAX_ATTEMPTS, PENDING, Receipt, decide
 from shared.settings import Settings
@@ -128,15 +129,16 @@ class BlobTrigger:
     # -- the scan loop ---------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._heartbeat()
-            if time.monotonic() >= self._next_scan:
-                try:
-                    self._scan()
-                except AzureError as exc:
-                    log.warning("blob trigger %s: scanning %s failed: %s", self.spec.name,
-                                self.path, exc)
-                self._next_scan = time.monotonic() + (FAST_SCAN_S if self._fast
-                                                      else SCAN_INTERVAL_S)
+            with stage("blob trigger: scan and heartbeat"):
+                self._heartbeat()
+                if time.monotonic() >= self._next_scan:
+                    try:
+                        self._scan()
+                    except AzureError as exc:
+                        log.warning("blob trigger %s: scanning %s failed: %s", self.spec.name,
+                                    self.path, exc)
+                    self._next_scan = time.monotonic() + (FAST_SCAN_S if self._fast
+                                                          else SCAN_INTERVAL_S)
             self._wake.wait(min(FAST_SCAN_S if self._fast else SCAN_INTERVAL_S, self.lease_s / 6))
             self._wake.clear()
         while self.in_flight:   # keep the claims alive until the invocations end
@@ -236,9 +238,10 @@ class BlobTrigger:
         receipt = entry.receipt
         client = self._source.get_blob_client(entry.name)
         try:
-            download = client.download_blob(etag=receipt.blob_etag,
-                                            match_condition=MatchConditions.IfNotModified)
-            data = download.readall()
+            with stage("blob trigger: binding"):
+                download = client.download_blob(etag=receipt.blob_etag,
+                                                match_condition=MatchConditions.IfNotModified)
+                data = download.readall()
         except (ResourceModifiedError, ResourceNotFoundError):
             log.info("blob trigger %s blob=%s: version %s is gone, skipping", self.spec.name,
                      entry.name, receipt.blob_etag)
@@ -271,7 +274,7 @@ class BlobTrigger:
         self._finish(entry, "done")
 
     def _finish(self, entry: _Running, state: str) -> None:
-        with entry.lock:
+        with stage("blob trigger: receipt"), entry.lock:
             entry.done = True
             self._update(entry, state=state, heartbeat=time.time())
         self._wake.set()

@@ -161,7 +161,7 @@ class FunctionsAsgiApp:
         headers: dict[str, str] = {}
         for key, value in request.headers.items():
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        req = func.HttpRequest(request.method.upper(), str(request.url), headers=headers,
+        req = func.HttpRequest(request.method.upper(), sent_url(request), headers=headers,
                                params=dict(request.query_params), route_params=params,
                                body=body)
         spec = route.spec
@@ -182,6 +182,16 @@ class FunctionsAsgiApp:
         log.debug("http trigger %s %s %s -> %d in %.3fs", spec.name, req.method,
                   request.url.path, response.status_code, time.monotonic() - started)
         return response
+
+
+def sent_url(request: Request) -> str:
+    """The URL as the client sent it, still percent-encoded, as the Functions host passes it on.
+    The ASGI adapter parses the URL again and then decodes its path: given a decoded path, it
+    would cut a job id at a ``;``, ``?`` or ``#`` (``/api/jobs/%3Bx`` answered as ``/api/jobs/``)."""
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string", b"")
+    base = f"{request.url.scheme}://{request.url.netloc}"
+    return base + raw.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
 
 
 def to_response(result: Any) -> Response:

@@ -11,7 +11,9 @@ node exits, its scoring processes are killed with their process groups, so none 
 :class:`~shared.local.cluster.LocalCluster` starts one per node (``--nodes N``).
 Once every listener runs it prints one line ``parallelrun-local node <ID> ready [http=<URL>]`` on
 stdout, which the cluster waits for. The lease is ``PARALLELRUN_LOCAL_LEASE_S`` (default 30 s).
-``kill -USR1 <pid>`` writes every thread's stack to the node's log (for a stuck node).
+``kill -USR1 <pid>`` writes every thread's stack to the node's log (for a stuck node). With
+``PARALLELRUN_LOCAL_CPU_DIR`` set, ``kill -USR2 <pid>`` writes the node's CPU accounting there
+(:mod:`shared.local.cpustats`; ``PARALLELRUN_LOCAL_PROFILE=1`` adds a profile of every thread).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
+from shared.local import cpustats
 from shared.local.host import DEFAULT_APP, DEFAULT_HOST_JSON, LocalHost, load_app
 from shared.local.procs import kill_children, watch_parent
 from shared.settings import Settings
@@ -64,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
+    cpustats.install(args.node_id)   # opt-in: PARALLELRUN_LOCAL_CPU_DIR (kill -USR2 writes it)
     if args.parent_fd is not None:
         watch_parent(args.parent_fd, lambda: stop.request("its parent is gone"))
     try:

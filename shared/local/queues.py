@@ -32,6 +32,7 @@ import azure.functions as func
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 from azure.storage.queue import QueueClient, QueueMessage
 
+from shared.local.cpustats import stage
 from shared.local.hostconfig import QueueHostConfig
 from shared.local.invocation import FunctionSpec, StatsBook
 from shared.storage import Storage
@@ -138,7 +139,8 @@ class QueueConsumer:
             if self._stop.is_set():
                 return
             try:
-                received = self._receive()
+                with stage("queue: receive"):
+                    received = self._receive()
             except AzureError as exc:
                 log.warning("queue trigger %s: receive from %s failed: %s",
                             self.spec.name, self.queue_name, exc)
@@ -175,7 +177,9 @@ class QueueConsumer:
             self._stats.add(self.spec.name, invocations=1)
             started = time.monotonic()
             try:
-                self.spec.invoke(self._binding(message))
+                with stage("queue: binding"):
+                    binding = self._binding(message)
+                self.spec.invoke(binding)
             except Exception:  # noqa: BLE001 - any failure of user code is a failed invocation
                 log.exception("queue trigger %s msg=%s dequeue=%d failed after %.3fs",
                               self.spec.name, message.id, message.dequeue_count,
@@ -212,7 +216,7 @@ class QueueConsumer:
             time_next_visible=message.next_visible_on, pop_receipt=message.pop_receipt)
 
     def _finish(self, entry: InFlight, action: Callable[[InFlight, str], None]) -> None:
-        with entry.lock:
+        with stage("queue: delete or release"), entry.lock:
             entry.done = True
             if entry.lost:
                 log.warning("queue trigger %s msg=%s: lease was lost, leaving the message to "
@@ -251,7 +255,8 @@ class QueueConsumer:
                 entries = list(self._in_flight.values())
             for entry in entries:
                 if time.monotonic() - entry.renewed_at >= every:
-                    self._renew(entry)
+                    with stage("queue: lease renewal"):
+                        self._renew(entry)
 
     def _renew(self, entry: InFlight) -> None:
         with entry.lock:

@@ -29,6 +29,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsE
 from azure.functions.timer import TimerRequest
 from azure.storage.blob import BlobClient, BlobLeaseClient
 
+from shared.local.cpustats import stage
 from shared.local.invocation import FunctionSpec, StatsBook, resolve_expression
 from shared.settings import Settings
 from shared.storage import Storage
@@ -184,20 +185,22 @@ class TimerTrigger:
              once_per_occurrence: bool = True) -> bool:
         """Run the function for ``occurrence`` unless another node holds the timer or already ran
         this occurrence; returns whether it ran here."""
-        lease = self._acquire()
+        with stage("timer: lease"):
+            lease = self._acquire()
         if lease is None:
             log.debug("timer %s: %s runs elsewhere", self.spec.name, occurrence.isoformat())
             return False
         renewing = threading.Event()
         renewer = threading.Thread(target=self._renew, args=(lease, renewing), daemon=True)
         try:
-            status = self._status()
-            last = status.get("last")
-            if once_per_occurrence and last and dt.datetime.fromisoformat(last) >= occurrence:
-                return False
-            self._write_status(lease, {
-                "last": occurrence.isoformat(), "by": self.node_id,
-                "next": self.schedule.next_after(max(occurrence, self._clock())).isoformat()})
+            with stage("timer: status"):
+                status = self._status()
+                last = status.get("last")
+                if once_per_occurrence and last and dt.datetime.fromisoformat(last) >= occurrence:
+                    return False
+                self._write_status(lease, {
+                    "last": occurrence.isoformat(), "by": self.node_id,
+                    "next": self.schedule.next_after(max(occurrence, self._clock())).isoformat()})
             renewer.start()
             self._invoke(past_due, status)
             return True
@@ -206,7 +209,8 @@ class TimerTrigger:
             if renewer.is_alive():
                 renewer.join()
             try:
-                lease.release()
+                with stage("timer: lease"):
+                    lease.release()
             except AzureError as exc:   # it expires by itself
                 log.info("timer %s: lease release failed: %s", self.spec.name, exc)
 
@@ -257,6 +261,7 @@ class TimerTrigger:
     def _renew(self, lease: BlobLeaseClient, done: threading.Event) -> None:
         while not done.wait(LEASE_S / 3):
             try:
-                lease.renew()
+                with stage("timer: lease"):
+                    lease.renew()
             except AzureError as exc:
                 log.warning("timer %s: lease renewal failed: %s", self.spec.name, exc)

@@ -9,7 +9,8 @@ spec can never leave their container: no leading ``/``, no ``.``/``..`` segments
 
 By concept: :mod:`~shared.spec.checks` (the fields' rules, what is not supported yet, the
 mini-batch size grammar), :mod:`~shared.spec.inputs` (inputs, side inputs, output),
-:mod:`~shared.spec.job` (:class:`JobSpec`) and :mod:`~shared.spec.parsing` (:func:`parse_spec`).
+:mod:`~shared.spec.job` (:class:`JobSpec`), :mod:`~shared.spec.parts` (what a submission's
+reference checks read) and :mod:`~shared.spec.parsing` (:func:`parse_spec`, :func:`parse_submission`).
 Importers use the names below, from ``shared.spec``.
 """
 
@@ -25,7 +26,8 @@ from shared.spec.checks import (
 )
 from shared.spec.inputs import InputSpec, OutputSpec, SideInputSpec
 from shared.spec.job import JobSpec
-from shared.spec.parsing import parse_spec
+from shared.spec.parsing import Parsed, parse_spec, parse_submission
+from shared.spec.parts import ModelRef, SpecParts
 
 __all__ = [
     "BINDING_RE",
@@ -37,8 +39,12 @@ __all__ = [
     "ContainerName",
     "InputSpec",
     "JobSpec",
+    "ModelRef",
     "OutputSpec",
+    "Parsed",
     "SideInputSpec",
+    "SpecParts",
     "parse_mini_batch_size",
     "parse_spec",
+    "parse_submission",
 ]

@@ -51,12 +51,15 @@ class JobSpec(BaseModel):
     description: str | None = None
     entry_script: Annotated[str, AfterValidator(check_entry_script)]
     source_directory: Annotated[str, AfterValidator(check_source_directory)] | None = None
-    inputs: Annotated[list[InputSpec], Field(min_length=1), BeforeValidator(name_inputs),
+    inputs: Annotated[list[InputSpec], Field(min_length=1),
+                      BeforeValidator(name_inputs, json_schema_input_type=Annotated[
+                          list[str | InputSpec], Field(min_length=1)]),
                       AfterValidator(check_inputs)]
-    output: Annotated[OutputSpec | None, BeforeValidator(output_shorthand)] = None
+    output: Annotated[OutputSpec | None, BeforeValidator(
+        output_shorthand, json_schema_input_type=str | OutputSpec | None)] = None
     mini_batch_size: str | int = Field("10", validate_default=True)
     error_threshold: Int = Field(-1, ge=-1)
-    allowed_failed_count: Int | None = Field(None, ge=-1)
+    allowed_failed_count: Annotated[int, Field(ge=-1), BeforeValidator(no_bool)] | None = None
     allowed_failed_percent: Annotated[float, BeforeValidator(no_bool),
                                       rule(lambda v: v == -1 or 0 <= v <= 100,
                                             "{v} must be between 0 and 100, or -1")] | None = None
@@ -67,14 +70,16 @@ class JobSpec(BaseModel):
         "{v!r} must be a file name of at most 255 characters, without path separators or any of "
         "~\"#%&*:<>?/\\{{|}} (PRS rule)")] = "parallel_run_step.txt"
     node_count: Int = Field(1, ge=1)
-    process_count_per_node: Int | None = Field(None, ge=1)
+    process_count_per_node: Annotated[int, Field(ge=1), BeforeValidator(no_bool)] | None = None
     logging_level: Annotated[str, BeforeValidator(check_logging_level)] = "INFO"
     run_invocation_timeout: Int = Field(60, gt=0)
     run_max_try: Int = Field(3, ge=1)
-    environment_variables: Annotated[dict[str, str], BeforeValidator(stringify),
-                                     AfterValidator(check_environment_variables)] | None = None
-    arguments: Annotated[list[str], BeforeValidator(stringify), AfterValidator(check_arguments)] = []
-    models: Annotated[list[str], BeforeValidator(lambda v: [] if v is None else v),
+    environment_variables: Annotated[dict[str, str], BeforeValidator(stringify, json_schema_input_type=dict[
+        str, str | int | float | bool]), AfterValidator(check_environment_variables)] | None = None
+    arguments: Annotated[list[str], BeforeValidator(stringify, json_schema_input_type=list[str | int | float | bool]),
+                         AfterValidator(check_arguments)] = []
+    models: Annotated[list[str], BeforeValidator(lambda v: [] if v is None else v,
+                                                 json_schema_input_type=list[str] | None),
                       AfterValidator(check_models)] = []
     # what ${{inputs.NAME}} / ${{outputs.NAME}} in arguments stand for: "model:NAME" (one of
     # `models`: its path, as Model.get_model_path gives it) or "output" (the output folder)
@@ -99,7 +104,7 @@ class JobSpec(BaseModel):
             data = {**data, "mini_batch_size": "1MB" if tabular else "10"}
         return data
 
-    @field_validator("mini_batch_size", mode="plain")
+    @field_validator("mini_batch_size", mode="plain", json_schema_input_type=str | int)
     @classmethod
     def _mini_batch_size(cls, v: Any, info: ValidationInfo) -> str | int:
         inputs = info.data.get("inputs")  # absent when invalid: then accept either grammar
@@ -169,15 +174,20 @@ class JobSpec(BaseModel):
         """The normalised spec as JSON-able data, None fields left out; it parses back to an equal spec."""
         return self.model_dump(mode="json", exclude_none=True)
 
-    def with_overrides(self, overrides: Mapping[str, Any], limits: Limits | None = None) -> JobSpec:
-        """A re-validated copy with top-level fields replaced; a None value restores the default."""
-        # imported here, not at the top: shared.spec.parsing imports this module (for JobSpec)
-        from shared.spec.parsing import parse_spec
-
+    def overridden(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """This spec's data with top-level fields replaced (a None value restores the default),
+        to be validated again."""
         data = self.to_dict()
         for key, value in overrides.items():
             if value is None:
                 data.pop(key, None)
             else:
                 data[key] = value
-        return parse_spec(data, limits)
+        return data
+
+    def with_overrides(self, overrides: Mapping[str, Any], limits: Limits | None = None) -> JobSpec:
+        """A re-validated copy with top-level fields replaced; a None value restores the default."""
+        # imported here, not at the top: shared.spec.parsing imports this module (for JobSpec)
+        from shared.spec.parsing import parse_spec
+
+        return parse_spec(self.overridden(overrides), limits)

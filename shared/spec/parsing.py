@@ -1,11 +1,13 @@
 """Parsing a spec: JSON/YAML text or a mapping, v1 (PRS's) or v2 (an Azure ML parallel job, taken
 as it is), validated into a :class:`~shared.spec.job.JobSpec` or refused with one SpecError that
-names every bad field."""
+names every bad field; for a submission, with the parts that are still valid
+(:mod:`shared.spec.parts`)."""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,6 +17,7 @@ from shared.errors import SpecError
 from shared.limits import Limits, check_spec_size, check_value, load_text
 from shared.spec.inputs import InputSpec, OutputSpec
 from shared.spec.job import JobSpec
+from shared.spec.parts import SpecParts
 
 
 def parse_spec(data: Mapping[str, Any] | str | bytes, limits: Limits | None = None) -> JobSpec:
@@ -28,22 +31,41 @@ def parse_spec(data: Mapping[str, Any] | str | bytes, limits: Limits | None = No
     spec read back from the ledger was accepted under them and is trusted (``None``); text is
     always parsed within the default limits at least.
     """
+    parsed = parse_submission(data, limits)
+    if parsed.spec is None:
+        raise SpecError(parsed.errors)
+    return parsed.spec
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A submission as parsed: the spec (None when a field is bad), the schema's errors, and
+    the parts that name stored things, each valid by itself (for the reference checks)."""
+
+    spec: JobSpec | None
+    errors: list[dict[str, str]]
+    parts: SpecParts
+
+
+def parse_submission(data: Mapping[str, Any] | str | bytes, limits: Limits | None = None) -> Parsed:
+    """:func:`parse_spec` for a submission that goes on to check references: bad fields do not
+    raise, they come back with the parts that are still valid. What is over a limit, or not a
+    mapping at all, still raises SpecError (then there is nothing to check)."""
     raw = _load(data, limits or Limits())
     if limits is not None:
         check_value(raw, limits)
     v2 = v2job.is_v2(raw)
     if v2:
         raw = v2job.translate(raw)
+    rename = v2job.v2_field if v2 else str
     try:
         spec = JobSpec.model_validate(raw)
     except ValidationError as exc:
-        errors = _errors(exc)
-        if v2:
-            errors = [{**e, "field": v2job.v2_field(e["field"])} for e in errors]
-        raise SpecError(errors) from None
+        errors = [{**e, "field": rename(e["field"])} for e in _errors(exc)]
+        return Parsed(None, errors, SpecParts.salvage(raw, rename))
     if limits is not None:
         check_spec_size(spec.to_dict(), limits)
-    return spec
+    return Parsed(spec, [], SpecParts.of(spec, rename))
 
 
 def _load(data: Mapping[str, Any] | str | bytes, limits: Limits) -> dict[str, Any]:

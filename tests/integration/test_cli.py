@@ -150,6 +150,8 @@ def test_submit_status_and_results(run: Cli, host: LocalHost, tmp_path: Path) ->
     rows = expected_rows()
     assert rows[0].strip() in head and rows[1].strip() in head
     assert rows[2].strip() not in head
+    # where the rows are and the command for all of them, not a URL that needs credentials
+    assert f"results {job_id} --download DIR" in " ".join(head.split()) and "http" not in head
 
     saved = run("results", job_id, "--download", str(tmp_path / "dl")).stdout
     path = tmp_path / "dl" / "parallel_run_step.txt"
@@ -211,7 +213,7 @@ def test_cancel_stops_a_running_job(run: Cli, host: LocalHost, tmp_path: Path,
 def test_an_invalid_spec_exits_2_naming_every_bad_field(
         env: None, tmp_path: Path, storage: Storage, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    storage.ensure_container("clidata")
+    storage.ensure_container("clidata").upload_blob("in/f0.txt", b"0", overwrite=True)   # the input is fine
     spec = write_job(tmp_path, name="Bad_Name", run_max_try=0, models=[])
     code, out, err = entry_point(monkeypatch, capsys, "submit", str(spec),
                                  "--set", "mini_batch_size=abc")

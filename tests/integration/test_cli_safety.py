@@ -45,7 +45,7 @@ def test_a_source_directory_outside_the_spec_folder_is_refused_and_nothing_uploa
 def test_a_folder_elsewhere_is_given_explicitly_with_source_dir(
         env: None, tmp_path: Path, storage: Storage, monkeypatch: pytest.MonkeyPatch,
         capsys: Capture) -> None:
-    storage.ensure_container("clidata")
+    storage.ensure_container("clidata").upload_blob("in/f0.txt", b"0", overwrite=True)   # an input lists a file
     elsewhere = tmp_path / "elsewhere"
     shutil.copytree(SCRIPTS, elsewhere, ignore=shutil.ignore_patterns("__pycache__"))
     spec = write_job(tmp_path, source_directory="../../elsewhere", models=[])

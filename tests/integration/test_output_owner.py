@@ -25,6 +25,7 @@ def test_an_output_has_one_owner(host: LocalHost, api: httpx.Client, storage: St
                                  code: str) -> None:
     put_files(storage, "ownedin", {f"o{i:03d}.txt": b"x" for i in range(10)})
     put_files(storage, "ownedsmall", {f"s{i:03d}.txt": b"x" for i in range(5)})
+    storage.ensure_container("owned")        # an output container must exist at submit
     first = submit(api, spec(code, "ownedin", "owned/shared/run",
                              arguments=["--mode", "slow", "--delay", "2"]))
     # while the first is not finished: the same folder, one inside it, one around it

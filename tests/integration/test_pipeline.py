@@ -58,6 +58,7 @@ def test_dataframe_results_are_space_separated_rows(
 def test_summary_only_keeps_files_the_script_writes_to_its_output_dir(
         host: LocalHost, api: httpx.Client, storage: Storage, code: str) -> None:
     put_files(storage, "sumin", {f"img{i}.png": b"x" for i in range(5)})
+    storage.ensure_container("results")      # an output container must exist at submit
     job_id = submit(api, {"name": "summary", "entry_script": "summary_only.py",
                           "source_directory": code, "inputs": ["sumin/"], "mini_batch_size": "2",
                           "output_action": "summary_only",

@@ -87,12 +87,15 @@ def test_the_queue_holds_at_most_one_window_of_a_job(settings: Settings, storage
 
 @pytest.mark.scores_nothing
 @pytest.mark.stops_jobs
-def test_an_input_that_matches_nothing_fails_the_job_with_a_clear_reason(
+def test_an_input_emptied_after_submit_fails_the_job_with_a_clear_reason(
         settings: Settings, storage: Storage, code: str) -> None:
-    storage.ensure_container("emptyin")
+    """Submit refuses an input that matches nothing; one emptied before it is planned fails
+    planning, naming it."""
+    put_files(storage, "emptyin", {"x/only.txt": b"1"})
     rt = runtime.configure(settings)
     try:
         job = jobs.submit(storage, rt.ledger, spec(code, [{"container": "emptyin", "prefix": "x/"}]))
+        storage.container("emptyin").delete_blob("x/only.txt")
         with LocalHost(load_app(), settings, lease_s=10) as host:
             host.drain()
         status = jobs.status(storage, rt.ledger, job.job_id)

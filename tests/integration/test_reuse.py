@@ -233,6 +233,7 @@ def test_submit_no_reuse_runs_a_job_that_would_be_reused(
 def test_a_summary_only_job_reused_into_another_folder_gets_the_files_the_script_wrote(
         storage: Storage, host: LocalHost, code: str, folder: str) -> None:
     inputs(storage, folder)
+    storage.ensure_container("reuseout")      # an output container must exist at submit
     base = {"name": "reuse-summary", "entry_script": "summary_only.py", "source_directory": code,
             "inputs": [f"{CONTAINER}/{folder}/"], "mini_batch_size": "2",
             "output_action": "summary_only"}

@@ -90,6 +90,7 @@ def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 def test_a_v2_pipeline_job_runs_as_it_is(cli_env: None, host: LocalHost, storage: Storage,
                                          tmp_path: Path) -> None:
     put_files(storage, "v2data", {f"in/f{i}.txt": str(i).encode() for i in range(5)})
+    storage.ensure_container("v2out")    # the output's datastore exists, as in Azure ML
     register_text_model(storage, tmp_path, "echo", "weights-1")
     folder = tmp_path / "job"
     shutil.copytree(SCRIPTS, folder / "code", ignore=shutil.ignore_patterns("__pycache__"))
@@ -138,9 +139,14 @@ def test_a_v2_job_with_what_has_no_equivalent_is_refused_by_its_v2_field_names(
 def test_a_bad_v2_field_value_is_named_by_its_v2_name(storage: Storage) -> None:
     doc = yaml.safe_load(PIPELINE)
     doc["jobs"]["batch_scoring"]["max_concurrency_per_instance"] = 0
+    put_files(storage, "v2data", {"in/f0.txt": b"0"})
+    storage.ensure_container("v2out")
     with pytest.raises(SpecError) as refused:
         jobs.submit(storage, Ledger(storage.ledger), doc)
-    assert [e["field"] for e in refused.value.errors] == ["max_concurrency_per_instance"]
+    # with the references the valid fields make that do not hold here, under their v2 names too:
+    # the code is a local folder (the CLI would upload it) and model echo is not registered
+    assert [e["field"] for e in refused.value.errors] == ["max_concurrency_per_instance", "task.code",
+                                                          "models.0"]
 
 
 def test_the_mnist_example_runs_as_a_v2_parallel_job(cli_env: None, host: LocalHost, storage: Storage,

@@ -63,3 +63,38 @@ def test_the_block_between_the_markers_is_replaced(tmp_path: Path) -> None:
     doc.write_text("# Performance\n\nintro\n\n<!-- a -->\nold\n<!-- b -->\n\n## After\n")
     report.write(doc, "new figures\n", "<!-- a -->", "<!-- b -->")
     assert doc.read_text() == "# Performance\n\nintro\n\n<!-- a -->\nnew figures\n<!-- b -->\n\n## After\n"
+
+
+def cpu(worker: float, emulation: float, scoring: float, azurite: float, batch: int) -> dict:
+    return {k: {"cpu_s": v * 10, "ms_per_item": v, "ms_per_batch": v * batch}
+            for k, v in (("worker", worker), ("emulation", emulation), ("scoring", scoring),
+                         ("azurite", azurite))}
+
+
+def test_our_cpu_per_item_is_shown_per_kind_beside_the_minimal_client() -> None:
+    res = results(best=750, five=450, trips=5.5, cold=2.0)
+    res["grid"] = [{**cell(5, 450), "mini_batches": 2000, "cpu": cpu(8.0, 2.0, 1.0, 6.0, 5),
+                    "cpu_breakdown": {"emulation": {"queue: receive": 2.0, "queue: delete or release": 4.0}}},
+                   {**cell(200, 750), "mini_batches": 50, "cpu": cpu(1.0, 0.1, 0.5, 3.0, 200)},
+                   {**cell(200, 700, processes=1), "mini_batches": 50, "cpu": cpu(9.0, 9.0, 9.0, 9.0, 200)}]
+    res["client"] = [{"name": "minimal client (pipelined)", "client": "pipelined", "cpu_ms_per_item": 0.1,
+                      "notes": "floor"},
+                     {"name": "minimal client (streams)", "client": "streams", "cpu_ms_per_item": 1.2,
+                      "azurite_ms_per_item": 2.5, "notes": "bare HTTP"}]
+    prices = {k: 0.0 for k in ("flex_gb_s", "flex_executions_per_million", "blob_read_per_10k",
+                               "blob_write_per_10k", "blob_list_per_10k", "queue_per_10k", "table_per_10k")}
+    text = report.render(res, prices, 2.0)
+    section = text.split("### Our CPU per item", 1)[1].split("###", 1)[0]
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]]
+            for r in section.splitlines() if r.startswith("| ")}
+    # the 2 processes x 1 node cell of each size; ours = our code in the host + scoring
+    assert rows["host process: our code (worker, planner, finalizer)"] == ["8.00, 40.0", "1.00, 200.0"]
+    ours = next(v for k, v in rows.items() if k.startswith("**ours"))
+    assert ours == ["**9.00**, 45.0", "**1.50**, 300.0"]
+    assert rows["minimal client (streams): bare HTTP"] == ["1.200 (ours: 7.5x)", "1.200 (ours: 1.2x)"]
+    assert rows["minimal client (pipelined): floor"] == ["0.100 (ours: 90.0x)", "0.100 (ours: 15.0x)"]
+    # the targets compare with the streams client, not the floor
+    assert "queue: delete or release 2.00, queue: receive 1.00" in section   # ms per mini-batch
+    judged = verdicts(text)
+    assert judged["our CPU per image, mini_batch_size 200: <= 1.5x the minimal client's"] == "met"
+    assert judged["our CPU per image, mini_batch_size 5: <= 3 ms"] == "**missed**"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.service.jobs.lifecycle import internal_names, reserved_name_errors
+from shared.service.jobs.references import internal_names, reserved_name_errors
 from shared.settings import Settings
 from shared.spec import parse_spec
 

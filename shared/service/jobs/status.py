@@ -70,6 +70,8 @@ class Output:
 
 @dataclass(frozen=True)
 class JobStatus:
+    """A job's status: state, counts, timings, throughput, where the time went, output, errors."""
+
     job_id: str
     name: str
     state: JobState
@@ -120,7 +122,7 @@ def job_status(storage: Storage, ledger: Ledger, job: JobRow, error_limit: int =
         throughput={"items_per_s": round((totals.items_succeeded + totals.items_failed) / elapsed, 2)
                     if elapsed else 0.0},
         stages=_stages(totals),
-        output=output_of(storage, job, partial=state.terminal and totals.batches_succeeded < job.planned),
+        output=output_of(storage, job, partial=summary.partial_output(job, totals, state)),
         errors=[{k: v for k, v in g.items() if k != "traceback" or i == 0}
                 for i, g in enumerate(errors[:error_limit])],
         spec=json.loads(job.spec_json),

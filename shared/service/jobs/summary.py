@@ -41,9 +41,17 @@ def group_errors(errors: Iterable[ErrorRecord]) -> list[dict[str, Any]]:
     return list(groups.values())
 
 
+def partial_output(job: JobRow, totals: Totals, state: JobState) -> bool:
+    """A finished job's output holds less than all its inputs' results: it did not succeed (a
+    cancelled or failed job), or some mini-batches failed. The one rule, for the status's
+    ``output.partial`` and ``logs/job_result.txt`` alike (pure)."""
+    return state.terminal and (state is not JobState.SUCCEEDED
+                               or totals.batches_succeeded < job.planned)
+
+
 def job_result_text(job: JobRow, totals: Totals, state: JobState, reason: str, url: str,
                     errors: list[ErrorRecord]) -> str:
-    partial = state is not JobState.SUCCEEDED or totals.batches_succeeded < job.planned
+    partial = partial_output(job, totals, state)
     lines = [
         f"Job {job.job_id} ({job.name}): {state.value}",
         (f"  WARNING: {reason}" if state is JobState.SUCCEEDED else f"  reason: {reason}")
@@ -52,7 +60,7 @@ def job_result_text(job: JobRow, totals: Totals, state: JobState, reason: str, u
         f"{totals.batches_failed} failed, {max(0, job.planned - totals.batches_done)} not run "
         f"({totals.tries_failed} failed tries)",
         _items_line(job, totals),
-        f"  output: {totals.rows} rows" + (f" in {url}" if url else "") + (" (partial)" if partial and url else ""),
+        f"  output: {totals.rows} rows" + (f" in {url}" if url else "") + (" (partial)" if partial else ""),
         f"  started {_when(job.started_at)}, finished {_when(job.ended_at or dt.datetime.now(dt.UTC).timestamp())}",
     ]
     groups = group_errors(errors)

@@ -8,6 +8,7 @@ memory; the order is the listing order (lexicographic), or the list's own order.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -54,6 +55,34 @@ def list_page(storage: Storage, item: InputSpec, token: str | None, page_size: i
     except StopIteration:
         return [], None, []
     return [listed[i] for i in keep], pages.continuation_token, [props[i] for i in keep]
+
+
+PROBE_PAGE = 1000   # names a glob input's submit-time probe reads at most: one List Blobs call
+_GLOB_START = re.compile(r"[*?\[]")
+
+
+def probe(storage: Storage, item: InputSpec) -> bool | None:
+    """Whether an input lists a blob, from one bounded List Blobs call (at submission): True
+    (one is listed), False (none is), None (not known: the first page held none of a glob's
+    matches, or the input is an explicit list, whose files are not listed). Raises
+    ResourceNotFoundError for a container that does not exist.
+
+    A plain prefix needs one name; a glob lists from its literal start (``img_*.png`` under
+    ``a/``: names from ``a/img_``), at most :data:`PROBE_PAGE` of them."""
+    container = storage.container(item.container)
+    if item.files is not None:
+        container.get_container_properties()
+        return None
+    start = item.prefix + (_GLOB_START.split(item.glob, 1)[0] if item.glob else "")
+    pages: Any = container.list_blob_names(name_starts_with=start or None,
+                                           results_per_page=PROBE_PAGE if item.glob else 1).by_page()
+    try:
+        listed = list(next(pages))
+    except StopIteration:
+        return False
+    if any(item.matches(name) for name in listed):
+        return True
+    return None if pages.continuation_token else False
 
 
 def _page_props(pages: Any, count: int) -> list[Props]:

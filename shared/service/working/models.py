@@ -37,6 +37,10 @@ log = logging.getLogger("parallelrun.models")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
 
+class UnknownModel(NotFoundError):
+    """No version of the model is registered."""
+
+
 @dataclass(frozen=True)
 class ModelVersion:
     name: str
@@ -143,7 +147,7 @@ def latest_version(storage: Storage, name: str, required: bool = True) -> int:
 def get_version(storage: Storage, name: str, version: int | None = None) -> ModelVersion:
     rows = {int(r["RowKey"]): r for r in _ready_versions(storage, name)}
     if not rows:
-        raise NotFoundError(f"model {name!r} is not registered (parallelrun model register {name} PATH)")
+        raise UnknownModel(f"model {name!r} is not registered (parallelrun model register {name} PATH)")
     v = max(rows) if version is None else version
     if v not in rows:
         raise NotFoundError(f"model {name!r} has no version {v} (versions: {sorted(rows)})")

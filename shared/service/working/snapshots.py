@@ -59,6 +59,12 @@ def _files(root: Path) -> Iterator[Path]:
         yield from (Path(dirpath) / n for n in sorted(filenames) if not n.endswith((".pyc", ".pyo")))
 
 
+def relative_files(folder: str | os.PathLike[str], limit: int = 10_000) -> list[str]:
+    """A folder's files as its snapshot names them (at most ``limit``), for messages."""
+    root = Path(folder)
+    return [p.relative_to(root).as_posix() for p, _ in zip(_files(root), range(limit), strict=False)]
+
+
 def _over(what: str, value: int, limits: Limits, field: str) -> SnapshotLimitError:
     return SnapshotLimitError(f"{what} {value:,}; at most {getattr(limits, field):,} "
                               f"({limits.setting(field)})")
