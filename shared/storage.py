@@ -169,6 +169,16 @@ class Storage:
         """A read-only SAS token for ``container`` (the source of a server-side copy)."""
         return _StorageSas(self)(container, dt.datetime.now(dt.UTC))
 
+    def upload_sas(self, container: str) -> str:
+        """A create/write SAS token for ``container``, valid for ``SAS_LIFETIME``: the CLI's
+        uploads over plain HTTP (:mod:`shared.cli.uploads`). With an identity, a user delegation
+        SAS (the identity's role still decides); raises the SDK's error if none can be made."""
+        return self._upload_sas(container, dt.datetime.now(dt.UTC))
+
+    @functools.cached_property
+    def _upload_sas(self) -> _StorageSas:
+        return _StorageSas(self, ContainerSasPermissions(create=True, write=True))
+
     # -- resource clients ------------------------------------------------------------------
     def container(self, name: str) -> ContainerClient:
         return self.blob_service.get_container_client(name)
@@ -230,10 +240,11 @@ def blob_path(prefix: str, name: str) -> str:
 
 
 class _StorageSas:
-    """Read-only container SAS tokens for a :class:`Storage`'s account."""
+    """Container SAS tokens for a :class:`Storage`'s account: read-only unless told."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, permission: ContainerSasPermissions | None = None) -> None:
         self.storage = storage
+        self.permission = permission or ContainerSasPermissions(read=True)
         self._delegation_key: UserDelegationKey | None = None
         self._delegation_key_expiry = dt.datetime.min.replace(tzinfo=dt.UTC)
 
@@ -242,7 +253,7 @@ class _StorageSas:
         credential = service.credential
         key = getattr(credential, "account_key", None)
         common: dict[str, Any] = {"account_name": service.account_name, "container_name": container,
-                  "permission": ContainerSasPermissions(read=True),
+                  "permission": self.permission,
                   "start": now - dt.timedelta(minutes=5), "expiry": now + SAS_LIFETIME}
         if key:
             return generate_container_sas(account_key=key, **common)

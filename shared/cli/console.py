@@ -1,17 +1,29 @@
-"""Terminal rendering for the CLI and the demo: live job progress, status and row tables (rich)."""
+"""Terminal rendering for the CLI and the demo: live job and upload progress, status and row tables
+(rich)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
+from shared.cli.uploads import Tally, UploadReport
 from shared.states import JobState
 
 console = Console()
@@ -228,3 +240,49 @@ def rows_table(rows: list[str], title: str) -> Table:
     for i, row in enumerate(rows, 1):
         table.add_row(str(i), row)
     return table
+
+
+class _UploadRate(ProgressColumn):
+    """Files/s and bytes/s since the upload began."""
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.elapsed or 0.0
+        if elapsed <= 0:
+            return Text("")
+        return Text(f"{task.completed / elapsed:,.0f} files/s · {_bytes(task.fields['bytes'] / elapsed)}/s")
+
+
+def _bytes(n: float) -> str:
+    """``n`` bytes for people: "950 bytes", "12.3 KB", "4.5 MB", "1.2 GB" (powers of 1024)."""
+    if n < 1024:
+        return f"{n:,.0f} bytes"
+    for unit in ("KB", "MB", "GB"):
+        n /= 1024
+        if n < 1024 or unit == "GB":
+            break
+    return f"{n:,.1f} {unit}"
+
+
+@contextmanager
+def upload_progress(files: int, nbytes: int, enabled: bool = True) -> Iterator[Callable[[Tally], None]]:
+    """A progress bar of an upload: files done/total, bytes done, files/s, bytes/s, requests
+    retried; yields the callback that moves it, given the uploader's tally."""
+    if not enabled:
+        yield lambda tally: None
+        return
+    columns = (BarColumn(bar_width=20), MofNCompleteColumn(), TextColumn("files · {task.fields[done]} ·"),
+               _UploadRate(), TextColumn("{task.fields[retried]}"), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        task = progress.add_task("upload", total=files, bytes=0, done=_bytes(0), retried="·")
+
+        def show(tally: Tally) -> None:
+            progress.update(task, completed=tally.files, bytes=tally.bytes, done=_bytes(tally.bytes),
+                            retried=f"· {tally.retries:,} retried ·" if tally.retries else "·")
+        yield show
+
+
+def upload_line(report: UploadReport, target: str) -> str:
+    """The line after an upload: how many files and bytes, how long, how fast."""
+    return (f"uploaded {report.files:,} file(s) to {target}: {_bytes(report.bytes)} in "
+            f"{report.seconds:.1f} s ({report.files_per_s:,.0f} files/s, {_bytes(report.bytes_per_s)}/s"
+            + (f", {report.retries:,} request(s) retried)" if report.retries else ")"))

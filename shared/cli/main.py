@@ -15,7 +15,6 @@ import os
 import signal
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,6 +23,7 @@ from azure.core.exceptions import AzureError
 
 from shared import environment, v2job
 from shared.cli import logs as joblog_cli
+from shared.cli import uploads
 from shared.cli.console import (
     console,
     err_console,
@@ -32,6 +32,8 @@ from shared.cli.console import (
     models_table,
     rows_table,
     show_status,
+    upload_line,
+    upload_progress,
     watch,
 )
 from shared.cli.reach import probe
@@ -110,27 +112,23 @@ def _overrides(sets: list[str] | None) -> dict[str, Any]:
 
 def upload_path(storage: Storage, local: Path, target: str) -> int:
     """Upload a file or a folder to ``CONTAINER[/PREFIX]``; returns the number of files."""
+    return _upload(storage, local, target).files
+
+
+def _upload(storage: Storage, local: Path, target: str, progress: bool = True) -> uploads.UploadReport:
+    """Upload a file or folder (``shared.cli.uploads``), saying how many files and bytes first
+    and showing a progress bar unless told not to."""
     container, _, prefix = target.partition("/")
     _check_container(container)
     if not local.exists():
         raise SubmitterError(f"{local} does not exist")
-    files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
-    base = local.parent if local.is_file() else local
-    err_console.print(f"uploading {local}: {len(files)} file(s), "
-                      f"{_size(sum(p.stat().st_size for p in files))} to {target}", soft_wrap=True)
-    client = storage.ensure_container(container)
-
-    def put(path: Path) -> None:
-        name = blob_path(prefix, path.relative_to(base).as_posix())
-        with open(path, "rb") as fh:
-            client.upload_blob(name, fh, overwrite=True)
-
-    from rich.progress import track
-    with ThreadPoolExecutor(16) as pool:
-        for _ in track(pool.map(put, files), total=len(files), console=err_console,
-                       description=f"uploading to {target}"):
-            pass
-    return len(files)
+    files = uploads.files_to_upload(local, prefix)
+    total = sum(f.size for f in files)
+    err_console.print(f"uploading {local}: {len(files)} file(s), {_size(total)} to {target}", soft_wrap=True)
+    storage.ensure_container(container)
+    with upload_progress(len(files), total, enabled=progress) as show:
+        return uploads.upload(storage, container, files, on_progress=show,
+                              notify=lambda note: err_console.print(note, soft_wrap=True))
 
 
 def _size(n: int) -> str:
@@ -255,11 +253,15 @@ def env_build(file: Annotated[Path, typer.Argument(help="a conda YAML or pip req
 
 
 @app.command()
-def upload(local_path: Path, target: Annotated[str, typer.Argument(metavar="CONTAINER[/PREFIX]")]) -> None:
-    """Upload a file or folder to blob storage."""
+def upload(local_path: Path, target: Annotated[str, typer.Argument(metavar="CONTAINER[/PREFIX]")],
+           as_json: JsonOpt = False) -> None:
+    """Upload a file or folder to blob storage (many at once, with a progress bar)."""
     storage, _ = _connect()
-    n = upload_path(storage, local_path, target)
-    console.print(f"uploaded {n} file(s) to {target}")
+    report = _upload(storage, local_path, target, progress=not as_json)
+    if as_json:
+        _print({"target": target, **report.summary()}, True)
+    else:
+        console.print(upload_line(report, target), soft_wrap=True)
 
 
 @model_app.command("register")

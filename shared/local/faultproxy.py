@@ -8,7 +8,10 @@ or forward it and answer only after ``stall_s`` (a storage timeout, when the cli
 A targeted rule (:meth:`FaultyProxy.hold`) holds every request it matches, unforwarded, until
 :meth:`FaultyProxy.release`, then drops it unanswered: "this node is stuck in exactly this call".
 Another (:meth:`FaultyProxy.lose_answers`) forwards the next requests it matches and drops their
-answers: "this write landed, and its writer cannot know".
+answers: "this write landed, and its writer cannot know". With ``corrupt_rate`` a forwarded
+request body has one byte changed on the way (a PUT's body damaged in transit: storage must
+refuse it by its ``Content-MD5``); :meth:`FaultyProxy.damage_bodies` does that to the next
+requests it matches, at the body's middle byte.
 """
 
 from __future__ import annotations
@@ -30,17 +33,19 @@ class FaultyProxy:
 
     def __init__(self, target_port: int, busy_rate: float = 0.0, drop_rate: float = 0.0,
                  stall_rate: float = 0.0, stall_s: float = 0.0, seed: int = 0,
-                 keep_bodies: bool = False) -> None:
+                 keep_bodies: bool = False, corrupt_rate: float = 0.0) -> None:
         self.target_port = target_port
+        self.corrupt_rate = corrupt_rate
         self.busy_rate = busy_rate
         self.drop_rate = drop_rate
         self.stall_rate = stall_rate
         self.stall_s = stall_s
         self.port = free_port()
         self.counts = {"forwarded": 0, "busy": 0, "dropped": 0, "stalled": 0, "held": 0,
-                       "answer lost": 0}
+                       "answer lost": 0, "corrupted": 0}
         self._hold: Callable[[str, str], bool] | None = None
         self._lose: tuple[Callable[[str, str], bool], int] | None = None
+        self._damage: tuple[Callable[[str, str], bool], int] | None = None
         self._released = threading.Event()
         self.seen: list[tuple[str, str]] = []   # (method, path with its query) of every request
         self.keep_bodies = keep_bodies
@@ -70,6 +75,22 @@ class FaultyProxy:
         with self._lock:
             self._lose = (match, count)
 
+    def damage_bodies(self, match: Callable[[str, str], bool], count: int = 1) -> None:
+        """Change the middle byte of the bodies of the next ``count`` requests for which
+        ``match(method, path with query)`` is true, and forward them."""
+        with self._lock:
+            self._damage = (match, count)
+
+    def _damaged(self, method: str, path: str, body: bytes) -> bytes:
+        with self._lock:
+            if not body or self._damage is None or not self._damage[0](method, path):
+                return body
+            match, count = self._damage
+            self._damage = (match, count - 1) if count > 1 else None
+            self.counts["corrupted"] += 1
+        at = len(body) // 2
+        return body[:at] + bytes([body[at] ^ 0xFF]) + body[at + 1:]
+
     def _answer_lost(self, method: str, path: str) -> bool:
         with self._lock:
             if self._lose is None or not self._lose[0](method, path):
@@ -96,6 +117,15 @@ class FaultyProxy:
                     else "forwarded")
             self.counts[fate] += 1
             return fate
+
+    def _corrupted(self, body: bytes) -> bytes:
+        """``body``, or (at ``corrupt_rate``) ``body`` with one byte flipped."""
+        with self._lock:
+            if not body or self._random.random() >= self.corrupt_rate:
+                return body
+            self.counts["corrupted"] += 1
+            at = self._random.randrange(len(body))
+        return body[:at] + bytes([body[at] ^ 0xFF]) + body[at + 1:]
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -128,6 +158,7 @@ class FaultyProxy:
                     return
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.target_port, timeout=120)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
+                body = proxy._corrupted(proxy._damaged(self.command, self.path, body))
                 conn.request(self.command, self.path, body=body, headers=headers)
                 response = conn.getresponse()
                 data = response.read()

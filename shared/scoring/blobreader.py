@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import logging
-import random
 import select
 import threading
 import time
@@ -36,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
-from shared.backoff import BACKOFF
+from shared.backoff import BACKOFF, delay_s
 
 log = logging.getLogger("parallelrun.blobreader")
 
@@ -45,6 +44,7 @@ SAS_RENEW_BEFORE = dt.timedelta(minutes=10)
 TRANSIENT = {408, 429, 500, 502, 503, 504}
 CHUNK = 1 << 20
 T = TypeVar("T")
+_backoff = delay_s   # the wait before each retry (a module global: tests shorten it)
 
 
 class BlobNotFound(FileNotFoundError):
@@ -118,7 +118,7 @@ class BlobReader:
     # -- transport -------------------------------------------------------------------------
     def _connection(self, fresh: bool = False) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
-        if conn is None or fresh or _closed_by_server(conn):
+        if conn is None or fresh or closed_by_server(conn):
             if conn is not None:
                 conn.close()
             cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
@@ -202,7 +202,7 @@ class BlobReader:
         return size
 
 
-def _closed_by_server(conn: http.client.HTTPConnection) -> bool:
+def closed_by_server(conn: http.client.HTTPConnection) -> bool:
     """Whether the server has closed this idle kept-alive connection (as urllib3 checks).
 
     Servers drop idle connections (Azurite after 5 s); a GET sent on one fails and would be retried
@@ -245,10 +245,3 @@ def _ranged_body(response: http.client.HTTPResponse, offset: int, length: int) -
     if len(data) != expected:
         raise http.client.IncompleteRead(data, expected - len(data))
     return data, size
-
-
-def _backoff(attempt: int) -> float:
-    """The SDK's exponential backoff with the same settings: 0.5 s, then 2.5, 4.5, 8.5 ... s."""
-    delay = BACKOFF["initial_backoff"] + (0 if attempt == 0 else BACKOFF["increment_base"] ** attempt)
-    jitter = BACKOFF["random_jitter_range"]
-    return random.uniform(max(0.0, delay - jitter), delay + jitter)

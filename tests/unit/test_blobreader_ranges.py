@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shared.scoring.blobreader import BlobReadError, _closed_by_server, _ranged_body
+from shared.scoring.blobreader import BlobReadError, _ranged_body, closed_by_server
 
 
 class Answer:
@@ -61,9 +61,9 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_before_use() -> N
     conn = http.client.HTTPConnection("127.0.0.1")
     conn.sock = ours
     try:
-        assert not _closed_by_server(conn)
+        assert not closed_by_server(conn)
         theirs.close()
-        assert _closed_by_server(conn)
-        assert not _closed_by_server(http.client.HTTPConnection("127.0.0.1"))   # not connected
+        assert closed_by_server(conn)
+        assert not closed_by_server(http.client.HTTPConnection("127.0.0.1"))   # not connected
     finally:
         ours.close()
