@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 from azure.core.exceptions import AzureError
 
-from shared import environment, v2job
+from shared import environment
 from shared.cli import logs as joblog_cli
 from shared.cli import uploads
 from shared.cli.console import (
@@ -36,20 +36,22 @@ from shared.cli.console import (
     upload_progress,
     watch,
 )
+from shared.cli.outputs import download_results, list_script_files
 from shared.cli.reach import probe
+from shared.cli.specfiles import load_spec_file, size_text, upload_source
 from shared.errors import ParallelRunError, SpecError, SubmitterError
-from shared.limits import Limits, check_spec_bytes, load_text
-from shared.service.jobs import joblogs, references
+from shared.limits import Limits, load_text
+from shared.service.jobs import joblogs
 from shared.service.jobs import lifecycle as jobs
 from shared.service.jobs.status import output_of
 from shared.service.ledger import decisions
 from shared.service.ledger.store import Ledger
-from shared.service.results import download_folder, download_to, folder_files, read_head
-from shared.service.working import environments, models, snapshots
+from shared.service.results import read_head
+from shared.service.working import environments, models
 from shared.settings import LOCAL_KEY_SETTING, Settings
-from shared.spec import ContainerName, parse_submission
+from shared.spec import ContainerName
 from shared.states import JobState
-from shared.storage import Storage, blob_path
+from shared.storage import Storage
 
 app = typer.Typer(help="ParallelRunStep-style batch inference on Azure Functions and Azure Storage.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -124,15 +126,11 @@ def _upload(storage: Storage, local: Path, target: str, progress: bool = True) -
         raise SubmitterError(f"{local} does not exist")
     files = uploads.files_to_upload(local, prefix)
     total = sum(f.size for f in files)
-    err_console.print(f"uploading {local}: {len(files)} file(s), {_size(total)} to {target}", soft_wrap=True)
+    err_console.print(f"uploading {local}: {len(files)} file(s), {size_text(total)} to {target}", soft_wrap=True)
     storage.ensure_container(container)
     with upload_progress(len(files), total, enabled=progress) as show:
         return uploads.upload(storage, container, files, on_progress=show,
                               notify=lambda note: err_console.print(note, soft_wrap=True))
-
-
-def _size(n: int) -> str:
-    return f"{n / (1 << 20):.1f} MB" if n >= 1 << 20 else f"{n:,} bytes"
 
 
 def _check_container(name: str) -> str:
@@ -279,70 +277,6 @@ def model_list(as_json: JsonOpt = False) -> None:
     _print(rows if as_json else models_table(rows), as_json)
 
 
-def load_spec_file(path: Path, source_dir: Path | None, limits: Limits | None = None) -> dict[str, Any]:
-    """A spec file as data, within the limits; a local ``source_directory`` as an absolute folder."""
-    limits = limits or Limits()
-    try:
-        check_spec_bytes(path.stat().st_size, limits)
-        text = path.read_bytes()
-    except OSError as exc:
-        raise SubmitterError(f"cannot read the spec file {path}: {exc.strerror}") from None
-    data = load_text(text, limits)
-    if not isinstance(data, dict):
-        raise SpecError([{"field": "(spec)", "message": f"{path} does not hold a mapping"}])
-    if v2job.is_v2(data):    # an Azure ML v2 parallel job: task.code is its source_directory
-        data = v2job.translate(data)
-        env = data.get("environment")
-        if isinstance(env, dict) and isinstance(env.get("conda_file"), str):
-            # v2 resolves conda_file against the job YAML's folder: read it here, send it inline
-            conda = spec_folder(path, env["conda_file"], "task.environment.conda_file")
-            try:
-                data["environment"] = {**env, "conda_file": load_text(conda.read_bytes(), limits)}
-            except OSError as exc:
-                raise SpecError([{"field": "task.environment.conda_file",
-                                  "message": f"cannot read {conda}: {exc.strerror}"}]) from None
-    src = data.get("source_directory")
-    if source_dir is not None:
-        data["source_directory"] = str(source_dir.resolve())   # given explicitly: anywhere
-    elif src is not None and not str(src).startswith(snapshots.PREFIX):
-        data["source_directory"] = str(spec_folder(path, str(src)))
-    return data
-
-
-def spec_folder(spec_path: Path, value: str, field: str = "source_directory") -> Path:
-    """A path a spec file names (its ``source_directory``): relative to the spec's folder, and
-    inside it."""
-    base = spec_path.resolve().parent
-    folder = (base / value).resolve()
-    if Path(value).is_absolute() or not folder.is_relative_to(base):
-        raise SpecError([{"field": field, "message":
-                          f"{value!r} is outside the spec file's folder {base}: a spec file may only "
-                          "name a folder inside its own; give another with --source-dir"}])
-    return folder
-
-
-def _upload_source(storage: Storage, data: dict[str, Any]) -> dict[str, Any]:
-    """Validate the spec, then upload its local source_directory (saying what and how big first).
-    A spec that is refused is refused whole before anything is uploaded: its bad fields, an entry
-    script the folder does not hold (naming the folder and its files) and the references the
-    service checks that do not hold."""
-    src = data.get("source_directory")
-    if not src or str(src).startswith(snapshots.PREFIX):
-        return data
-    limits = storage.settings.limits
-    parsed = parse_submission({**data, "source_directory": snapshots.PREFIX + "0" * 64}, limits)
-    size = snapshots.scan(src, limits)
-    errors, entry = list(parsed.errors), parsed.parts.entry_script
-    if entry is not None and not (Path(src) / entry).is_file():
-        errors.append({"field": "entry_script", "message": references.missing_entry_script(
-            entry, src, snapshots.relative_files(src))})
-    if errors:
-        raise SpecError(jobs.merged(errors + references.check(storage, parsed.parts, code=False).errors))
-    err_console.print(f"uploading source_directory {src}: {size.files} file(s), "
-                      f"{_size(size.expanded_bytes)}", soft_wrap=True)
-    return {**data, "source_directory": snapshots.upload(storage, src)}
-
-
 def _wait_or_print(storage: Storage, ledger: Ledger, job_id: str, wait: bool, as_json: bool) -> None:
     """The job id and how to watch it first; then (``wait``) its progress until it ends."""
     if not wait:
@@ -395,7 +329,7 @@ def submit(spec: Path,
     data = {**load_spec_file(spec, source_dir, storage.settings.limits), **_overrides(set_)}
     if no_reuse:
         data["allow_reuse"] = False
-    job = jobs.submit(storage, ledger, _upload_source(storage, data))
+    job = jobs.submit(storage, ledger, upload_source(storage, data))
     _wait_or_print(storage, ledger, job.job_id, wait, as_json)
 
 
@@ -460,46 +394,14 @@ def results(job_id: str, head: int = 10,
     if with_logs and not download:
         raise typer.BadParameter("--logs needs --download DIR")
     if download:
-        _download_results(storage, job_id, out, download, with_logs)
+        download_results(storage, job_id, out, download, with_logs)
     elif out.blob is None:
-        _list_script_files(storage, job_id, out, head)
+        list_script_files(storage, job_id, out, head)
     else:
         console.print(rows_table(read_head(storage, out.container, out.blob, head), f"first {head} rows"))
         # where the rows are, and the command that fetches them (the URL needs credentials)
         console.print(f"output: {out.container}/{out.blob}; all of it: parallelrun results {job_id} "
                       "--download DIR", soft_wrap=True, markup=False, highlight=False)
-
-
-SCRIPT_FILES_SHOWN = 50    # files `results` lists of a summary_only job
-
-
-def _list_script_files(storage: Storage, job_id: str, out: Any, head: int) -> None:
-    files, more = folder_files(storage, out.container, out.prefix, exclude="logs/",
-                               limit=max(head, SCRIPT_FILES_SHOWN))
-    folder = f"{out.container}/{blob_path(out.prefix, '')}"
-    if not files:
-        console.print(f"job {job_id} (summary_only) has no files from its script in {folder} yet",
-                      soft_wrap=True, markup=False, highlight=False)
-        return
-    console.print(f"files the script wrote to {folder}" + (" (the first ones)" if more else ""),
-                  soft_wrap=True, markup=False, highlight=False)
-    console.print(files_table(files, ""))
-    console.print(f"parallelrun results {job_id} --download DIR", soft_wrap=True, markup=False,
-                  highlight=False)
-
-
-def _download_results(storage: Storage, job_id: str, out: Any, dest: Path, with_logs: bool) -> None:
-    if out.blob is None:
-        saved = download_folder(storage, out.container, out.prefix, dest, exclude="logs/")
-        console.print(f"saved {len(saved)} file(s) the script wrote to {dest.resolve()}",
-                      soft_wrap=True, markup=False, highlight=False)
-    else:
-        path = download_to(storage, out.container, out.blob, dest / Path(out.blob).name)
-        console.print(f"saved {path.resolve()}", soft_wrap=True, markup=False, highlight=False)
-    if with_logs:
-        logs = download_folder(storage, out.container, blob_path(out.prefix, "logs"), dest / "logs")
-        console.print(f"saved {len(logs)} log file(s) to {(dest / 'logs').resolve()}",
-                      soft_wrap=True, markup=False, highlight=False)
 
 
 LogKind = Annotated[str | None, typer.Option(
