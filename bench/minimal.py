@@ -2,9 +2,13 @@
 harness run and on the same blobs.
 
 One spawned process reads every image of the workload with a container SAS made once (no
-per-request signing), 64 GETs in flight, in one of two ways:
+per-request signing), 64 GETs in flight, in one of these ways:
 
-* ``streams`` (the harness's reference): 64 coroutines, each on its own keep-alive connection
+* ``aiohttp`` (the targets' reference: what an ordinary async Python reader uses):
+  ``aiohttp.ClientSession``, 64 GETs in flight over keep-alive connections, with its C HTTP
+  parser, URL objects, cookie jar and tracing hooks; needs requirements-bench.txt (``./dev bench``
+  installs it);
+* ``streams`` (a floor for a client library): 64 coroutines, each on its own keep-alive connection
   (asyncio streams), one GET at a time: request line and headers written, status line and headers
   parsed into a dict, the body read by its Content-Length. What an async client such as aiohttp
   does per GET, without its extras (URL objects, cookie jar, tracing hooks);
@@ -34,7 +38,8 @@ from bench.limits.timing import Workers
 
 CONNECTIONS, DEPTH = 8, 8
 IN_FLIGHT = 64
-NOTES = {"httpx": f"httpx.AsyncClient, {IN_FLIGHT} GETs in flight over keep-alive connections",
+NOTES = {"aiohttp": f"aiohttp.ClientSession, {IN_FLIGHT} GETs in flight over keep-alive connections",
+         "httpx": f"httpx.AsyncClient, {IN_FLIGHT} GETs in flight over keep-alive connections",
          "pipelined": f"own asyncio HTTP/1.1 protocol, {CONNECTIONS} connections x {DEPTH} pipelined GETs",
          "streams": f"asyncio streams, {IN_FLIGHT} keep-alive connections x 1 GET at a time, "
                     f"status and headers parsed"}
@@ -103,6 +108,43 @@ class HttpxReader:
         return asyncio.run(go())
 
 
+class AiohttpReader:
+    """Worker state for ``aiohttp``: the URLs, built once; each run opens a fresh session."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = urls
+
+    def read(self, concurrency: int) -> tuple[int, int]:
+        import asyncio
+
+        import aiohttp
+
+        async def go() -> tuple[int, int]:
+            totals = [0, 0]
+            work = iter(self.urls)
+            connector = aiohttp.TCPConnector(limit=concurrency)
+            async with aiohttp.ClientSession(connector=connector) as session:
+                async def reader() -> None:
+                    for url in work:
+                        async with session.get(url) as response:
+                            response.raise_for_status()
+                            body = await response.read()
+                        totals[0] += 1
+                        totals[1] += len(body)
+                await asyncio.gather(*(reader() for _ in range(concurrency)))
+            return totals[0], totals[1]
+        return asyncio.run(go())
+
+
+def available(client: str) -> bool:
+    """Whether ``client``'s library is installed (aiohttp and httpx come with the bench's
+    requirements only)."""
+    if client in ("aiohttp", "httpx"):
+        import importlib.util
+        return importlib.util.find_spec(client) is not None
+    return True
+
+
 def measure(connection_string: str, azurite_pid: int | None, runs: int = 3,
             client: str = "streams") -> dict[str, Any]:
     from urllib.parse import quote
@@ -111,9 +153,9 @@ def measure(connection_string: str, azurite_pid: int | None, runs: int = 3,
     blobs = image_set(target)
     http = http_target(target, blobs.container)
     n = len(blobs.names)
-    if client == "httpx":
+    if client in ("httpx", "aiohttp"):
         base = f"http://{http.host}:{http.port}{http.path}"
-        factory: Any = HttpxReader
+        factory: Any = HttpxReader if client == "httpx" else AiohttpReader
         args: tuple[Any, ...] = ([f"{base}/{quote(name)}?{http.sas}" for name in blobs.names],)
         run_args: tuple[Any, ...] = (IN_FLIGHT,)
     elif client == "streams":
@@ -148,7 +190,7 @@ def main() -> int:
     parser.add_argument("--connection-string", required=True)
     parser.add_argument("--azurite-pid", type=int)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--client", choices=("streams", "pipelined", "httpx", "all"), default="all")
+    parser.add_argument("--client", choices=(*NOTES, "all"), default="all")
     args = parser.parse_args()
     for client in (tuple(NOTES) if args.client == "all" else (args.client,)):
         print(json.dumps(measure(args.connection_string, args.azurite_pid, args.runs, client)), flush=True)

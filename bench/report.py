@@ -235,10 +235,11 @@ def cpu_cells(res: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def reference_client(res: dict[str, Any]) -> float | None:
-    """The minimal client the targets compare with (``streams``: one GET at a time per
-    connection, as an ordinary async client), ms of its CPU per image."""
+    """The minimal client the targets compare with (``aiohttp``, as an ordinary async reader;
+    ``streams`` where aiohttp was not installed), ms of its CPU per image."""
     clients = res.get("client") or []
-    found = next((c for c in clients if c.get("client") == "streams"), clients[0] if clients else None)
+    found = next((c for kind in ("aiohttp", "streams") for c in clients if c.get("client") == kind),
+                 clients[0] if clients else None)
     return found["cpu_ms_per_item"] if found else None
 
 

@@ -217,7 +217,10 @@ def main() -> int:
             # the minimal client's CPU per image, on the same images, beside ParallelRun's
             with fresh("client") as (env, _):
                 res["client"] = []
-                for kind in ("streams", "pipelined"):
+                for kind in ("aiohttp", "streams", "pipelined"):
+                    if not minimal.available(kind):
+                        console.log(f"minimal client ({kind}): not installed (requirements-bench.txt), skipped")
+                        continue
                     console.log(f"minimal client ({kind}): the same images read by a bare HTTP client")
                     found = minimal.measure(env.base.connection_string,
                                             env.azurite.process.pid if env.azurite.process else None,

@@ -98,3 +98,19 @@ def test_our_cpu_per_item_is_shown_per_kind_beside_the_minimal_client() -> None:
     judged = verdicts(text)
     assert judged["our CPU per image, mini_batch_size 200: <= 1.5x the minimal client's"] == "met"
     assert judged["our CPU per image, mini_batch_size 5: <= 3 ms"] == "**missed**"
+
+
+def test_the_targets_compare_with_aiohttp_where_it_was_measured() -> None:
+    res = results(best=750, five=450, trips=5.5, cold=2.0)
+    res["grid"] = [{**cell(200, 750), "mini_batches": 50, "cpu": cpu(1.0, 0.1, 0.5, 3.0, 200)}]
+    streams = {"name": "minimal client (streams)", "client": "streams", "cpu_ms_per_item": 0.05,
+               "notes": "bare HTTP"}
+    aiohttp = {"name": "minimal client (aiohttp)", "client": "aiohttp", "cpu_ms_per_item": 1.2,
+               "notes": "a client library"}
+    prices = {k: 0.0 for k in ("flex_gb_s", "flex_executions_per_million", "blob_read_per_10k",
+                               "blob_write_per_10k", "blob_list_per_10k", "queue_per_10k", "table_per_10k")}
+    target = "our CPU per image, mini_batch_size 200: <= 1.5x the minimal client's"
+    res["client"] = [streams, aiohttp]            # ours 1.5 ms: 1.25x aiohttp, 30x streams
+    assert verdicts(report.render(res, prices, 2.0))[target] == "met"
+    res["client"] = [streams]                     # without aiohttp: the streams client
+    assert verdicts(report.render(res, prices, 2.0))[target] == "**missed**"

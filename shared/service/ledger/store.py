@@ -20,6 +20,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.errors import NotFoundError
+from shared.service.ledger import transactions
 from shared.service.ledger.rows import (
     COUNTER_SHARDS,
     JOB_KEY,
@@ -98,7 +99,7 @@ class Ledger:
         for start in range(0, len(rows), 100):
             ops = [("upsert", r.to_entity(), {"mode": UpdateMode.REPLACE})
                    for r in rows[start:start + 100]]
-            self.table.submit_transaction(ops)
+            transactions.submit(self.table, ops)
 
     def get_batch(self, job_id: str, index: int) -> BatchRow | None:
         try:
@@ -135,7 +136,7 @@ class Ledger:
             ops = [("create", {"PartitionKey": job_id, "RowKey": seen_key(combo), "page": page,
                                "pos": pos}) for combo, pos in chunk]
             try:
-                self.table.submit_transaction(ops)
+                transactions.submit(self.table, ops)
             except TableTransactionError as exc:
                 if exc.status_code != 409:
                     raise
@@ -173,7 +174,7 @@ class Ledger:
 
     def merge_rows(self, entities: list[dict[str, Any]]) -> None:
         """Upsert-merge rows of one partition in one transaction (see :func:`transaction_chunks`)."""
-        self.table.submit_transaction([("upsert", e, {"mode": UpdateMode.MERGE}) for e in entities])
+        transactions.submit(self.table, [("upsert", e, {"mode": UpdateMode.MERGE}) for e in entities])
 
     def partition_orders(self, job_id: str, after: str = "", page_rows: int = 200
                          ) -> Iterator[PartitionRow]:
@@ -225,7 +226,7 @@ class Ledger:
             if error is not None:
                 ops.append(("upsert", error.to_entity(batch.job_id), {"mode": UpdateMode.REPLACE}))
             try:
-                result = self.table.submit_transaction(ops)
+                result = transactions.submit(self.table, ops)
             except TableTransactionError as exc:
                 if exc.status_code not in (404, 409, 412):   # 404: storage lost the shard
                     raise

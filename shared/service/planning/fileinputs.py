@@ -7,13 +7,15 @@ memory; the order is the listing order (lexicographic), or the list's own order.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import re
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from azure.core.exceptions import ResourceNotFoundError
 
@@ -103,14 +105,47 @@ def _page_props(pages: Any, count: int) -> list[Props]:
 
 
 def local_path(root: Path, input_name: str, blob_name: str) -> Path:
-    """Where a blob is downloaded for ``run()``; never outside ``root``."""
+    """Where a blob is downloaded for ``run()``, checked lexically: never outside ``root`` by its
+    name (:class:`DownloadFolder` also checks the folders on disk)."""
     parts = PurePosixPath(blob_name).parts
     if not parts or any(p in ("..", "") for p in parts) or blob_name.startswith("/"):
         raise SubmitterError(f"blob name {blob_name!r} cannot be used as a file path")
-    path = root.joinpath(input_name, *parts)
-    if not path.resolve().is_relative_to(root.resolve()):
-        raise SubmitterError(f"blob name {blob_name!r} escapes the download folder")
-    return path
+    return root.joinpath(input_name, *parts)
+
+
+class DownloadFolder:
+    """A mini-batch's download folder: files are created only beneath it, whatever is on disk.
+
+    A scoring process may run as the same user (where Landlock is missing) and plant a symbolic
+    link under the folder to make the worker write elsewhere. So each folder a file goes into is
+    created and resolved once per mini-batch (``Path.resolve`` walks the path: ~10 ``lstat`` a
+    time, per image this was a third of the download's CPU at large sizes), and the file itself is
+    opened with ``O_NOFOLLOW``, so a link planted as the file is refused, not followed.
+    """
+
+    FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._real_root = root.resolve()
+        self._checked: set[Path] = set()     # folders made and found beneath the root
+
+    def open(self, input_name: str, blob_name: str) -> tuple[Path, BinaryIO]:
+        """The blob's local path and a new file there, open for writing."""
+        path = local_path(self.root, input_name, blob_name)
+        folder = path.parent
+        if folder not in self._checked:     # a race of two threads only checks twice
+            if not folder.resolve().is_relative_to(self._real_root):   # before making any of it
+                raise SubmitterError(f"blob name {blob_name!r} escapes the download folder")
+            folder.mkdir(parents=True, exist_ok=True)
+            self._checked.add(folder)
+        try:
+            fd = os.open(path, self.FLAGS, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:    # a link where the file goes
+                raise SubmitterError(f"blob name {blob_name!r} escapes the download folder") from exc
+            raise
+        return path, os.fdopen(fd, "wb")
 
 
 @dataclass(frozen=True)
@@ -125,17 +160,17 @@ def download_batch(storage: Storage, inputs: Sequence[InputSpec], items: list[li
     """Download a mini-batch's blobs concurrently on ``pool`` (plain HTTP GETs, see
     :mod:`shared.scoring.blobreader`); a missing blob is reported, not raised."""
     reader = storage.blob_reader
+    folder = DownloadFolder(root)
 
     def fetch(item: list[Any]) -> tuple[str | None, tuple[str, str] | None, str]:
         input_index, blob_name = item
         source = inputs[input_index]
         try:
-            path = local_path(root, source.name, blob_name)
+            path, fh = folder.open(source.name, blob_name)
         except SubmitterError as exc:
             return None, (blob_name, str(exc)), blob_name
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with open(path, "wb") as fh:
+            with fh:
                 reader.read_into(source.container, blob_name, fh)
         except BlobNotFound:
             path.unlink(missing_ok=True)
