@@ -397,6 +397,23 @@ def remove_seed(seeded: Seeded) -> None:
     shutil.rmtree(seeded.folder.parent, ignore_errors=True)
 
 
+def file_create_cost_us(folder: Path, files: int = 500) -> float:
+    """CPU microseconds to create, write and close a small file in ``folder`` (a mini-batch's
+    downloads create one per image). It varies by far more than the rest of a download between
+    folders of one machine: 8 us on tmpfs, ~20 on a plain ext4 folder here, 300-650 in this
+    machine's /tmp, on the same disk."""
+    probe = Path(tempfile.mkdtemp(prefix="create-cost-", dir=folder))
+    try:
+        started = time.process_time()
+        for i in range(files):
+            fd = os.open(probe / f"f{i:05d}.png", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.write(fd, b"x" * 400)
+            os.close(fd)
+        return round(1e6 * (time.process_time() - started) / files, 1)
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
 def main() -> int:
     # a SIGTERM unwinds like Ctrl-C, so Azurite and the host processes are stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -412,8 +429,12 @@ def main() -> int:
                              "went in the last run (bench/profile.py)")
     parser.add_argument("--profile-out", type=Path, default=Path(".parallelrun") / "profile.folded",
                         help="the last run's profile (with --profile; .calls beside it)")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="where the hosts' scratch folders go (default: the system's temp folder)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
+        print(f"scratch folder {tmp}: a file create costs {file_create_cost_us(Path(tmp)):.0f} us of CPU",
+              file=sys.stderr)
         for env in setup_env(Path(tmp), args.images, 0, 1):
             if args.count:
                 print(json.dumps(count_round_trips(env, args.batch, args.processes, args.nodes), indent=1))

@@ -273,10 +273,14 @@ def cpu_section(res: dict[str, Any]) -> str:
                  *[f"{r.get('other_cpu_share', 0):.0%}" for r in cells]])
     where = ", ".join(f"size {r['batch']}: {r['processes']} x {r['nodes']}, {r['mini_batches']} mini-batches"
                       for r in cells)
+    create = res.get("scratch_create_us")
+    scratch = (f" A file create in the hosts' scratch folder cost {create:.0f} us of CPU in this run "
+               f"(`--work-dir`; each downloaded image is one): part of our code's figure, and it "
+               f"depends on the folder's file system." if create is not None else "")
     text = (f"CPU seconds of each process kind per image and per mini-batch, over the jobs of the grid "
             f"({where}; bench/hostcpu.py says how each is counted). CPU per item is far less sensitive "
             f"to other load on the machine than wall time, but not immune (caches, frequency, the "
-            f"contention inside a process):\n\n" + _table(header, rows))
+            f"contention inside a process).{scratch}\n\n" + _table(header, rows))
     stage_rows = []
     for r in cells:
         emulation = (r.get("cpu_breakdown") or {}).get("emulation", {})

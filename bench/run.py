@@ -123,6 +123,9 @@ def main() -> int:
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: "
                         "limits,naive,ray,grid,client,tables,trips,cold,planner")
     parser.add_argument("--json", type=Path, default=ROOT / ".parallelrun" / "bench.json")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="where the hosts' scratch folders go (default: the system's temp "
+                             "folder); the report gives the CPU a file create costs there")
     parser.add_argument("--no-write", action="store_true", help="do not update docs/performance.md")
     parser.add_argument("--report-only", type=Path, metavar="JSON",
                         help="render (and write) the report of a saved run's figures, measure nothing")
@@ -143,7 +146,9 @@ def main() -> int:
                            "images": args.images, "rows": args.rows, "grid_mode": args.grid,
                            "grid_runs": args.grid_runs,
                            "date": dt.date.today().isoformat(), "runs": args.runs}
-    with tempfile.TemporaryDirectory(prefix="parallelrun-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="parallelrun-bench-", dir=args.work_dir) as tmp:
+        res["scratch_create_us"] = e2e.file_create_cost_us(Path(tmp))
+        console.log(f"scratch folder {tmp}: a file create costs {res['scratch_create_us']:.0f} us of CPU")
         t0 = time.monotonic()
         seeded = e2e.seed_workloads(Path(tmp), args.images, args.rows, 8)
         res["seed_s"] = round(time.monotonic() - t0, 1)

@@ -114,3 +114,13 @@ def test_the_targets_compare_with_aiohttp_where_it_was_measured() -> None:
     assert verdicts(report.render(res, prices, 2.0))[target] == "met"
     res["client"] = [streams]                     # without aiohttp: the streams client
     assert verdicts(report.render(res, prices, 2.0))[target] == "**missed**"
+
+
+def test_the_scratch_folders_file_create_cost_is_reported_beside_our_cpu() -> None:
+    res = results(best=750, five=450, trips=5.5, cold=2.0)
+    res["grid"] = [{**cell(200, 750), "mini_batches": 50, "cpu": cpu(1.0, 0.1, 0.5, 3.0, 200)}]
+    prices = {k: 0.0 for k in ("flex_gb_s", "flex_executions_per_million", "blob_read_per_10k",
+                               "blob_write_per_10k", "blob_list_per_10k", "queue_per_10k", "table_per_10k")}
+    res["scratch_create_us"] = 312.4
+    section = report.render(res, prices, 2.0).split("### Our CPU per item", 1)[1]
+    assert "A file create in the hosts' scratch folder cost 312 us of CPU" in section
