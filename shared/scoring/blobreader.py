@@ -123,6 +123,7 @@ class BlobReader:
                 conn.close()
             cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
             conn = self._local.conn = cls(self._host, self._port, timeout=self._timeout)
+            conn.response_class = LeanResponse
         return conn
 
     def read_into(self, container: str, name: str, fh: IO[bytes]) -> int:
@@ -200,6 +201,66 @@ class BlobReader:
         if expected is not None and int(expected) != size:
             raise http.client.IncompleteRead(b"", int(expected) - size)
         return size
+
+
+class Headers(dict[str, str]):
+    """An answer's headers by lower-case name (a repeated header's values joined by ", "), with
+    the lookups ``http.client`` makes of its ``HTTPMessage``."""
+
+    @classmethod
+    def parse(cls, lines: list[bytes]) -> Headers:
+        headers = cls()
+        for raw in lines:
+            name, sep, value = raw.decode("iso-8859-1").partition(":")
+            if not sep:
+                continue     # the blank line that ends them (or a line that is not a header)
+            key, value = name.strip().lower(), value.strip()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        return headers
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return super().get(name.lower(), default)
+
+    def get_all(self, name: str, default: Any = None) -> Any:
+        value = super().get(name.lower())
+        return default if value is None else [value]
+
+
+class LeanResponse(http.client.HTTPResponse):
+    """``http.client``'s answer with its headers read into :class:`Headers` instead of through the
+    ``email`` package, which cost ~40 us of a GET's ~140 us of client CPU. The rest is the
+    standard library's own: the status line, the header lines' limits, chunked and
+    Content-Length framing, keep-alive."""
+
+    def begin(self) -> None:
+        if self.headers is not None:
+            return
+        while True:   # skip any 100 Continue
+            version, status, reason = self._read_status()
+            if status != http.client.CONTINUE:
+                break
+            http.client._read_headers(self.fp)
+        self.code = self.status = status
+        self.reason = reason.strip()
+        if version in ("HTTP/1.0", "HTTP/0.9"):
+            self.version = 10
+        elif version.startswith("HTTP/1."):
+            self.version = 11
+        else:
+            raise http.client.UnknownProtocol(version)
+        self.headers = self.msg = Headers.parse(http.client._read_headers(self.fp))
+        self.chunked = (self.headers.get("transfer-encoding") or "").lower() == "chunked"
+        self.chunk_left = None
+        self.will_close = self._check_close()
+        self.length = None
+        length = self.headers.get("content-length")
+        if length and not self.chunked and length.strip().isdigit():
+            self.length = int(length)
+        if status in (http.client.NO_CONTENT, http.client.NOT_MODIFIED) or 100 <= status < 200 \
+                or self._method == "HEAD":
+            self.length = 0
+        if not self.will_close and not self.chunked and self.length is None:
+            self.will_close = True
 
 
 def closed_by_server(conn: http.client.HTTPConnection) -> bool:
