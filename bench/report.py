@@ -185,6 +185,29 @@ def cost_section(res: dict[str, Any], prices: dict[str, float], instance_gb: flo
             f"prices in bench/run.py `PRICES`, free grants ignored):\n\n" + _table(["item", "quantity", "cost"], rows))
 
 
+INSTANCE_CORES = 2      # assumed cores of one instance (the figure the performance issue used)
+
+
+def cpu_cost_section(res: dict[str, Any], prices: dict[str, float], instance_gb: float,
+                     cores: int = INSTANCE_CORES) -> str:
+    """Execution time per million images when an instance is bound by our own CPU (on Azure,
+    storage runs elsewhere): our CPU per image over the instance's cores, at each measured
+    mini_batch_size. Requests cost the same as above."""
+    cells = cpu_cells(res)
+    if not cells:
+        return ""
+    rows = []
+    for r in cells:
+        per_image_s = ours_ms(r) / 1000 / cores
+        gb_s = 1e6 * per_image_s * instance_gb
+        rows.append([f"mini_batch_size {r['batch']}", f"{ours_ms(r):.2f} ms", f"{1 / per_image_s:,.0f}",
+                     f"{gb_s:,.0f} GB-s", f"${gb_s * prices['flex_gb_s']:.4f}"])
+    return ("\n\nBound by our own CPU instead (our code in the host + scoring, from \"Our CPU per item\"; "
+            f"{cores} cores per {instance_gb:g} GB instance assumed, all busy):\n\n"
+            + _table(["cell", "our CPU per image", "images/s per instance", "execution time per million",
+                      "cost"], rows))
+
+
 def targets_section(res: dict[str, Any], img: dict[str, Any], tab: dict[str, Any]) -> str:
     rows = []
 
@@ -326,7 +349,8 @@ def render(res: dict[str, Any], prices: dict[str, float], instance_gb: float) ->
         parts.append(f"### Memory and the planner\n\nPeak RSS over every job above: host process "
                      f"(worker, planner, finalizer) {host:,.0f} MB; scoring process {scoring:,.0f} MB.\n\n"
                      f"Planner: {plan_txt or 'n/a'} (see the Planner section for where the time goes).")
-    parts.append("### Cost estimate (Flex Consumption)\n\n" + cost_section(res, prices, instance_gb, img.get("best")))
+    parts.append("### Cost estimate (Flex Consumption)\n\n" + cost_section(res, prices, instance_gb, img.get("best"))
+                 + cpu_cost_section(res, prices, instance_gb))
     return "\n\n".join(parts) + "\n"
 
 

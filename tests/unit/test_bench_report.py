@@ -124,3 +124,15 @@ def test_the_scratch_folders_file_create_cost_is_reported_beside_our_cpu() -> No
     res["scratch_create_us"] = 312.4
     section = report.render(res, prices, 2.0).split("### Our CPU per item", 1)[1]
     assert "A file create in the hosts' scratch folder cost 312 us of CPU" in section
+
+
+def test_the_cost_bound_by_our_cpu_is_computed_from_the_cpu_figures() -> None:
+    res = results(best=750, five=450, trips=5.5, cold=2.0)
+    res["grid"] = [{**cell(200, 750), "mini_batches": 50, "cpu": cpu(1.0, 0.1, 0.5, 3.0, 200)}]
+    prices = {k: 0.0 for k in ("flex_executions_per_million", "blob_read_per_10k",
+                               "blob_write_per_10k", "blob_list_per_10k", "queue_per_10k", "table_per_10k")}
+    prices["flex_gb_s"] = 0.00002
+    section = report.cpu_cost_section(res, prices, 2.0, cores=2)
+    # 1.5 ms per image on 2 cores: 1,333 images/s; 750 s x 2 GB per million = 1,500 GB-s = $0.03
+    row = next(r for r in section.splitlines() if r.startswith("| mini_batch_size 200"))
+    assert [c.strip() for c in row.split("|")[2:-1]] == ["1.50 ms", "1,333", "1,500 GB-s", "$0.0300"]
