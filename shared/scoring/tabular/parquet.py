@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from shared.scoring.tabular.formats import Piece, TabularDataError, TabularFormat
 from shared.scoring.tabular.schema import Schema, from_inferred, to_frame
-from shared.scoring.tabular.sources import PrefetchedSource, RangeSource, SourceFile
+from shared.scoring.tabular.sources import PrefetchedSource, RangesInMemory, RangeSource, SourceFile
 
 BATCH_ROWS = 64 * 1024            # rows decoded at a time when reading a piece
 STREAM_BUFFER_BYTES = 1 << 20     # column chunks are read in steps of this, not whole
@@ -115,6 +115,33 @@ def read(source: RangeSource, fmt: TabularFormat, piece: Piece, schema: Schema) 
     fields = [parquet.schema_arrow.field(n) for n in schema.names]
     table = pa.Table.from_batches(batches) if batches else pa.schema(fields).empty_table()
     return to_frame(table, schema, where)
+
+
+FOOTER_READ_BYTES = 64 * 1024     # what pyarrow reads of a file's end first (Arrow's default)
+MAX_FOOTER_BYTES = 64 << 20        # a footer claimed larger than this is not read ahead
+
+
+def needed(source: RangeSource, piece: Piece) -> list[tuple[int, int]]:
+    """The byte ranges ``(offset, length)`` :func:`read` reads of ``source`` for ``piece``: the
+    file's tail as pyarrow reads it (its last 64 KiB, or the whole footer if that is longer) and
+    the span of the piece's column chunks. Costs one read of the source besides learning its size
+    (one more for a footer over 64 KiB). Empty if the file's end does not look like a Parquet footer."""
+    size = source.size
+    tail_start = max(0, size - FOOTER_READ_BYTES)
+    tail = source.read(tail_start, size - tail_start)
+    if len(tail) < 12 or tail[-4:] != b"PAR1":
+        return []
+    length = int.from_bytes(tail[-8:-4], "little")
+    start = size - 8 - length
+    if length > MAX_FOOTER_BYTES or start < 4:
+        return []
+    if start < tail_start:
+        tail = source.read(start, tail_start - start) + tail
+        tail_start = start
+    meta = _open(RangesInMemory(source.name, size, {tail_start: tail})).metadata
+    span = _chunk_span(meta, piece)
+    footer = (tail_start, size - tail_start)
+    return [footer] if span is None else [(span[0], span[1] - span[0]), footer]
 
 
 def _open(source: RangeSource) -> pq.ParquetFile:
