@@ -35,6 +35,7 @@ from shared.scoring.tabular import (
     Piece,
     RangeSource,
     Schema,
+    TabularDataError,
     TabularFormat,
     needed_ranges,
     parse_partition,
@@ -93,16 +94,26 @@ def read_ahead(storage: Storage | BlobReader, input_spec: dict[str, Any], blob_n
     """Read the byte ranges one piece needs (:func:`shared.scoring.tabular.needed_ranges`) into
     ``path``, each at its own offset (a sparse file), for the scoring process that reads the piece
     (:class:`shared.scoring.tabular.HeldSource`). Returns what the process needs to find them:
-    ``{"path", "size", "ranges": [[offset, length], ...]}``. A range is one ranged GET; a Parquet
-    piece costs two more small ones (the footer's length, then the footer)."""
-    src = source(storage, input_spec["container"], blob_name)
-    ranges = needed_ranges(src, file_format(input_spec, blob_name), Piece.from_dict(piece))
+    ``{"path", "size", "ranges": [[offset, length], ...]}``. Each range is one ranged GET written
+    as it came (a text piece: its bytes and its header line; a Parquet piece: its column chunks
+    and the file's tail, as planned). Raises :class:`TabularDataError` for a file whose size is
+    not the one planned (the process then reads it and reports what does not fit)."""
+    reader: Any = getattr(storage, "blob_reader", storage)
+    planned = Piece.from_dict(piece)
+    ranges = needed_ranges(source(reader, input_spec["container"], blob_name),
+                           file_format(input_spec, blob_name), planned)
+    if not ranges:
+        raise TabularDataError(f"{planned.describe()}: nothing to read ahead (not a Parquet file?)")
+    size = planned.file_size
     with open(path, "wb") as fh:
         for offset, length in ranges:
-            data = src.read(offset, length)
+            data, size = reader.read_range(input_spec["container"], blob_name, offset, length)
+            if planned.file_size and size != planned.file_size:
+                raise TabularDataError(f"{planned.describe()}: the file has {size} bytes, "
+                                       f"{planned.file_size} when it was planned")
             fh.seek(offset)
             fh.write(data)
-    return {"path": str(path), "size": src.size, "ranges": [list(r) for r in ranges]}
+    return {"path": str(path), "size": size, "ranges": [list(r) for r in ranges]}
 
 
 class TableLoader:

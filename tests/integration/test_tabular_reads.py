@@ -174,3 +174,14 @@ def test_pieces_read_ahead_by_the_worker_need_no_storage_in_the_scoring_process(
     # without them it would need a token (Parquet's reader reports the refusal as a bad file)
     with pytest.raises((PermissionError, TabularDataError), match="no read token for container 'tabreads-ahead'"):
         loader.load({"items": [items[1]], "inputs": [spec.wire], "schemas": {"0": schema}, "read": grant})
+
+
+def test_a_parquet_file_rewritten_since_planning_is_not_read_ahead(storage: Storage, tmp_path: Any) -> None:
+    """Its planned ranges would be the old file's: the worker says so and leaves the piece to the
+    scoring process, which reads the file as it is and reports what does not fit."""
+    put_files(storage, "tabreads-changed", {"p/t.parquet": _parquet(_frame(4_000), 1_000)})
+    spec = InputSpec(container="tabreads-changed", prefix="p/", type="tabular")
+    [item, *_] = list(table_plans.pieces(storage, spec, 0, "p/t.parquet", 50_000))
+    put_files(storage, "tabreads-changed", {"p/t.parquet": _parquet(_frame(6_000), 1_000)})
+    with pytest.raises(TabularDataError, match=r"p/t.parquet piece 0 .*the file has \d+ bytes, \d+ when it was"):
+        tables.read_ahead(storage, spec.wire, item[1], item[2], tmp_path / "piece")

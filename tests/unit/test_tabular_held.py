@@ -3,6 +3,7 @@ serves them, and what happens when a read falls outside them."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 from typing import Any
@@ -88,8 +89,22 @@ def test_a_parquet_piece_reads_nothing_but_its_held_footer_and_chunks(
     assert frame["id"].tolist() == list(range(50_000))
     assert frame["c3"].tolist() == _numbers(50_000)["c3"].to_pylist()
     assert len(fallbacks) > 3
-    assert finding == [2] * len(finding)         # its size (the first 64 KiB), its tail and footer
+    assert finding == [0] * len(finding)         # planning put them in the piece
     assert fallbacks == [0] * len(fallbacks)
+
+
+def test_a_parquet_piece_planned_without_its_reads_finds_the_same_ranges(tmp_path: Path) -> None:
+    """A piece planned before pieces carried their reads: the ranges come from the file's tail."""
+    buf = io.BytesIO()
+    pq.write_table(_numbers(50_000, columns=40), buf, row_group_size=2_000)   # a footer over 64 KiB
+    data = buf.getvalue()
+    fmt = TabularFormat(kind="parquet")
+    for piece in plan_pieces(BlobSource(FakeBlob(data).fetch, name="c/t.parquet"), fmt, 300_000):
+        bare = dataclasses.replace(piece, reads=(), file_size=0)
+        blob = FakeBlob(data)
+        planned = needed_ranges(BlobSource(FakeBlob(b"").fetch, name="c/t.parquet"), fmt, piece)
+        assert needed_ranges(BlobSource(blob.fetch, name="c/t.parquet"), fmt, bare) == planned
+        assert len(blob.downloads) == 3              # its size, the last 64 KiB, the rest of the footer
 
 
 def test_reads_outside_the_held_ranges_go_to_the_blob(tmp_path: Path) -> None:
@@ -131,5 +146,6 @@ def test_a_file_that_is_not_parquet_needs_no_ranges_held() -> None:
     [piece] = list(plan_pieces(BlobSource(FakeBlob(good).fetch, name="c/t.parquet"),
                                TabularFormat(kind="parquet"), 1 << 20))
     broken = good[:-4] + b"XXXX"
+    bare = dataclasses.replace(piece, reads=(), file_size=0)     # planned without its reads
     assert needed_ranges(BlobSource(FakeBlob(broken).fetch, name="c/t.parquet"),
-                         TabularFormat(kind="parquet"), piece) == []
+                         TabularFormat(kind="parquet"), bare) == []
