@@ -108,7 +108,11 @@ def run_job(bench: Bench, spec: dict[str, Any], expect_rows: int, timeout_s: flo
     lines = body.decode().splitlines()
     timeline = _timeline(ledger, job.job_id, started, row.ended_at)
     first, first_started = timeline.get("first_settled"), timeline.get("first_settled_started")
+    if st["state"] != JobState.SUCCEEDED:   # say why, so a failed run is not just a zero
+        print(f"{job.job_id} {st['state']}: {st.get('reason')}; errors: "
+              f"{[e.get('message') for e in st.get('errors', [])][:3]}", file=sys.stderr)
     return {"timeline": timeline, "job_id": job.job_id, "state": st["state"], "seconds": seconds,
+            "reason": st.get("reason", ""),
             "items": st["items"]["succeeded"], "rows": len(lines), "rows_ok": len(lines) == expect_rows,
             "mini_batches": st["mini_batches"]["total"], "stages": st["stages"],
             "first_batch_s": first,
@@ -219,6 +223,7 @@ def run_configuration(env: Env, spec_of, expect_rows: int, nodes: int, runs: int
     return {"items_per_s": median_of(results, "items_per_s"), "seconds": median_of(results, "seconds"),
             "runs": [round(r["seconds"], 2) for r in results], "rows_ok": all(r["rows_ok"] for r in results),
             "state": ",".join(sorted({r["state"] for r in results})), "stages": best["stages"],
+            "reason": best.get("reason", ""),
             "mini_batches": best["mini_batches"], "cpu_ms_per_batch": best["cpu_ms_per_batch"], **peaks,
             "cpu": cpu, "cpu_breakdown": best["cpu_breakdown"],
             "other_cpu_share": statistics.median(r["other_cpu_share"] for r in results),

@@ -222,6 +222,11 @@ def targets_section(res: dict[str, Any], img: dict[str, Any], tab: dict[str, Any
     add(f"images: >= 2x Ray Data ({ray.get('source') if ray else 'n/a'})", _ratio(img.get("best"), ray), 2.0, "{:.1f}x")
     add("images, mini_batch_size 5: >= 40% of the I/O limit", _ratio(img.get("tutorial"), img.get("io_limit")),
         0.4, "{:.0%}")
+    for scale in res.get("tables_scale", []):
+        add(f"tables at scale ({scale['format']}, {scale['rows']:,} rows): >= 70% of the compute limit",
+            scale["of_compute_limit"], 0.7, "{:.0%}")
+        add(f"small table job ({scale['format']}): fixed cost <= 1 s", scale["small"]["fixed"]["fixed_s"],
+            1.0, "{:.2f} s", better="low")
     for fmt in ("csv", "parquet"):
         add(f"tables ({fmt}): >= 70% of the compute limit", _ratio(tab.get(fmt, {}).get("ours"),
                                                                    tab.get(fmt, {}).get("compute")), 0.7, "{:.0%}")
@@ -332,6 +337,12 @@ def render(res: dict[str, Any], prices: dict[str, float], instance_gb: float) ->
     if cpu:
         parts.append("### Our CPU per item\n\n" + cpu)
     parts.append("### Tables\n\n" + tables)
+    if res.get("tables_scale"):
+        from bench.tables_scale import markdown
+        parts.append("### Tables at scale\n\n`python -m bench.tables_scale` (`--table-rows`): one job "
+                     "over every row, the compute limit at the same piece size, and the small job "
+                     "(the first file) whose fixed cost is submit to done less its rows at its "
+                     "steady rate:\n\n" + markdown(res["tables_scale"]))
     if res.get("trips"):
         parts.append("### Storage round trips per mini-batch (counted on the wire)\n\n" + trips_section(res))
     if res.get("cold"):

@@ -113,6 +113,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small grid, one run, nothing written")
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--table-rows", type=int, default=0, metavar="N",
+                        help="also run tables at scale (bench/tables_scale.py) on N rows, e.g. "
+                             "10000000: CSV and Parquet end to end beside the compute limit at the "
+                             "same piece size, and a small table job's fixed cost (~10 min)")
     parser.add_argument("--grid", choices=("axes", "full"), default="axes",
                         help="axes: every mini_batch_size at 2 processes x 1 node, then every "
                              "processes x nodes at the best mini_batch_size and at 5 (15 cells); "
@@ -282,6 +286,10 @@ def main() -> int:
             for b in slow:
                 cell(b, 2 if 2 in processes else processes[0], nodes[0])
         e2e.remove_seed(seeded)
+    if args.table_rows:     # its own Azurite and data (gigabytes: seeded one format at a time)
+        res["tables_scale"] = sub("tables_scale", "--rows", str(args.table_rows), "--runs",
+                                  str(min(args.runs, 1) if args.quick else 1),
+                                  "--json", str(args.json.with_name("tables-scale.json")))
     if "planner" not in skip:
         res["planner"] = sub("planner", "--json", "--blobs",
                              *(("2000",) if args.quick else ("10000", "100000")))

@@ -103,3 +103,58 @@ def upload_tables(storage, folder: Path, rows: int = 1_000_000, parts: int = 8) 
             sizes[fmt] += Path(path).stat().st_size
     return Tables(TABLES_CONTAINER, rows, files, written, sizes)
 
+
+
+def scale_table(start: int, stop: int, seed: int = 0):
+    """Rows ``start`` .. ``stop - 1`` of a table as large as wanted, as a ``pyarrow.Table`` with the
+    columns of :mod:`examples.tabular.make_data` (id, the 30 features, label), made vectorised.
+
+    Row ``i`` is data-set row ``i % 569`` with each value scaled by a factor in 1 +/- 2 % and
+    rounded to the decimals its column has in the data set, like ``make_data``'s copies, but drawn
+    for the whole slice at once (one generator per slice, seeded by ``seed`` and ``start``) instead
+    of one per copy of 569 rows: about 0.3 s per million rows instead of ~4.5 s, and no DataFrame.
+    """
+    import pyarrow as pa
+
+    x, y, decimals = make_data._base()
+    ids = np.arange(start, stop, dtype=np.int64)
+    base = ids % make_data.N_BASE_ROWS
+    rng = np.random.default_rng([make_data.SEED, seed, start])
+    factor = rng.uniform(1.0 - make_data.JITTER, 1.0 + make_data.JITTER, size=(len(ids), make_data.N_FEATURES))
+    scale = 10.0 ** decimals
+    values = np.rint(x[base] * factor * scale) / scale   # the shortest decimal of each is short
+    columns = {"id": pa.array(ids)}
+    columns.update({name: pa.array(values[:, j]) for j, name in enumerate(FEATURE_COLUMNS)})
+    columns["label"] = pa.array(y[base])
+    return pa.table(columns)
+
+
+def write_scale_tables(folder: Path, rows: int, file_rows: int,
+                       formats: tuple[str, ...] = ("csv", "parquet")) -> dict[str, list[Path]]:
+    """``rows`` rows of :func:`scale_table` in files of ``file_rows`` rows (the last may hold
+    fewer), each format written from the same slice: ``breast_cancer_<k:05d>.<fmt>`` under
+    ``folder/<fmt>/`` (lexical order is row order). CSV with pyarrow's writer (a plain header
+    line, numbers as their shortest text), Parquet in row groups of
+    :func:`examples.tabular.make_data.row_group_rows`."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    written: dict[str, list[Path]] = {fmt: [] for fmt in formats}
+    for fmt in formats:
+        (folder / fmt).mkdir(parents=True, exist_ok=True)
+    header = (",".join(make_data.COLUMNS) + "\n").encode()
+    for k, start in enumerate(range(0, rows, file_rows)):
+        table = scale_table(start, min(rows, start + file_rows))
+        for fmt in formats:
+            path = folder / fmt / f"{make_data.BASENAME}_{k:05d}.{fmt}"
+            if fmt == "csv":
+                with open(path, "wb") as fh:
+                    fh.write(header)
+                    pacsv.write_csv(table, fh, pacsv.WriteOptions(include_header=False,
+                                                                  batch_size=64 * 1024))
+            elif fmt == "parquet":
+                pq.write_table(table, path, row_group_size=make_data.row_group_rows(table.num_rows))
+            else:
+                raise ValueError(f"unknown format {fmt!r}: csv or parquet")
+            written[fmt].append(path)
+    return written

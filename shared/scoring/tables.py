@@ -9,8 +9,11 @@ columns and dtypes in every mini-batch. With ``partition_keys``, each distinct c
 values (from Hive-style ``key=value`` folders or the input's ``partition_format``) is one mini-batch
 instead: all the files (or pieces) of that partition, in listing order.
 
-Loading (in the scoring process): the pieces of a mini-batch are read straight from storage and
-concatenated; partition columns are appended at the end, as PRS does.
+Loading (in the scoring process): the pieces of a mini-batch are read and concatenated; partition
+columns are appended at the end, as PRS does. The bytes a piece needs are read ahead by the worker
+while the mini-batch waits for a scoring process (:func:`read_ahead`: the header and the piece's
+range, or a Parquet piece's footer and column chunks, into a local file), so the process reads
+them from the node; any byte not read ahead (or a read-ahead that failed) comes from storage.
 """
 
 from __future__ import annotations
@@ -18,13 +21,26 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from shared.errors import SubmitterError
 from shared.scoring.blobreader import BlobReader
-from shared.scoring.tabular import FORMAT_NAMES, BlobSource, Piece, Schema, TabularFormat, parse_partition, read_piece
+from shared.scoring.tabular import (
+    FORMAT_NAMES,
+    BlobSource,
+    HeldSource,
+    Piece,
+    RangeSource,
+    Schema,
+    TabularDataError,
+    TabularFormat,
+    needed_ranges,
+    parse_partition,
+    read_piece,
+)
 
 if TYPE_CHECKING:    # the service passes its Storage (whose blob_reader reads); never imported here
     from shared.storage import Storage
@@ -73,6 +89,33 @@ def partition_of(input_spec: dict[str, Any], blob_name: str, keys: list[str]) ->
     return {k: values[k] for k in keys}
 
 
+def read_ahead(storage: Storage | BlobReader, input_spec: dict[str, Any], blob_name: str,
+               piece: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Read the byte ranges one piece needs (:func:`shared.scoring.tabular.needed_ranges`) into
+    ``path``, each at its own offset (a sparse file), for the scoring process that reads the piece
+    (:class:`shared.scoring.tabular.HeldSource`). Returns what the process needs to find them:
+    ``{"path", "size", "ranges": [[offset, length], ...]}``. Each range is one ranged GET written
+    as it came (a text piece: its bytes and its header line; a Parquet piece: its column chunks
+    and the file's tail, as planned). Raises :class:`TabularDataError` for a file whose size is
+    not the one planned (the process then reads it and reports what does not fit)."""
+    reader: Any = getattr(storage, "blob_reader", storage)
+    planned = Piece.from_dict(piece)
+    ranges = needed_ranges(source(reader, input_spec["container"], blob_name),
+                           file_format(input_spec, blob_name), planned)
+    if not ranges:
+        raise TabularDataError(f"{planned.describe()}: nothing to read ahead (not a Parquet file?)")
+    size = planned.file_size
+    with open(path, "wb") as fh:
+        for offset, length in ranges:
+            data, size = reader.read_range(input_spec["container"], blob_name, offset, length)
+            if planned.file_size and size != planned.file_size:
+                raise TabularDataError(f"{planned.describe()}: the file has {size} bytes, "
+                                       f"{planned.file_size} when it was planned")
+            fh.seek(offset)
+            fh.write(data)
+    return {"path": str(path), "size": size, "ranges": [list(r) for r in ranges]}
+
+
 class TableLoader:
     """Reads a tabular mini-batch in a scoring process.
 
@@ -86,8 +129,8 @@ class TableLoader:
     def load(self, request: dict[str, Any]) -> pd.DataFrame:
         reader = self._reader_for(request.get("read"))
         frames = []
-        for input_spec, blob_name, piece, schema, partition in _described(request):
-            df = _read(reader, input_spec, blob_name, piece, schema)
+        for (input_spec, blob_name, piece, schema, partition), held in zip(_described(request), _held(request)):
+            df = _read(reader, input_spec, blob_name, piece, schema, held)
             for key, value in partition.items():
                 df[key] = value
             frames.append(df)
@@ -115,8 +158,17 @@ def _described(request: dict[str, Any]) -> Iterable[tuple[dict, str, dict, dict,
         yield spec, blob_name, piece, request["schemas"][str(input_index)], partition
 
 
+def _held(request: dict[str, Any]) -> Iterable[dict[str, Any] | None]:
+    """Per item, where the worker put its bytes (:func:`read_ahead`), or None: read from storage."""
+    held = request.get("held") or []
+    for i in range(len(request["items"])):
+        yield held[i] if i < len(held) else None
+
+
 def _read(storage: Storage | BlobReader, input_spec: dict[str, Any], blob_name: str, piece: dict[str, Any],
-          schema: dict[str, Any]) -> pd.DataFrame:
+          schema: dict[str, Any], held: dict[str, Any] | None = None) -> pd.DataFrame:
     fmt = file_format(input_spec, blob_name)
-    return read_piece(source(storage, input_spec["container"], blob_name), fmt,
-                      Piece.from_dict(piece), Schema.from_dict(schema))
+    src: RangeSource = source(storage, input_spec["container"], blob_name)
+    if held is not None:
+        src = HeldSource(held["path"], [(int(o), int(n)) for o, n in held["ranges"]], int(held["size"]), src)
+    return read_piece(src, fmt, Piece.from_dict(piece), Schema.from_dict(schema))

@@ -18,6 +18,7 @@ import pytest
 from shared.local.azurite import Azurite
 from shared.local.faultproxy import FaultyProxy
 from shared.scoring import blobreader, tables
+from shared.scoring.tabular import TabularDataError
 from shared.service.planning import tables as table_plans
 from shared.settings import azurite_connection_string
 from shared.spec import InputSpec
@@ -145,3 +146,42 @@ def test_a_scoring_process_reads_with_the_worker_s_tokens_alone(storage: Storage
     with pytest.raises(PermissionError, match="tabreads-other"):
         loader.load({"items": [item], "inputs": [other], "schemas": {"0": schema},
                      "read": {**grant, "tokens": {}}})
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_pieces_read_ahead_by_the_worker_need_no_storage_in_the_scoring_process(
+        storage: Storage, tmp_path: Any, name: str) -> None:
+    """The worker reads a piece's bytes before the mini-batch waits for a process
+    (``tables.read_ahead``); the process then parses them without a request of its own: here its
+    loader holds no token for the container at all, and every piece still reads the same rows."""
+    frame = _frame(40_000)
+    encode, _ = FILES[name]
+    put_files(storage, "tabreads-ahead", {name: encode(frame)})
+    spec = InputSpec(container="tabreads-ahead", prefix=name.split("/")[0] + "/", type="tabular")
+    schema = table_plans.schema_for(storage, spec, name)
+    items = list(table_plans.pieces(storage, spec, 0, name, 256_000))
+    assert len(items) > 3
+    grant = {**storage.blob_reader.read_grant(["tabreads-ahead"]), "tokens": {}}
+    loader = tables.TableLoader()
+    frames = []
+    for i, (index, blob, piece) in enumerate(items):
+        held = tables.read_ahead(storage, spec.wire, blob, piece, tmp_path / f"piece-{i}")
+        frames.append(loader.load({"items": [[index, blob, piece]], "inputs": [spec.wire],
+                                   "schemas": {"0": schema}, "read": grant, "held": [held]}))
+    got = pd.concat(frames, ignore_index=True)
+    assert got["id"].tolist() == frame["id"].tolist()
+    np.testing.assert_allclose(got["f3"].to_numpy(), frame["f3"].to_numpy())
+    # without them it would need a token (Parquet's reader reports the refusal as a bad file)
+    with pytest.raises((PermissionError, TabularDataError), match="no read token for container 'tabreads-ahead'"):
+        loader.load({"items": [items[1]], "inputs": [spec.wire], "schemas": {"0": schema}, "read": grant})
+
+
+def test_a_parquet_file_rewritten_since_planning_is_not_read_ahead(storage: Storage, tmp_path: Any) -> None:
+    """Its planned ranges would be the old file's: the worker says so and leaves the piece to the
+    scoring process, which reads the file as it is and reports what does not fit."""
+    put_files(storage, "tabreads-changed", {"p/t.parquet": _parquet(_frame(4_000), 1_000)})
+    spec = InputSpec(container="tabreads-changed", prefix="p/", type="tabular")
+    [item, *_] = list(table_plans.pieces(storage, spec, 0, "p/t.parquet", 50_000))
+    put_files(storage, "tabreads-changed", {"p/t.parquet": _parquet(_frame(6_000), 1_000)})
+    with pytest.raises(TabularDataError, match=r"p/t.parquet piece 0 .*the file has \d+ bytes, \d+ when it was"):
+        tables.read_ahead(storage, spec.wire, item[1], item[2], tmp_path / "piece")

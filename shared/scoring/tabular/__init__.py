@@ -9,10 +9,10 @@ the dtype policy (:mod:`.schema`), the splitters (:mod:`.text`, :mod:`.parquet`)
 
 from shared.scoring.tabular.formats import COLUMN_TYPES, FORMAT_NAMES, Piece, TabularDataError, TabularFormat
 from shared.scoring.tabular.partition import parse_partition
-from shared.scoring.tabular.pieces import infer_schema, plan_pieces, read_piece
+from shared.scoring.tabular.pieces import infer_schema, needed_ranges, plan_pieces, read_piece
 from shared.scoring.tabular.schema import Schema, pandas_dtype
-from shared.scoring.tabular.sources import BlobSource, LocalFileSource, RangeSource, SourceFile
+from shared.scoring.tabular.sources import BlobSource, HeldSource, LocalFileSource, RangeSource, SourceFile
 
-__all__ = ["COLUMN_TYPES", "FORMAT_NAMES", "BlobSource", "LocalFileSource", "Piece", "RangeSource", "Schema",
-           "SourceFile", "TabularDataError", "TabularFormat", "infer_schema", "pandas_dtype",
-           "parse_partition", "plan_pieces", "read_piece"]
+__all__ = ["COLUMN_TYPES", "FORMAT_NAMES", "BlobSource", "HeldSource", "LocalFileSource", "Piece", "RangeSource",
+           "Schema", "SourceFile", "TabularDataError", "TabularFormat", "infer_schema", "needed_ranges",
+           "pandas_dtype", "parse_partition", "plan_pieces", "read_piece"]

@@ -128,6 +128,9 @@ class Piece:
     the header line, read with every piece. Parquet: rows ``[row_offset, row_offset + row_count)``
     of the concatenation of ``row_groups`` (consecutive groups, or one group and a slice of it).
     ``est_bytes`` is the piece's estimated size (bytes for text, uncompressed bytes for Parquet).
+    ``reads`` (Parquet, from planning): the byte ranges ``(offset, length)`` reading it needs (its
+    column chunks' span and the file's tail with the footer) in a file of ``file_size`` bytes, so
+    the worker can read them ahead without parsing the footer itself; empty when not known.
     """
 
     file: str
@@ -140,6 +143,8 @@ class Piece:
     row_offset: int = 0
     row_count: int = 0
     est_bytes: int = 0
+    reads: tuple[tuple[int, int], ...] = ()
+    file_size: int = 0
 
     def describe(self) -> str:
         if self.kind == "parquet":
@@ -154,6 +159,8 @@ class Piece:
                                "est_bytes": self.est_bytes}
         if self.kind == "parquet":
             out.update(row_groups=list(self.row_groups), rows=[self.row_offset, self.row_count])
+            if self.reads:
+                out.update(reads=[list(r) for r in self.reads], size=self.file_size)
         else:
             out["range"] = [self.start, self.end]
             if self.header is not None:
@@ -171,7 +178,9 @@ class Piece:
                        header=(int(header[0]), int(header[1])) if header is not None else None,
                        row_groups=tuple(int(g) for g in data.get("row_groups", ())),
                        row_offset=int(row_offset), row_count=int(row_count),
-                       est_bytes=int(data.get("est_bytes", 0)))
+                       est_bytes=int(data.get("est_bytes", 0)),
+                       reads=tuple((int(o), int(n)) for o, n in data.get("reads", ())),
+                       file_size=int(data.get("size", 0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise TabularDataError(f"malformed piece {dict(data)!r}: {exc}") from exc
 

@@ -12,6 +12,10 @@ batch, but the rows before the range are still read and decoded, because pyarrow
 start at a row (the page index is not used). So the k-th of n ranges of one group costs about k/n
 of the group to decode, and a group split n ways costs about n/2 times the group in total.
 
+Planning also records in each piece the byte ranges reading it needs (the span below and the
+file's tail with the footer, :attr:`Piece.reads`), so the worker reads them ahead of the scoring
+process without parsing the footer itself.
+
 Requests: pyarrow reads a piece column chunk by column chunk, in steps of
 :data:`STREAM_BUFFER_BYTES`, so over a blob each chunk would be a request (tens per piece). Instead
 the footer is read (with the file's size, before it: two requests, one for a file of at most
@@ -26,6 +30,7 @@ memory stays about what the streaming reader would hold.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 
@@ -35,7 +40,7 @@ import pyarrow.parquet as pq
 
 from shared.scoring.tabular.formats import Piece, TabularDataError, TabularFormat
 from shared.scoring.tabular.schema import Schema, from_inferred, to_frame
-from shared.scoring.tabular.sources import PrefetchedSource, RangeSource, SourceFile
+from shared.scoring.tabular.sources import PrefetchedSource, RangesInMemory, RangeSource, SourceFile
 
 BATCH_ROWS = 64 * 1024            # rows decoded at a time when reading a piece
 STREAM_BUFFER_BYTES = 1 << 20     # column chunks are read in steps of this, not whole
@@ -48,6 +53,19 @@ def plan(source: RangeSource, fmt: TabularFormat, target_bytes: int) -> Iterator
     if target_bytes < 1:
         raise ValueError(f"target_bytes must be at least 1, not {target_bytes}")
     meta = _open(source).metadata
+    file_size = source.size
+    tail = _tail(file_size, meta.serialized_size)
+
+    def known(piece: Piece) -> Piece:     # what reading it needs, for the worker to read ahead
+        span = _chunk_span(meta, piece)
+        reads = ((span[0], span[1] - span[0]), tail) if span is not None else (tail,)
+        return dataclasses.replace(piece, reads=reads, file_size=file_size)
+
+    for piece in _plan(meta, source.name, target_bytes):
+        yield known(piece)
+
+
+def _plan(meta: pq.FileMetaData, name: str, target_bytes: int) -> Iterator[Piece]:
     index = 0
     groups: list[int] = []
     rows = size = 0
@@ -57,14 +75,14 @@ def plan(source: RangeSource, fmt: TabularFormat, target_bytes: int) -> Iterator
             continue
         group_size = _group_bytes(group)
         if groups and size + group_size > target_bytes:
-            yield Piece(source.name, "parquet", index, row_groups=tuple(groups), row_count=rows,
+            yield Piece(name, "parquet", index, row_groups=tuple(groups), row_count=rows,
                         est_bytes=size)
             index, groups, rows, size = index + 1, [], 0, 0
         if group_size > target_bytes and group.num_rows > 1:
             per = math.ceil(group.num_rows / min(group.num_rows, math.ceil(group_size / target_bytes)))
             for offset in range(0, group.num_rows, per):
                 count = min(per, group.num_rows - offset)
-                yield Piece(source.name, "parquet", index, row_groups=(g,), row_offset=offset,
+                yield Piece(name, "parquet", index, row_groups=(g,), row_offset=offset,
                             row_count=count, est_bytes=group_size * count // group.num_rows)
                 index += 1
             continue
@@ -72,7 +90,7 @@ def plan(source: RangeSource, fmt: TabularFormat, target_bytes: int) -> Iterator
         rows += group.num_rows
         size += group_size
     if groups:
-        yield Piece(source.name, "parquet", index, row_groups=tuple(groups), row_count=rows,
+        yield Piece(name, "parquet", index, row_groups=tuple(groups), row_count=rows,
                     est_bytes=size)
 
 
@@ -115,6 +133,43 @@ def read(source: RangeSource, fmt: TabularFormat, piece: Piece, schema: Schema) 
     fields = [parquet.schema_arrow.field(n) for n in schema.names]
     table = pa.Table.from_batches(batches) if batches else pa.schema(fields).empty_table()
     return to_frame(table, schema, where)
+
+
+FOOTER_READ_BYTES = 64 * 1024     # what pyarrow reads of a file's end first (Arrow's default)
+MAX_FOOTER_BYTES = 64 << 20        # a footer claimed larger than this is not read ahead
+
+
+def needed(source: RangeSource, piece: Piece) -> list[tuple[int, int]]:
+    """The byte ranges ``(offset, length)`` :func:`read` reads of ``source`` for ``piece``: the
+    file's tail as pyarrow reads it (its last 64 KiB, or the whole footer if that is longer) and
+    the span of the piece's column chunks. Planning puts them in the piece (``Piece.reads``); for
+    a piece without them they cost a read of the source's tail besides learning its size (one more
+    for a footer over 64 KiB). Empty if the file's end does not look like a Parquet footer."""
+    if piece.reads:
+        return list(piece.reads)
+    size = source.size
+    tail_start = max(0, size - FOOTER_READ_BYTES)
+    tail = source.read(tail_start, size - tail_start)
+    if len(tail) < 12 or tail[-4:] != b"PAR1":
+        return []
+    length = int.from_bytes(tail[-8:-4], "little")
+    start = size - 8 - length
+    if length > MAX_FOOTER_BYTES or start < 4:
+        return []
+    if start < tail_start:
+        tail = source.read(start, tail_start - start) + tail
+        tail_start = start
+    meta = _open(RangesInMemory(source.name, size, {tail_start: tail})).metadata
+    span = _chunk_span(meta, piece)
+    footer = (tail_start, size - tail_start)
+    return [footer] if span is None else [(span[0], span[1] - span[0]), footer]
+
+
+def _tail(size: int, footer_bytes: int) -> tuple[int, int]:
+    """The end of a file of ``size`` bytes that pyarrow reads to open it: its last 64 KiB, or the
+    footer (``footer_bytes``, its length and magic) if that is longer."""
+    start = max(0, size - max(FOOTER_READ_BYTES, footer_bytes + 8))
+    return start, size - start
 
 
 def _open(source: RangeSource) -> pq.ParquetFile:

@@ -44,6 +44,28 @@ def infer_schema(source: RangeSource, fmt: TabularFormat) -> Schema:
     return text.infer(source, fmt)
 
 
+def needed_ranges(source: RangeSource, fmt: TabularFormat, piece: Piece) -> list[tuple[int, int]]:
+    """The byte ranges ``(offset, length)`` of ``source`` that :func:`read_piece` reads for
+    ``piece``, merged where they touch: for text the header line and the piece's bytes (no read of
+    the source), for Parquet the footer and the span of the piece's column chunks (two small
+    reads). A reader holding these (:class:`.sources.HeldSource`) needs nothing else; where a
+    file surprises it (a header that changed), it reads the rest from the source."""
+    if fmt.kind == "parquet":
+        found = parquet.needed(source, piece)
+    else:
+        found = [(piece.start, piece.end - piece.start)]
+        if fmt.kind != "jsonl" and piece.header is not None:
+            found.append((piece.header[0], piece.header[1] - piece.header[0]))
+    merged: list[tuple[int, int]] = []
+    for offset, length in sorted(r for r in found if r[1] > 0):
+        if merged and offset <= merged[-1][0] + merged[-1][1]:
+            last = merged[-1]
+            merged[-1] = (last[0], max(last[1], offset + length - last[0]))
+        else:
+            merged.append((offset, length))
+    return merged
+
+
 def read_piece(source: RangeSource, fmt: TabularFormat, piece: Piece, schema: Schema) -> pd.DataFrame:
     """The piece's records as a DataFrame with exactly ``schema``'s columns and dtypes.
 

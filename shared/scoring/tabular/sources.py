@@ -5,6 +5,8 @@ downloads through a read-ahead buffer, so a sequential scan in small steps costs
 few MiB, while a one-off read (a header line, a piece) downloads about what it asks for.
 :class:`PrefetchedSource` holds byte ranges fetched ahead in one request each (a Parquet piece's
 column chunks) and serves the reads inside them from memory.
+:class:`HeldSource` serves the byte ranges a worker read ahead into a local file (at their own
+offsets) and sends any other read to the blob.
 :class:`SourceFile` wraps any source as a read-only binary file for pyarrow's Parquet reader.
 """
 
@@ -172,6 +174,67 @@ class PrefetchedSource:
 
     def __repr__(self) -> str:
         return f"PrefetchedSource({self._source!r}, {len(self._starts)} ranges)"
+
+
+class RangesInMemory:
+    """A file of ``size`` bytes of which only ``held`` (offset -> bytes) is known: enough to open a
+    Parquet file's footer without its data. A read outside what is held raises ``ValueError``."""
+
+    def __init__(self, name: str, size: int, held: dict[int, bytes]) -> None:
+        self.name = name
+        self.size = size
+        self._held = sorted(held.items())
+
+    def read(self, offset: int, length: int) -> bytes:
+        end = min(offset + max(0, length), self.size)
+        if offset >= end:
+            return b""
+        for start, data in self._held:
+            if start <= offset and end <= start + len(data):
+                return data[offset - start:end - start]
+        raise ValueError(f"{self.name}: bytes {offset}-{end} are not held")
+
+
+class HeldSource:
+    """A blob's byte ranges read ahead into a local file (each at its own offset in a sparse file of
+    the blob's size), served from there; a read outside them goes to ``fallback`` (the blob), so a
+    range missed costs a request, never data. ``fallback_reads`` counts those (tests, benches).
+
+    The worker reads a table mini-batch's ranges while the mini-batch waits for a scoring process
+    (:func:`shared.scoring.tables.read_ahead`), so the process finds the bytes on the node when it
+    takes it: reading the next piece overlaps with scoring the current one."""
+
+    def __init__(self, path: str | os.PathLike[str], ranges: list[tuple[int, int]], size: int,
+                 fallback: RangeSource) -> None:
+        self.path = os.fspath(path)
+        self.ranges = sorted((int(o), int(n)) for o, n in ranges)
+        self._size = int(size)
+        self._fallback = fallback
+        self.fallback_reads = 0
+
+    @property
+    def name(self) -> str:
+        return self._fallback.name
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def read(self, offset: int, length: int) -> bytes:
+        end = min(offset + max(0, length), self._size)
+        if offset >= end:
+            return b""
+        i = bisect.bisect_right(self.ranges, (offset, float("inf"))) - 1
+        if i >= 0 and end <= self.ranges[i][0] + self.ranges[i][1]:
+            with open(self.path, "rb") as fh:
+                data = os.pread(fh.fileno(), end - offset, offset)
+            if len(data) == end - offset:
+                return data
+        self.fallback_reads += 1
+        return self._fallback.read(offset, length)
+
+    def __repr__(self) -> str:
+        return f"HeldSource({self.name!r}, {len(self.ranges)} ranges in {self.path!r})"
 
 
 class SourceFile(io.RawIOBase):

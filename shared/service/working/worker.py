@@ -2,7 +2,8 @@
 
 I/O stays here, in the parent; compute runs in scoring processes (:mod:`shared.service.working.pool`). The steps:
 read the mini-batch row and decide (run, or drop as settled / job stopped); mark it running (a new
-try id); download its files; lease a scoring process and ``run()``; stage the rows as an uncommitted
+try id); download its files (a table's: the byte ranges its pieces need); lease a scoring process
+and ``run()``; stage the rows as an uncommitted
 block; commit the row and the counters in one conditional transaction (:mod:`shared.service.ledger.settlement`
 decides what to commit). Only then the side effects: enqueue the successor mini-batch (flow
 control), a retry, or the finalizer.
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from shared.errors import OperatorError
 from shared.messages import BatchMessage, FinalizeMessage
+from shared.scoring import tables as table_reads
 from shared.scoring.protocol import OutcomeKind, RunOutcome
 from shared.service import outbox
 from shared.service.finalizing import finalizer
@@ -89,6 +91,11 @@ class _Clock:
                       **{f"ms_{k}": v for k, v in self.ms.items()})
 
 
+def _work_dir(ctx: JobContext, batch: BatchRow) -> Path:
+    """A try's own folder for its inputs on this node (removed when the try ends)."""
+    return ctx.batches_dir / f"{batch.index:09d}-{batch.try_id}"
+
+
 class Worker:
     def __init__(self, storage: Storage, ledger: Ledger, pool: ScoringPool, node_id: str) -> None:
         self.storage = storage
@@ -143,10 +150,10 @@ class Worker:
 
     def _try(self, ctx: JobContext, batch: BatchRow, enqueued_at: float | None, calls_before: int) -> Handled:
         """Run the try ``batch`` was marked running for, settle it, and apply the settlement."""
-        work = ctx.batches_dir / f"{batch.index:09d}-{batch.try_id}"
+        work = _work_dir(ctx, batch)
         clock = _Clock()
         try:
-            files = (Downloaded([], []) if ctx.tabular else  # tables are read by the scoring process
+            files = (Downloaded([], []) if ctx.tabular else  # tables are parsed by the scoring process
                      download_batch(self.storage, ctx.inputs, batch.items, work, self._downloads))
             clock.lap("download")
             outcome, block = self._score(ctx, batch, files, clock)
@@ -238,12 +245,34 @@ class Worker:
         return Stopped.UNRUNNABLE
 
     # -- scoring ---------------------------------------------------------------------------
+    def _read_ahead(self, ctx: JobContext, batch: BatchRow, work: Path) -> list[dict | None]:
+        """A table mini-batch's bytes, read into ``work`` before it waits for a scoring process,
+        so that reading the next pieces overlaps with scoring the current ones (the host takes
+        more messages than it has processes). The process parses them from the node's disk; an
+        item whose read fails here is read by the process itself, which reports its error as
+        before (None)."""
+        work.mkdir(parents=True, exist_ok=True)
+
+        def one(numbered: tuple[int, list]) -> dict | None:
+            i, (input_index, blob_name, piece) = numbered
+            try:
+                return table_reads.read_ahead(self.storage, ctx.inputs[input_index].wire, blob_name,
+                                              piece, work / f"piece-{i:05d}")
+            except Exception as exc:  # noqa: BLE001 - the scoring process reads it and says why
+                log.info("not read ahead: job=%s batch=%d %s: %s", batch.job_id, batch.index,
+                         blob_name, exc)
+                return None
+        return list(self._downloads.map(one, enumerate(batch.items)))
+
     def _score(self, ctx: JobContext, batch: BatchRow, files: Downloaded,
                clock: _Clock) -> tuple[RunOutcome, str]:
         if not files.paths and not ctx.tabular:
             return RunOutcome(OutcomeKind.OK), ""
         context = ctx.context(batch.index, batch.items)
         payload = self._payload(ctx, batch.items, files.paths)
+        if isinstance(payload, dict):     # a table: its bytes before it waits for a process
+            payload["held"] = self._read_ahead(ctx, batch, _work_dir(ctx, batch))
+            clock.lap("download")
         for _ in range(LOST_PROCESS_RETRIES + 1):
             with self.pool.lease(ctx.pool_key, ctx.scoring, ctx.processes) as proc:
                 clock.lap("wait")
