@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from azure.data.tables import TableEntity
+from azure.data.tables import EdmType, EntityProperty, TableEntity
 
 from shared.errors import SubmitterError
 from shared.spec import JobSpec, parse_spec
@@ -29,6 +29,19 @@ TRANSACTION_CHARS = 3_000_000    # characters of strings per transaction (a requ
 PARTITION_CHUNKS = 15            # chunks of a partition row's items: 450,000 characters, which
 PARTITION_ITEMS_CHARS = PARTITION_CHUNKS * _CHUNK   # keeps it under 1 MiB (strings count UTF-16)
 PARTITION_ROWS = ("ps", "po", "pc")   # seen, order (+ first page's items), continuation
+
+
+def wide(value: Any) -> Any:
+    """An int outside Int32 as an Int64 property: the tables SDK sends every int as Int32 and
+    refuses larger ones (a table of over 2 GiB of text, a long job's summed queue times)."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -2**31 <= value < 2**31:
+        return EntityProperty(value, EdmType.INT64)
+    return value
+
+
+def narrow(value: Any) -> Any:
+    """An Int64 property read back as the int it holds (the SDK returns it wrapped)."""
+    return value.value if isinstance(value, EntityProperty) else value
 
 
 def batch_key(index: int) -> str:
@@ -139,7 +152,7 @@ class JobRow:
             if f.name in self._JSON:
                 put_long(entity, f.name, json.dumps(value, separators=(",", ":")))
             else:
-                entity[f.name] = value
+                entity[f.name] = wide(value)
         return entity
 
     @classmethod
@@ -152,7 +165,7 @@ class JobRow:
             if f.name in cls._JSON:
                 kw[f.name] = json.loads(get_long(e, f.name) or "{}")
             elif f.name in e:
-                kw[f.name] = e[f.name]
+                kw[f.name] = narrow(e[f.name])
         return cls(**kw)
 
     @property
@@ -192,7 +205,7 @@ class BatchRow:
         for f in fields(self):
             if f.name in ("job_id", "index", "etag", "items"):
                 continue
-            entity[f.name] = getattr(self, f.name)
+            entity[f.name] = wide(getattr(self, f.name))
         if items:
             put_long(entity, "items", json.dumps(self.items, separators=(",", ":")))
             entity["n_items"] = len(self.items)
@@ -205,7 +218,7 @@ class BatchRow:
                               "items": json.loads(get_long(e, "items") or "[]")}
         for f in fields(cls):
             if f.name not in kw and f.name in e:
-                kw[f.name] = e[f.name]
+                kw[f.name] = narrow(e[f.name])
         return cls(**kw)
 
     @property

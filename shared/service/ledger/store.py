@@ -31,7 +31,9 @@ from shared.service.ledger.rows import (
     PartitionRow,
     Totals,
     batch_key,
+    narrow,
     seen_key,
+    wide,
 )
 from shared.states import BatchState
 
@@ -213,7 +215,8 @@ class Ledger:
         with shard.lock:
             current = shard.values.get(batch.job_id) or {f.name: 0 for f in fields(Totals)}
             counters = {k: current[k] + getattr(delta, k) for k in current}
-            counter_entity = {"PartitionKey": batch.job_id, "RowKey": shard.key, **counters}
+            counter_entity = {"PartitionKey": batch.job_id, "RowKey": shard.key,
+                              **{k: wide(v) for k, v in counters.items()}}
             etag = shard.etags.get(batch.job_id)
             counter_op: tuple[str, dict[str, Any], dict[str, Any]] = (
                 ("update", counter_entity, {"mode": UpdateMode.REPLACE, "etag": etag,
@@ -254,7 +257,7 @@ class Ledger:
             shard.values.pop(job_id, None)
             shard.etags.pop(job_id, None)
             return
-        shard.values[job_id] = {f.name: int(e.get(f.name, 0)) for f in fields(Totals)}
+        shard.values[job_id] = {f.name: int(narrow(e.get(f.name, 0))) for f in fields(Totals)}
         shard.etags[job_id] = str(e.metadata["etag"])
 
     def unsettle(self, batch: BatchRow, note: ErrorRecord) -> bool:
@@ -272,7 +275,7 @@ class Ledger:
         total = Totals()
         query = "PartitionKey eq @pk and RowKey ge 'c-' and RowKey lt 'c.'"
         for e in self.table.query_entities(query, parameters={"pk": job_id}):
-            total = total + Totals(**{f.name: int(e.get(f.name, 0)) for f in fields(Totals)})
+            total = total + Totals(**{f.name: int(narrow(e.get(f.name, 0))) for f in fields(Totals)})
         return total
 
     def record_error(self, job_id: str, error: ErrorRecord) -> None:
