@@ -25,7 +25,7 @@ from typing import Any
 
 from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest
-from azure.data.tables import TableClient, TableTransactionError
+from azure.data.tables import RequestTooLargeError, TableClient, TableTransactionError
 from azure.data.tables._table_batch import TableBatchOperations
 
 MAX_ANSWER = 4 << 20      # an answer to 100 operations is a few tens of KiB
@@ -73,13 +73,15 @@ def submit(table: TableClient, operations: Iterable[Any]) -> list[Mapping[str, A
     if len(answer) > MAX_ANSWER:
         raise HttpResponseError(f"the answer to a transaction on {table.table_name} is over "
                                 f"{MAX_ANSWER} bytes")
-    if response.status_code != 202:
+    if response.status_code != 202:    # refused whole (413: too large, as the SDK says it)
+        kind: type[HttpResponseError] = RequestTooLargeError if response.status_code == 413 else HttpResponseError
         raise _error(_Part(response.status_code, response.reason or "", _lower(response.headers),
-                           answer), HttpResponseError, table.table_name)
+                           answer), kind, table.table_name)
     parts = decode(response.headers.get("content-type", ""), answer)
     failed = next((p for p in parts if not 200 <= p.status_code < 300), None)
     if failed is not None:
-        raise _error(failed, TableTransactionError, table.table_name)
+        kind = RequestTooLargeError if failed.status_code == 413 else TableTransactionError
+        raise _error(failed, kind, table.table_name)
     if len(parts) != len(builder.requests):
         raise HttpResponseError(f"a transaction of {len(builder.requests)} operations on "
                                 f"{table.table_name} was answered with {len(parts)} parts")
