@@ -1,4 +1,4 @@
-"""Entity-group transactions without the SDK's MIME machinery: the same request, a tenth of the CPU.
+"""Entity-group transactions without the SDK's MIME machinery: the same request for 40 % of the CPU.
 
 ``TableClient.submit_transaction`` builds its ``multipart/mixed`` body with the ``email`` package
 (a generator that compiles a new regular expression for every random boundary) and parses the
