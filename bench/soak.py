@@ -247,7 +247,7 @@ class Soak:
         if job_id is None:
             return False
         job = self.ledger.get_job(job_id)
-        if job.state != JobState.RUNNING or job.spec.get("output_action") == "summary_only":
+        if job.state != JobState.RUNNING or job.spec.output_action == "summary_only":
             return False
         target = output_target(self.settings, job)
         won = [b for b in self.ledger.batches(job_id) if b.state == "succeeded" and b.block_id]
