@@ -81,59 +81,61 @@ class StreamsReader:
         return asyncio.run(go())
 
 
-class HttpxReader:
-    """Worker state for ``httpx``: the URLs, built once; each run opens a fresh client."""
+class _ClientReader:
+    """Worker state for a client library's reader: the URLs, built once; each run opens a fresh
+    client (:meth:`client`) and keeps ``concurrency`` GETs (:meth:`get`) in flight."""
 
     def __init__(self, urls: list[str]) -> None:
         self.urls = urls
 
-    def read(self, concurrency: int) -> tuple[int, int]:
-        import asyncio
+    def client(self, concurrency: int) -> Any:
+        raise NotImplementedError
 
-        import httpx
-
-        async def go() -> tuple[int, int]:
-            totals = [0, 0]
-            work = iter(self.urls)
-            limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-            async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-                async def reader() -> None:
-                    for url in work:
-                        response = await client.get(url)
-                        response.raise_for_status()
-                        totals[0] += 1
-                        totals[1] += len(response.content)
-                await asyncio.gather(*(reader() for _ in range(concurrency)))
-            return totals[0], totals[1]
-        return asyncio.run(go())
-
-
-class AiohttpReader:
-    """Worker state for ``aiohttp``: the URLs, built once; each run opens a fresh session."""
-
-    def __init__(self, urls: list[str]) -> None:
-        self.urls = urls
+    async def get(self, client: Any, url: str) -> bytes:
+        raise NotImplementedError
 
     def read(self, concurrency: int) -> tuple[int, int]:
         import asyncio
 
-        import aiohttp
-
         async def go() -> tuple[int, int]:
             totals = [0, 0]
             work = iter(self.urls)
-            connector = aiohttp.TCPConnector(limit=concurrency)
-            async with aiohttp.ClientSession(connector=connector) as session:
+            async with self.client(concurrency) as client:
                 async def reader() -> None:
                     for url in work:
-                        async with session.get(url) as response:
-                            response.raise_for_status()
-                            body = await response.read()
+                        body = await self.get(client, url)
                         totals[0] += 1
                         totals[1] += len(body)
                 await asyncio.gather(*(reader() for _ in range(concurrency)))
             return totals[0], totals[1]
         return asyncio.run(go())
+
+
+class HttpxReader(_ClientReader):
+    """``httpx.AsyncClient``."""
+
+    def client(self, concurrency: int) -> Any:
+        import httpx
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        return httpx.AsyncClient(limits=limits, timeout=60)
+
+    async def get(self, client: Any, url: str) -> bytes:
+        response = await client.get(url)
+        response.raise_for_status()
+        return bytes(response.content)
+
+
+class AiohttpReader(_ClientReader):
+    """``aiohttp.ClientSession``."""
+
+    def client(self, concurrency: int) -> Any:
+        import aiohttp
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency))
+
+    async def get(self, client: Any, url: str) -> bytes:
+        async with client.get(url) as response:
+            response.raise_for_status()
+            return bytes(await response.read())
 
 
 def available(client: str) -> bool:
