@@ -91,6 +91,9 @@ class Settings:
     download_concurrency: int = 16  # parallel input downloads per mini-batch
     warm_processes: int = 2         # spare scoring processes kept with the libraries imported
     plan_page_size: int = 5000      # blobs listed per planner invocation
+    # a job submitted through the API or a request blob is planned at once (its first step); its
+    # step-0 message waits this long first, for a submitter that dies half-way
+    plan_backstop_s: float = 30.0
     storage_timeout_s: float = 60.0 # a storage call without an answer by then is retried
     max_result_bytes: int = 256 << 20  # a mini-batch's rows from a scoring process; more fails the try
     # staged rows older than this are committed (a checkpoint) while the job runs or is paused:

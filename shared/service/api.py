@@ -26,6 +26,8 @@ same dataclasses. A new route is documented by that one argument (docs/api.md).
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import logging
 from dataclasses import asdict
@@ -214,7 +216,8 @@ async def submit_job(request: Request) -> JSONResponse:
     """Submit a job: validated, then planned and run; nothing is enqueued for an invalid one."""
     rt = runtime.current()
     data = await _body(request)
-    job = await run_in_threadpool(jobs.submit, rt.storage, rt.ledger, data)
+    job = await run_in_threadpool(functools.partial(jobs.submit, plan_now=True), rt.storage,
+                                  rt.ledger, data)
     url = _status_url(request, job.job_id)
     return JSONResponse(asdict(Submitted(job.job_id, job.state, url)), status_code=202,
                         headers={"Location": url})
@@ -251,7 +254,8 @@ async def resubmit_job(job_id: str, request: Request) -> JSONResponse:
     overrides = await _body(request)
     if not isinstance(overrides, dict):
         raise SpecError([{"field": "(body)", "message": "overrides must be an object of spec fields"}])
-    job = await run_in_threadpool(jobs.resubmit, rt.storage, rt.ledger, job_id, overrides)
+    job = await run_in_threadpool(functools.partial(jobs.resubmit, plan_now=True), rt.storage,
+                                  rt.ledger, job_id, overrides)
     url = _status_url(request, job.job_id)
     return JSONResponse(asdict(Resubmitted(job.job_id, job.state, url, resubmitted_from=job_id)),
                         status_code=202, headers={"Location": url})

@@ -8,15 +8,46 @@ is why every caller may send again after a crash instead of remembering what it 
 
 from __future__ import annotations
 
+import logging
 import time
+
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.storage.queue import QueueMessage
 
 from shared.messages import BatchMessage, FinalizeMessage, PlanMessage
 from shared.storage import Storage
 
+log = logging.getLogger("parallelrun.outbox")
 
-def plan(storage: Storage, job_id: str, step: int) -> None:
-    """Plan step ``step`` of the job (the next page of its inputs)."""
-    storage.queue(storage.settings.plan_queue).send_message(PlanMessage(job_id, step).to_json())
+
+def plan(storage: Storage, job_id: str, step: int, delay_s: float = 0) -> QueueMessage:
+    """Plan step ``step`` of the job (the next page of its inputs), visible after ``delay_s``;
+    returns the message as sent (its id and pop receipt: :func:`withdraw`, :func:`release`)."""
+    return storage.queue(storage.settings.plan_queue).send_message(
+        PlanMessage(job_id, step).to_json(), visibility_timeout=int(delay_s) or None)
+
+
+def withdraw(storage: Storage, queue: str, message: QueueMessage) -> bool:
+    """Delete a message this process sent and nobody has received yet (its pop receipt is the
+    send's); False if it was received meanwhile (whoever holds it does its work again, which
+    every message allows) or is gone."""
+    try:
+        storage.queue(queue).delete_message(message.id, message.pop_receipt)
+        return True
+    except (ResourceNotFoundError, HttpResponseError) as exc:
+        log.info("message %s on %s not withdrawn: %s", message.id, queue, exc.message)
+        return False
+
+
+def release(storage: Storage, queue: str, message: QueueMessage) -> bool:
+    """Make a message this process sent visible now instead of after its delay; False if it was
+    received meanwhile or is gone (it then runs when its holder gets to it)."""
+    try:
+        storage.queue(queue).update_message(message.id, message.pop_receipt, visibility_timeout=0)
+        return True
+    except (ResourceNotFoundError, HttpResponseError) as exc:
+        log.info("message %s on %s not released: %s", message.id, queue, exc.message)
+        return False
 
 
 def batch(storage: Storage, job_id: str, index: int, delay_s: float = 0) -> None:

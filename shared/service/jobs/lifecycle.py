@@ -6,7 +6,8 @@ Submission validates everything it can before anything is written (the spec, the
 :mod:`shared.service.jobs.references`): an invalid job is refused with every bad field and every
 reference that does not hold named in one answer, and nothing is enqueued. State first, side
 effects after: the index row, then the ledger row are written, then the first planning message
-is enqueued. A submitter that dies in
+is enqueued (the API and request blobs plan the first step at once, the message waiting as a
+backstop: :func:`plan_first_step`). A submitter that dies in
 between leaves a ``queued`` index row, which :mod:`shared.service.jobs.sweep` finds and recovers.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.errors import NotFoundError, SpecError
+from shared.messages import PlanMessage
 from shared.service import outbox
 from shared.service.jobs import claims, references, reuse, stopping
 from shared.service.jobs import joblist as index
@@ -29,6 +31,7 @@ from shared.service.jobs.status import job_status
 from shared.service.ledger import decisions
 from shared.service.ledger.rows import JobRow, spec_json
 from shared.service.ledger.store import Ledger
+from shared.service.planning import planner
 from shared.service.working.jobcontext import process_count
 from shared.spec import JobSpec, Parsed, SpecParts, parse_submission
 from shared.states import JobState
@@ -72,8 +75,11 @@ def merged(errors: list[dict[str, str]]) -> list[dict[str, str]]:
     return [{"field": f, "message": "; ".join(m)} for f, m in by_field.items()]
 
 
-def submit(storage: Storage, ledger: Ledger, data: Any) -> JobRow:
-    """Validate and accept a job; returns its ledger row. Raises SpecError (nothing written)."""
+def submit(storage: Storage, ledger: Ledger, data: Any, *, plan_now: bool = False) -> JobRow:
+    """Validate and accept a job; returns its ledger row. Raises SpecError (nothing written).
+
+    ``plan_now``: plan the job's first step here (:func:`plan_first_step`) instead of leaving it
+    to the plan queue's next poll, as the API and request blobs do."""
     spec, checked = validate(storage, data)
     if checked.resolved is not None:    # the row carries the requirements, not a file name
         spec = spec.model_copy(update={"environment": checked.resolved.to_json()})
@@ -98,17 +104,42 @@ def submit(storage: Storage, ledger: Ledger, data: Any) -> JobRow:
         if spec.output is not None:
             claims.release(storage, job_id, container, prefix)
         raise
-    outbox.plan(storage, job_id, 0)
     log.info("submitted: job=%s inputs=%d window=%d", job_id, len(spec.inputs), window)
+    if plan_now:
+        plan_first_step(storage, ledger, job_id)
+    else:
+        outbox.plan(storage, job_id, 0)
     return job
 
 
-def resubmit(storage: Storage, ledger: Ledger, job_id: str, overrides: dict[str, Any]) -> JobRow:
+def plan_first_step(storage: Storage, ledger: Ledger, job_id: str) -> None:
+    """Plan step 0 of a job just accepted, in this process: its first mini-batches are enqueued
+    without waiting for the plan queue's next poll (up to ``maxPollingInterval`` on an idle host,
+    the largest part of a small job's start).
+
+    The step's message is sent first, invisible for ``plan_backstop_s``: if this process dies
+    before the step is done, the queue runs it then. Once the step is done the message is
+    deleted; if the step fails it is made visible at once. Either way a step that runs twice is
+    harmless (:func:`shared.service.planning.planner.plan_step` is idempotent)."""
+    queue = storage.settings.plan_queue
+    backstop = outbox.plan(storage, job_id, 0, delay_s=storage.settings.plan_backstop_s)
+    try:
+        planner.plan_step(storage, ledger, PlanMessage(job_id, 0))
+    except Exception as exc:  # noqa: BLE001 - the queue plans it instead, now
+        log.warning("job=%s: first planning step failed here, left to the plan queue: %s: %s",
+                    job_id, type(exc).__name__, exc)
+        outbox.release(storage, queue, backstop)
+        return
+    outbox.withdraw(storage, queue, backstop)
+
+
+def resubmit(storage: Storage, ledger: Ledger, job_id: str, overrides: dict[str, Any], *,
+             plan_now: bool = False) -> JobRow:
     """Submit a job again with some fields replaced (new data, batch size, processes...). An
     explicit output is kept: while the old job runs, that is refused (409) unless the overrides
     name another output."""
     old = ledger.get_job(check_job_id(job_id))
-    return submit(storage, ledger, old.spec.overridden(overrides))
+    return submit(storage, ledger, old.spec.overridden(overrides), plan_now=plan_now)
 
 
 def cancel(storage: Storage, ledger: Ledger, job_id: str) -> JobRow:

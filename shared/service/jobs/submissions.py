@@ -30,7 +30,7 @@ def submit_blob(storage: Storage, ledger: Ledger, blob_name: str, data: bytes,
     write and return the receipt. Invalid specs are not retried."""
     try:
         check_spec_bytes(max(size or 0, len(data)), storage.settings.limits)
-        job = jobs.submit(storage, ledger, data)
+        job = jobs.submit(storage, ledger, data, plan_now=True)
         receipt: dict[str, Any] = {"request": blob_name, "job_id": job.job_id, "state": job.state}
         log.info("request submitted: %s -> job %s", blob_name, job.job_id)
     except SpecError as exc:
