@@ -268,7 +268,15 @@ class _Slot:
         self.size = size
         self.free = threading.Semaphore(size)
         self.idle: list[ScoringProcess] = []
+        self.starting: list[ScoringProcess] = []   # started ahead (:meth:`ScoringPool.prestart`)
+        self.leased = 0
+        self.reserved = 0                           # being started ahead right now
         self.last_used = time.monotonic()
+
+    @property
+    def count(self) -> int:
+        """Processes of this key: leased, idle, or starting (at most ``size``)."""
+        return self.leased + len(self.idle) + len(self.starting) + self.reserved
 
 
 class ScoringPool:
@@ -292,6 +300,7 @@ class ScoringPool:
         self.node_id = node_id
         self.max_idle_keys = max_idle_keys
         self._lock = threading.Lock()
+        self._started = threading.Condition(self._lock)   # a process started ahead is in place
         self._slots: dict[str, _Slot] = {}
         self._serial = 0
         self._spares: list[ScoringProcess] = []
@@ -380,20 +389,64 @@ class ScoringPool:
         return protocol.Limits(max_body_bytes=self.settings.max_result_bytes,
                                body_timeout_s=protocol.BODY_TIMEOUT_S)
 
+    def _slot(self, key: str, size: int) -> _Slot:
+        """The key's slot, made on first use (caller holds the lock)."""
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = _Slot(size)
+            self._evict_idle(keep=key)
+        return slot
+
+    def prestart(self, key: str, config: ScoringConfig, size: int) -> bool:
+        """Start a process for ``key`` without waiting for it, if the key has none idle or
+        starting and fewer than ``size`` in all: its script's import and ``init()`` then overlap
+        with what the caller does before it leases (a mini-batch's downloads), and the next
+        :meth:`lease` takes it. Returns whether one was started."""
+        with self._lock:
+            if self._closed.is_set():
+                return False
+            slot = self._slot(key, size)
+            if slot.idle or slot.starting or slot.reserved or slot.count >= slot.size:
+                return False
+            slot.reserved += 1
+        proc: ScoringProcess | None = None
+        try:
+            proc = self._start(config)
+        finally:
+            with self._lock:
+                slot.reserved -= 1
+                kept = proc is not None and not self._closed.is_set() \
+                    and self._slots.get(key) is slot
+                if kept and proc is not None:
+                    slot.starting.append(proc)
+                self._started.notify_all()
+        if proc is not None and not kept:     # the pool closed, or the key was evicted meanwhile
+            proc.kill()
+        return kept
+
     @contextlib.contextmanager
     def lease(self, key: str, config: ScoringConfig, size: int) -> Iterator[ScoringProcess | RunOutcome]:
         """Yield a ready process for ``key`` (waiting for a free one), or the failed init outcome."""
         with self._lock:
-            slot = self._slots.get(key)
-            if slot is None:
-                slot = self._slots[key] = _Slot(size)
-                self._evict_idle(keep=key)
+            slot = self._slot(key, size)
         slot.free.acquire()
         proc: ScoringProcess | None = None
+        leased = False
         try:
             with self._lock:
+                slot.leased += 1
+                leased = True
+                while not slot.idle and not slot.starting and slot.reserved:
+                    self._started.wait()       # one is being started ahead: take it, not another
                 proc = slot.idle.pop() if slot.idle else None
+                started = slot.starting.pop(0) if proc is None and slot.starting else None
                 slot.last_used = time.monotonic()
+            if started is not None:    # started ahead: its init() may still be running
+                proc = started
+                failed = proc.wait_ready()
+                if failed is not None:
+                    yield failed
+                    return
             if proc is not None and not proc.alive():   # died while idle: not this try's failure
                 log.warning("job=%s: idle scoring process %s (pid %d) was found dead (%s); "
                             "starting another", config.job_id, proc.config.process_name, proc.pid,
@@ -409,11 +462,14 @@ class ScoringPool:
             yield proc
         finally:
             with self._lock:
+                if leased:
+                    slot.leased -= 1
                 if proc is not None and proc.healthy and proc.proc.poll() is None:
                     slot.idle.append(proc)
             slot.free.release()
 
     def _start(self, config: ScoringConfig) -> ScoringProcess:
+        """A process for ``config``: a warm spare when one is ready, else a new one."""
         with self._lock:
             self._serial += 1
             name = f"process{self._serial:03d}"
@@ -439,13 +495,14 @@ class ScoringPool:
         others = sorted((s.last_used, k) for k, s in self._slots.items() if k != keep)
         for _, key in others[: max(0, len(others) - self.max_idle_keys + 1)]:
             slot = self._slots[key]
-            while slot.idle:
-                threading.Thread(target=slot.idle.pop().close, daemon=True).start()
+            while slot.idle or slot.starting:
+                proc = slot.idle.pop() if slot.idle else slot.starting.pop()
+                threading.Thread(target=proc.close, daemon=True).start()
 
     def close(self) -> None:
         self._closed.set()
         with self._lock:
-            procs = [p for s in self._slots.values() for p in s.idle]
+            procs = [p for s in self._slots.values() for p in [*s.idle, *s.starting]]
             spares, self._spares = self._spares, []
             self._slots.clear()
         for p in procs:

@@ -152,6 +152,8 @@ class Worker:
         """Run the try ``batch`` was marked running for, settle it, and apply the settlement."""
         work = _work_dir(ctx, batch)
         clock = _Clock()
+        # a job's first process imports its script and runs init() while this try downloads
+        self.pool.prestart(ctx.pool_key, ctx.scoring, ctx.processes)
         try:
             files = (Downloaded([], []) if ctx.tabular else  # tables are parsed by the scoring process
                      download_batch(self.storage, ctx.inputs, batch.items, work, self._downloads))
