@@ -27,7 +27,6 @@ same dataclasses. A new route is documented by that one argument (docs/api.md).
 from __future__ import annotations
 
 import functools
-
 import hashlib
 import logging
 from dataclasses import asdict
