@@ -89,10 +89,11 @@ class Bench:
 
 
 def run_job(bench: Bench, spec: dict[str, Any], expect_rows: int, timeout_s: float = 900) -> dict[str, Any]:
-    """Submit ``spec``, wait for the end, check the output; the job's figures as a dict."""
+    """Submit ``spec`` as the API does (its first step planned at once), wait for the end, check
+    the output; the job's figures as a dict."""
     storage, ledger = bench.storage, bench.ledger
     started = time.time()
-    job = jobs.submit(storage, ledger, spec)
+    job = jobs.submit(storage, ledger, spec, plan_now=True)
     deadline = time.monotonic() + timeout_s
     while True:
         row = ledger.get_job(job.job_id)

@@ -109,14 +109,16 @@ def test_a_poisoned_mini_batch_is_recorded_as_failed_and_counted(
     host.drain()
     assert api.get(f"/api/jobs/{job_id}").json()["state"] == "succeeded"
     # a message for a mini-batch that never settled reaches the poison queue
-    second = submit(api, job(code, "poisoned", "none", error_threshold=0, process_count_per_node=1,
-                             node_count=1, allow_reuse=False))   # the same job again: it must run
-    queue = storage.queue(storage.settings.batch_queue)
     host.stop()   # stop consuming; plan the second job and poison its first mini-batch by hand
     from shared.messages import PlanMessage
     from shared.service import runtime
+    from shared.service.jobs import lifecycle
     from shared.service.planning import planner
     rt = runtime.configure(storage.settings)
+    second = lifecycle.submit(storage, rt.ledger, job(   # the same job again: it must run
+        code, "poisoned", "none", error_threshold=0, process_count_per_node=1, node_count=1,
+        allow_reuse=False)).job_id
+    queue = storage.queue(storage.settings.batch_queue)
     [plan] = storage.queue(storage.settings.plan_queue).receive_messages(max_messages=1)
     planner.plan_step(storage, rt.ledger, PlanMessage.from_json(plan.content))
     storage.queue(storage.settings.plan_queue).delete_message(plan)

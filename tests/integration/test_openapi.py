@@ -167,7 +167,7 @@ def test_the_error_answers_are_the_documented_ones(described: Any, client: httpx
     r = client.get(f"/api/jobs/{unknown}/logs/user/%2E%2E/%2E%2E/secret.txt")
     assert r.status_code == 400 and "'..'" in conforms(described, "GET", "/api/jobs/{job_id}/logs/{path}", r)["error"]
 
-    # an output owned by an unfinished job (nothing runs here: the first stays queued)
+    # an output owned by an unfinished job (planned at submit; nothing runs its mini-batches here)
     first = client.post("/api/jobs", json=valid_spec(code, output="openapiout/run"))
     owner = conforms(described, "POST", "/api/jobs", first)["job_id"]
     assert first.status_code == 202 and first.headers["location"].endswith(f"/api/jobs/{owner}")
@@ -177,7 +177,7 @@ def test_the_error_answers_are_the_documented_ones(described: Any, client: httpx
     assert r.status_code == 409
     assert conforms(described, "POST", "/api/jobs/{job_id}/resubmit", r)["owner"] == owner
     listed = conforms(described, "GET", "/api/jobs", client.get("/api/jobs"))["jobs"]
-    assert [(j["job_id"], j["state"], j["progress"]["settled"]) for j in listed] == [(owner, "queued", 0)]
+    assert [(j["job_id"], j["state"], j["progress"]["settled"]) for j in listed] == [(owner, "running", 0)]
     r = client.get(f"/api/jobs/{owner}/logs", params={"kind": "nope"})
     assert r.status_code == 400 and "kind" in conforms(described, "GET", "/api/jobs/{job_id}/logs", r)["error"]
     r = client.get(f"/api/jobs/{owner}/results")

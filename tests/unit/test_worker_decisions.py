@@ -92,7 +92,8 @@ class FakeLedger:
 
 def context(job: JobRow, processes: int = 2) -> Any:
     """What the worker reads of a job context in the paths tested here."""
-    return SimpleNamespace(job=job, spec=job.spec, processes=processes, tabular=False)
+    return SimpleNamespace(job=job, spec=job.spec, processes=processes, tabular=False,
+                           pool_key=job.job_id, scoring=None)
 
 
 class FakeJobs:
@@ -154,7 +155,9 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
 
 def make_worker(tmp_path: Path, ledger: FakeLedger, **jobs_kw: Any) -> Worker:
     storage = SimpleNamespace(settings=Settings(scratch_dir=str(tmp_path), download_concurrency=1))
-    w = Worker(storage, ledger, pool=None, node_id="node1")  # type: ignore[arg-type]
+    # no scoring processes: the tests replace _score; a try still asks to start one ahead
+    pool = SimpleNamespace(prestart=lambda key, config, size: False)
+    w = Worker(storage, ledger, pool=pool, node_id="node1")  # type: ignore[arg-type]
     w.jobs = FakeJobs(ledger, **jobs_kw)  # type: ignore[assignment]
     return w
 
