@@ -1,6 +1,6 @@
 """A queue-trigger listener with the Azure Functions host's semantics.
 
-* Poll the queue; when it is empty, back off exponentially up to ``maxPollingInterval``.
+* Poll the queue; when it is empty, back off exponentially (randomised) up to ``maxPollingInterval``.
 * Fetch ``batchSize`` messages whenever no more than ``newBatchThreshold`` are in flight, and run
   them on a thread pool of ``batchSize + newBatchThreshold`` workers.
 * Messages are received invisible for ``lease_s`` and their visibility is renewed every
@@ -22,6 +22,7 @@ import base64
 import binascii
 import logging
 import math
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +41,17 @@ from shared.storage import Storage
 log = logging.getLogger("parallelrun.local.queues")
 
 MIN_POLL_S = 0.1     # first back-off step after an empty receive
+JITTER = 0.2         # the host's randomisation of each back-off step below the maximum
+
+
+def idle_wait(delay: float, maximum: float, rand: Callable[[float, float], float] = random.uniform
+              ) -> tuple[float, float]:
+    """After an empty receive: the next back-off step (doubled, at most ``maximum``) and how long
+    to wait now. As the Functions host's randomised exponential back-off, each step below the
+    maximum is varied by +-20 %, so a host's queues (and several hosts) do not poll in step; at
+    the maximum the wait is the maximum."""
+    delay = min(delay * 2, maximum)
+    return delay, delay if delay >= maximum else delay * rand(1 - JITTER, 1 + JITTER)
 FAST_POLL_S = 0.05   # polling interval while the host is draining
 
 
@@ -148,8 +160,8 @@ class QueueConsumer:
             if received:
                 delay = MIN_POLL_S
                 continue
-            delay = min(delay * 2, self.config.max_polling_interval_s)
-            self._wake.wait(FAST_POLL_S if self._fast else delay)
+            delay, wait = idle_wait(delay, self.config.max_polling_interval_s)
+            self._wake.wait(FAST_POLL_S if self._fast else wait)
             self._wake.clear()
 
     def _receive(self) -> int:
