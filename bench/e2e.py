@@ -79,14 +79,15 @@ class Bench:
                 "source_directory": self.mnist_code, "models": ["mnist"],
                 "inputs": [f"{workloads.IMAGES_CONTAINER}/{workloads.IMAGES_PREFIX}"],
                 "mini_batch_size": str(batch), "process_count_per_node": processes,
-                "node_count": nodes, "error_threshold": 0, "logging_level": "WARNING"}
+                "node_count": nodes, "error_threshold": 0, "logging_level": "WARNING",
+                "allow_reuse": False}   # each run does the work (an identical job would be reused)
 
     def table_spec(self, fmt: str, batch: str, processes: int, nodes: int) -> dict[str, Any]:
         return {"name": f"bench-{fmt}", "entry_script": "score_table.py",
                 "source_directory": self.table_code, "models": ["breast-cancer"],
                 "inputs": [{"path": f"{workloads.TABLES_CONTAINER}/{fmt}/", "type": "tabular"}],
                 "mini_batch_size": batch, "process_count_per_node": processes, "node_count": nodes,
-                "error_threshold": 0, "logging_level": "WARNING"}
+                "error_threshold": 0, "logging_level": "WARNING", "allow_reuse": False}
 
 
 PLAN_AT_SUBMIT = True   # bench.run --submit

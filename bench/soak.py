@@ -157,7 +157,7 @@ class Soak:
     def specs(self) -> list[tuple[str, dict[str, Any], Callable[[dict], tuple[bool, int, str]]]]:
         a = self.args
         base = {"source_directory": self.code, "node_count": a.nodes, "process_count_per_node": 2,
-                "run_max_try": 1000, "error_threshold": 0}
+                "run_max_try": 1000, "error_threshold": 0, "allow_reuse": False}
         files = {**base, "name": "soak-files", "entry_script": "soak_files.py",
                  "inputs": ["soak-files/"], "mini_batch_size": "10", "run_invocation_timeout": 30,
                  "arguments": ["--delay", str(a.delay), "--marker", self.marker]}

@@ -18,6 +18,7 @@ from shared.cli import main as cli
 from shared.local.host import LocalHost
 from shared.messages import PlanMessage
 from shared.service.jobs import lifecycle as jobs
+from shared.service.jobs import reuse
 from shared.service.ledger.rows import JobRow
 from shared.service.ledger.store import Ledger
 from shared.service.planning import planner
@@ -81,6 +82,19 @@ def test_the_same_job_twice_is_reused_with_the_same_rows_and_no_mini_batch_run(
     result = storage.container(second.output_container).download_blob(
         f"{second.output_prefix}/logs/job_result.txt").readall().decode()
     assert f"reused job {first.job_id}" in result
+
+
+def test_a_third_identical_job_is_reused_too_from_the_job_that_ran(
+        storage: Storage, host: LocalHost, code: str, folder: str, model: int) -> None:
+    """A reused job never listed its inputs, so it cannot be the one compared against: the job
+    that ran stays the candidate, however many identical jobs follow."""
+    inputs(storage, folder)
+    first, st1 = run(storage, host, spec(code, folder))
+    for _ in range(2):
+        reused, st = run(storage, host, spec(code, folder))
+        assert st["reuse"]["reused_from"] == first.job_id, st["reuse"]
+        assert rows(storage, st) == rows(storage, st1)
+        reuse.record_success(storage, reused)    # as a take-over delivered twice records it again
 
 
 @pytest.mark.parametrize(("change", "says"), [

@@ -321,14 +321,16 @@ def _value(value: Any) -> str:
 def record_success(storage: Storage, job: JobRow) -> None:
     """After a job succeeded: it is the candidate for its fingerprint and the latest of its
     name. A job whose inputs were not all fingerprinted (an explicit list of files with
-    allow_reuse false: not looked at) is recorded by name only."""
+    allow_reuse false: not looked at) is recorded by name only. A job that reused another never
+    listed its inputs, so the next one could not be compared with it: the job it reused stays
+    the candidate (recorded again, in case that record was lost)."""
     if not job.fingerprint.get("key") or not job.has_spec:
         return
     table = storage.table(storage.settings.index_table)
     try:
         if job.spec.allow_reuse or all(i.files is None for i in job.spec.inputs):
             table.upsert_entity({"PartitionKey": BY_KEY, "RowKey": job.fingerprint["key"],
-                                 "job_id": job.job_id, "at": time.time()})
+                                 "job_id": job.reused_from or job.job_id, "at": time.time()})
         if job.name:
             table.upsert_entity({"PartitionKey": BY_NAME, "RowKey": _h("name", job.name),
                                  "job_id": job.job_id, "name": job.name, "at": time.time()})
