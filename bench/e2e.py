@@ -90,7 +90,20 @@ class Bench:
                 "error_threshold": 0, "logging_level": "WARNING", "allow_reuse": False}
 
 
-PLAN_AT_SUBMIT = True   # bench.run --submit
+PLAN_AT_SUBMIT = True   # --submit (add_submit_option)
+
+
+def add_submit_option(parser: argparse.ArgumentParser) -> None:
+    """``--submit api|queue``: jobs submitted as the API and request blobs submit (the first step
+    planned at once) or as the CLI does (planned by the plan queue); :func:`use_submit` applies it."""
+    parser.add_argument("--submit", choices=("api", "queue"), default="api",
+                        help="how jobs are submitted: as the API and request blobs do (the first "
+                             "step planned at once) or as the CLI does (planned by the plan queue)")
+
+
+def use_submit(args: argparse.Namespace) -> None:
+    global PLAN_AT_SUBMIT
+    PLAN_AT_SUBMIT = args.submit == "api"
 
 
 def run_job(bench: Bench, spec: dict[str, Any], expect_rows: int, timeout_s: float = 900) -> dict[str, Any]:

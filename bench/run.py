@@ -130,16 +130,14 @@ def main() -> int:
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="where the hosts' scratch folders go (default: the system's temp "
                              "folder); the report gives the CPU a file create costs there")
-    parser.add_argument("--submit", choices=("api", "queue"), default="api",
-                        help="how jobs are submitted: as the API and request blobs do (the first "
-                             "step planned at once) or as the CLI does (planned by the plan queue)")
+    e2e.add_submit_option(parser)
     parser.add_argument("--no-write", action="store_true", help="do not update docs/performance.md")
     parser.add_argument("--report-only", type=Path, metavar="JSON",
                         help="render (and write) the report of a saved run's figures, measure nothing")
     args = parser.parse_args()
     if args.report_only:
         return publish(json.loads(args.report_only.read_text()), args.no_write)
-    e2e.PLAN_AT_SUBMIT = args.submit == "api"
+    e2e.use_submit(args)
     if args.quick:
         args.runs, args.grid_runs, args.batches, args.processes, args.nodes = 1, 1, "5,50", "2", "1"
         args.images, args.rows = min(args.images, 2000), min(args.rows, 100_000)

@@ -260,7 +260,9 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--runs", type=int, default=1, help="runs per figure (the median is kept)")
     parser.add_argument("--json", type=Path, default=ROOT / ".parallelrun" / "tables-scale.json")
+    e2e.add_submit_option(parser)
     args = parser.parse_args()
+    e2e.use_submit(args)
     formats = tuple(f for f in args.formats.split(",") if f)
     started = time.monotonic()
     out: dict[str, Any] = {"command": "python -m bench.tables_scale " + " ".join(sys.argv[1:]),
