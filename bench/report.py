@@ -212,9 +212,11 @@ def targets_section(res: dict[str, Any], img: dict[str, Any], tab: dict[str, Any
     rows = []
 
     def add(target: str, value: float | None, goal: float, fmt: str, better: str = "high") -> None:
-        met = value is not None and (value >= goal if better == "high" else value <= goal)
-        shown = "n/a" if value is None else fmt.format(value)
-        rows.append([target, shown, "met" if met else "**missed**"])
+        if value is None:       # its part was skipped (or failed): no verdict either way
+            rows.append([target, "n/a", "not measured"])
+            return
+        met = value >= goal if better == "high" else value <= goal
+        rows.append([target, fmt.format(value), "met" if met else "**missed**"])
 
     add("images, best mini_batch_size: >= 70% of the I/O limit", _ratio(img.get("best"), img.get("io_limit")),
         0.7, "{:.0%}")

@@ -58,6 +58,20 @@ def test_targets_are_met_or_missed_by_the_figures() -> None:
     assert bad["cold start (submit to first mini-batch done) < 3 s"] == "**missed**"
 
 
+def test_a_target_whose_part_was_skipped_is_not_measured_not_missed() -> None:
+    res = results(best=750, five=450, trips=5.5, cold=2.0)
+    for part in ("io_http", "ray", "trips", "cold", "planner"):
+        res.pop(part)
+    judged = verdicts(report.render(res, {k: 0.0 for k in (
+        "flex_gb_s", "flex_executions_per_million", "blob_read_per_10k", "blob_write_per_10k",
+        "blob_list_per_10k", "queue_per_10k", "table_per_10k")}, 2.0))
+    for target in ("images, best mini_batch_size: >= 70% of the I/O limit",
+                   "<= 6 storage round trips per mini-batch of overhead",
+                   "cold start (submit to first mini-batch done) < 3 s", "planner: 100,000 blobs in < 60 s"):
+        assert judged[target] == "not measured", target
+    assert judged["tables (csv): >= 70% of the compute limit"] == "met"   # measured: judged
+
+
 def test_the_block_between_the_markers_is_replaced(tmp_path: Path) -> None:
     doc = tmp_path / "performance.md"
     doc.write_text("# Performance\n\nintro\n\n<!-- a -->\nold\n<!-- b -->\n\n## After\n")
