@@ -17,7 +17,8 @@ import pytest
 from shared.scoring import protocol, reaper
 from shared.scoring.protocol import RunOutcome, ScoringConfig
 from shared.service.working import baseview
-from shared.service.working.pool import ScoringPool, ScoringProcess, child_env
+from shared.service.working.pool import ScoringPool
+from shared.service.working.process import ScoringProcess, child_env
 from shared.settings import Settings
 
 T = TypeVar("T")

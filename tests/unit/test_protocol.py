@@ -123,9 +123,9 @@ def test_the_scoring_environment_names_are_the_protocol_s() -> None:
 
     from shared.scoring import child
     from shared.scoring.compat.azureml.core import model, run
-    from shared.service.working import pool
+    from shared.service.working import pool, process
 
     names = [v for k, v in vars(protocol).items() if k.startswith("ENV_")]
     assert all(n.startswith("PARALLELRUN_") for n in names) and len(set(names)) == len(names)
-    for module in (child, pool, model, run):
+    for module in (child, pool, process, model, run):
         assert '"PARALLELRUN_' not in inspect.getsource(module), module.__name__
